@@ -1,0 +1,206 @@
+"""Write events into the outbox in the caller's transaction.
+
+One INSERT per call (or per batch), on the caller's own connection, never a
+commit: the event exists exactly when the caller's transaction commits. The
+same statement queues a NOTIFY, which PostgreSQL delivers at commit and folds
+into one per transaction, so idle workers wake at once.
+
+SQLAlchemy sessions and connections are unwrapped to their psycopg 3
+connection (the `postgresql+psycopg` dialect), so every entry point runs the
+same SQL with the same binary parameters; only the thin unwrapping differs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import pq
+
+from outbox._errors import NoTransactionError, UnsupportedConnectionError
+from outbox._event import DEFAULT_MAX_EVENT_BYTES, CloudEvent
+from outbox._sql import DEFAULT_SCHEMA, notify_channel, query
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection as SAConnection
+    from sqlalchemy.ext.asyncio import AsyncConnection as SAAsyncConnection
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+    SyncTarget = psycopg.Connection[Any] | Session | SAConnection
+    AsyncTarget = psycopg.AsyncConnection[Any] | AsyncSession | SAAsyncConnection
+
+_Row = tuple[str, str, str, str | None, str]
+
+
+def _settings(schema: str | None, max_event_bytes: int | None) -> tuple[str, int]:
+    """The explicit arguments, else OUTBOX_SCHEMA / OUTBOX_MAX_EVENT_BYTES, else the defaults."""
+    if schema is None:
+        schema = os.environ.get("OUTBOX_SCHEMA") or DEFAULT_SCHEMA
+    if max_event_bytes is None:
+        raw = os.environ.get("OUTBOX_MAX_EVENT_BYTES")
+        try:
+            max_event_bytes = int(raw) if raw else DEFAULT_MAX_EVENT_BYTES
+        except ValueError:
+            raise ValueError(f"OUTBOX_MAX_EVENT_BYTES: must be a whole number of bytes, got {raw!r}") from None
+    return schema, max_event_bytes
+
+
+def _row(event: CloudEvent, max_event_bytes: int) -> _Row:
+    if not isinstance(event, CloudEvent):
+        raise TypeError(f"enqueue takes an outbox.CloudEvent, not {type(event).__name__}")
+    return (event.id, event.source, event.type, event.subject, event.serialize(max_event_bytes))
+
+
+def _rows(events: Iterable[CloudEvent], max_event_bytes: int) -> list[_Row]:
+    # Every event is validated and serialized before the first byte is sent.
+    return [_row(event, max_event_bytes) for event in events]
+
+
+def _columns(rows: Sequence[_Row]) -> list[list[str | None]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _check_transaction(status: pq.TransactionStatus, autocommit: bool) -> None:
+    if autocommit and status == pq.TransactionStatus.IDLE:
+        raise NoTransactionError(
+            "enqueue: the connection is in autocommit mode outside a transaction; "
+            "open one (with conn.transaction(): ...) so the event commits with your change"
+        )
+    if status == pq.TransactionStatus.INERROR:
+        raise NoTransactionError("enqueue: the caller's transaction has already failed; roll it back first")
+
+
+# -- sync ------------------------------------------------------------------------
+
+
+def _psycopg_connection(target: object) -> psycopg.Connection[Any]:
+    if isinstance(target, psycopg.Connection):
+        return target
+    try:
+        from sqlalchemy.engine import Connection as SAConnection
+        from sqlalchemy.orm import Session
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        SAConnection = Session = None  # type: ignore[assignment,misc]
+    if Session is not None and isinstance(target, Session):
+        target = target.connection()  # begins the session's transaction if needed
+    if SAConnection is not None and isinstance(target, SAConnection):
+        if not target.in_transaction():
+            target.begin()
+        driver = target.connection.driver_connection
+        if isinstance(driver, psycopg.Connection):
+            return driver
+        raise UnsupportedConnectionError(
+            f"enqueue: SQLAlchemy must use the psycopg 3 driver (postgresql+psycopg://), not {type(driver).__module__}"
+        )
+    raise UnsupportedConnectionError(
+        "enqueue takes a psycopg.Connection, a SQLAlchemy Session or Connection; "
+        f"got {type(target).__name__} (use enqueue_async for async connections)"
+    )
+
+
+def enqueue(
+    conn: SyncTarget, event: CloudEvent, *, schema: str | None = None, max_event_bytes: int | None = None
+) -> int:
+    """Write `event` in the caller's open transaction and return its position.
+
+    Never commits: a rollback leaves no trace. Invalid events raise
+    `InvalidEventError` before any SQL is sent.
+    """
+    schema, max_event_bytes = _settings(schema, max_event_bytes)
+    row = _row(event, max_event_bytes)
+    pg = _psycopg_connection(conn)
+    _check_transaction(pg.info.transaction_status, pg.autocommit)
+    with pg.cursor() as cur:
+        cur.execute(query("insert_event", schema), (*row, notify_channel(schema)))
+        result = cur.fetchone()
+    assert result is not None
+    return int(result[0])
+
+
+def enqueue_many(
+    conn: SyncTarget,
+    events: Iterable[CloudEvent],
+    *,
+    schema: str | None = None,
+    max_event_bytes: int | None = None,
+) -> list[int]:
+    """Write a batch of events in one statement; returns their positions in order.
+
+    All events are validated first: one invalid event writes none of them.
+    """
+    schema, max_event_bytes = _settings(schema, max_event_bytes)
+    rows = _rows(events, max_event_bytes)
+    if not rows:
+        return []
+    pg = _psycopg_connection(conn)
+    _check_transaction(pg.info.transaction_status, pg.autocommit)
+    with pg.cursor() as cur:
+        cur.execute(query("insert_events", schema), (*_columns(rows), notify_channel(schema)))
+        return [int(r[0]) for r in cur.fetchall()]
+
+
+# -- async -----------------------------------------------------------------------
+
+
+async def _async_psycopg_connection(target: object) -> psycopg.AsyncConnection[Any]:
+    if isinstance(target, psycopg.AsyncConnection):
+        return target
+    try:
+        from sqlalchemy.ext.asyncio import AsyncConnection as SAAsyncConnection
+        from sqlalchemy.ext.asyncio import AsyncSession
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        SAAsyncConnection = AsyncSession = None  # type: ignore[assignment,misc]
+    if AsyncSession is not None and isinstance(target, AsyncSession):
+        target = await target.connection()
+    if SAAsyncConnection is not None and isinstance(target, SAAsyncConnection):
+        if not target.in_transaction():
+            await target.begin()
+        raw = await target.get_raw_connection()
+        driver = raw.driver_connection
+        if isinstance(driver, psycopg.AsyncConnection):
+            return driver
+        raise UnsupportedConnectionError(
+            "enqueue_async: SQLAlchemy must use the psycopg 3 async driver (postgresql+psycopg://), "
+            f"not {type(driver).__module__}"
+        )
+    raise UnsupportedConnectionError(
+        "enqueue_async takes a psycopg.AsyncConnection, a SQLAlchemy AsyncSession or AsyncConnection; "
+        f"got {type(target).__name__} (use enqueue for sync connections)"
+    )
+
+
+async def enqueue_async(
+    conn: AsyncTarget, event: CloudEvent, *, schema: str | None = None, max_event_bytes: int | None = None
+) -> int:
+    """`enqueue` for asyncio: psycopg AsyncConnection, SQLAlchemy AsyncSession/AsyncConnection."""
+    schema, max_event_bytes = _settings(schema, max_event_bytes)
+    row = _row(event, max_event_bytes)
+    pg = await _async_psycopg_connection(conn)
+    _check_transaction(pg.info.transaction_status, pg.autocommit)
+    async with pg.cursor() as cur:
+        await cur.execute(query("insert_event", schema), (*row, notify_channel(schema)))
+        result = await cur.fetchone()
+    assert result is not None
+    return int(result[0])
+
+
+async def enqueue_many_async(
+    conn: AsyncTarget,
+    events: Iterable[CloudEvent],
+    *,
+    schema: str | None = None,
+    max_event_bytes: int | None = None,
+) -> list[int]:
+    """`enqueue_many` for asyncio."""
+    schema, max_event_bytes = _settings(schema, max_event_bytes)
+    rows = _rows(events, max_event_bytes)
+    if not rows:
+        return []
+    pg = await _async_psycopg_connection(conn)
+    _check_transaction(pg.info.transaction_status, pg.autocommit)
+    async with pg.cursor() as cur:
+        await cur.execute(query("insert_events", schema), (*_columns(rows), notify_channel(schema)))
+        return [int(r[0]) for r in await cur.fetchall()]

@@ -1,0 +1,291 @@
+"""The CloudEvent model, validated against the NL GOV profile.
+
+The JSON event format is the source of truth: `to_dict`/`from_dict` and
+`to_json`/`from_json` round-trip exactly (a JSON null attribute means unset, so
+nulls are dropped on the way in). Validation is done once, in the constructor,
+so a `CloudEvent` that exists is valid; only the size limit is checked when the
+event is serialized for enqueueing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from outbox._errors import InvalidEventError
+
+SPECVERSION = "1.0"
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+# Optional context attributes of CloudEvents 1.0 and the NL GOV profile
+# (`dataref`, `sequence`, `sequencetype` come from the CloudEvents extensions
+# the profile adopts), each a string when present.
+OPTIONAL_STRING_ATTRIBUTES = (
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "dataref",
+    "sequence",
+    "sequencetype",
+)
+_URI_ATTRIBUTES = frozenset({"source", "dataschema", "dataref"})
+_RESERVED = frozenset({"specversion", "id", "source", "type", "data", "data_base64", *OPTIONAL_STRING_ATTRIBUTES})
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+_RFC3339 = re.compile(r"^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
+_NO_SPACE = re.compile(r"^\S+$")
+_INT32 = (-(2**31), 2**31 - 1)
+
+ExtensionValue = str | int | bool
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _format_time(value: datetime | str) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidEventError("time", "a datetime must be timezone-aware")
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise InvalidEventError("time", "must be an RFC 3339 timestamp, e.g. 2025-10-10T00:00:00Z")
+    try:
+        datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+    except ValueError:
+        raise InvalidEventError("time", "must be an RFC 3339 timestamp with a real date and time") from None
+    return value
+
+
+def _check_string(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidEventError(name, "must be a non-empty string")
+    if name in _URI_ATTRIBUTES and not _NO_SPACE.match(value):
+        raise InvalidEventError(name, "must be a URI-reference (no whitespace)")
+    return value
+
+
+def _check_extension(name: str, value: object) -> ExtensionValue:
+    if not _EXTENSION_NAME.match(name):
+        raise InvalidEventError(name, "extension attribute names must be lowercase a-z0-9, at most 20 characters")
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if not _INT32[0] <= value <= _INT32[1]:
+            raise InvalidEventError(name, "an integer extension value must fit in 32 bits (signed)")
+        return value
+    raise InvalidEventError(name, "extension attribute values must be a string, integer or boolean")
+
+
+class CloudEvent:
+    """One CloudEvent (specversion 1.0) under the NL GOV profile.
+
+    >>> CloudEvent(type="nl.overheid.zaken.zaak-gekoppeld", source="urn:nld:oin:01823288444:openklant",
+    ...            subject="a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5", data={"zaak": "urn:uuid:..."})
+
+    `id` defaults to a new UUID4 and `time` to now (UTC, RFC 3339 with Z).
+    `data` is any JSON value; bytes become `data_base64`. Keyword arguments
+    other than the context attributes are extension attributes.
+    Invalid input raises `InvalidEventError` naming the attribute and the rule.
+    """
+
+    __slots__ = ("_attributes", "_data", "_data_base64", "_extensions")
+
+    def __init__(
+        self,
+        *,
+        type: str,
+        source: str,
+        id: str | None = None,
+        specversion: str = SPECVERSION,
+        subject: str | None = None,
+        time: datetime | str | None = None,
+        datacontenttype: str | None = None,
+        dataschema: str | None = None,
+        dataref: str | None = None,
+        sequence: str | None = None,
+        sequencetype: str | None = None,
+        data: Any = None,
+        data_base64: str | None = None,
+        **extensions: ExtensionValue | None,
+    ) -> None:
+        if specversion != SPECVERSION:
+            raise InvalidEventError("specversion", f'must be "{SPECVERSION}"')
+        attributes: dict[str, str] = {
+            "specversion": SPECVERSION,
+            "id": _check_string("id", id) if id is not None else str(uuid.uuid4()),
+            "source": _check_string("source", source),
+            "type": _check_string("type", type),
+        }
+        optional = {
+            "subject": subject,
+            "time": _format_time(time) if time is not None else _now_rfc3339(),
+            "datacontenttype": datacontenttype,
+            "dataschema": dataschema,
+            "dataref": dataref,
+            "sequence": sequence,
+            "sequencetype": sequencetype,
+        }
+        for name, value in optional.items():
+            if value is not None:
+                attributes[name] = _check_string(name, value)
+
+        if isinstance(data, bytes | bytearray | memoryview):
+            if data_base64 is not None:
+                raise InvalidEventError("data_base64", "must not be given together with data")
+            data_base64 = base64.b64encode(bytes(data)).decode("ascii")
+            data = None
+        if data_base64 is not None:
+            if data is not None:
+                raise InvalidEventError("data_base64", "must not be given together with data")
+            if not isinstance(data_base64, str):
+                raise InvalidEventError("data_base64", "must be a base64 string")
+            try:
+                base64.b64decode(data_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidEventError("data_base64", "must be a base64 string") from None
+
+        self._attributes = attributes
+        self._data = data
+        self._data_base64 = data_base64
+        self._extensions: dict[str, ExtensionValue] = {
+            name: _check_extension(name, value) for name, value in extensions.items() if value is not None
+        }
+
+    # -- the JSON event format -------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> CloudEvent:
+        """An event from its JSON event format (a decoded JSON object)."""
+        if not isinstance(document, Mapping):
+            raise InvalidEventError("event", "must be a JSON object")
+        present = {key: value for key, value in document.items() if value is not None}
+        for key in ("type", "source", "id"):
+            if key not in present:
+                raise InvalidEventError(key, "is required")
+        if "specversion" not in present:
+            raise InvalidEventError("specversion", "is required")
+        for key in present:
+            if not isinstance(key, str):
+                raise InvalidEventError(repr(key), "attribute names must be strings")
+        return cls(**present)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> CloudEvent:
+        """An event from a JSON document in the JSON event format."""
+        try:
+            document = json.loads(text)
+        except (ValueError, TypeError) as exc:
+            raise InvalidEventError("event", f"must be a JSON document ({exc})") from None
+        return cls.from_dict(document)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON event format as a dict (unset attributes are left out)."""
+        document: dict[str, Any] = dict(self._attributes)
+        document.update(self._extensions)
+        if self._data_base64 is not None:
+            document["data_base64"] = self._data_base64
+        elif self._data is not None:
+            document["data"] = self._data
+        return document
+
+    def to_json(self) -> str:
+        """The JSON event format, compact, UTF-8 characters kept as they are."""
+        try:
+            return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEventError("data", f"must be JSON-serializable ({exc})") from None
+
+    def serialize(self, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str:
+        """`to_json`, refusing events larger than `max_bytes` once UTF-8 encoded."""
+        text = self.to_json()
+        # Cheap bound first: UTF-8 takes at most 4 bytes per character.
+        if len(text) * 4 > max_bytes and len(text.encode()) > max_bytes:
+            raise InvalidEventError(
+                "event", f"serialized size {len(text.encode())} bytes exceeds the limit of {max_bytes} bytes"
+            )
+        return text
+
+    # -- attribute access ---------------------------------------------------------
+
+    @property
+    def specversion(self) -> str:
+        return self._attributes["specversion"]
+
+    @property
+    def id(self) -> str:
+        return self._attributes["id"]
+
+    @property
+    def source(self) -> str:
+        return self._attributes["source"]
+
+    @property
+    def type(self) -> str:
+        return self._attributes["type"]
+
+    @property
+    def subject(self) -> str | None:
+        return self._attributes.get("subject")
+
+    @property
+    def time(self) -> str | None:
+        return self._attributes.get("time")
+
+    @property
+    def datacontenttype(self) -> str | None:
+        return self._attributes.get("datacontenttype")
+
+    @property
+    def dataschema(self) -> str | None:
+        return self._attributes.get("dataschema")
+
+    @property
+    def dataref(self) -> str | None:
+        return self._attributes.get("dataref")
+
+    @property
+    def sequence(self) -> str | None:
+        return self._attributes.get("sequence")
+
+    @property
+    def sequencetype(self) -> str | None:
+        return self._attributes.get("sequencetype")
+
+    @property
+    def data(self) -> Any:
+        """The `data` member, or the decoded bytes of `data_base64`."""
+        if self._data_base64 is not None:
+            return base64.b64decode(self._data_base64)
+        return self._data
+
+    @property
+    def data_base64(self) -> str | None:
+        return self._data_base64
+
+    @property
+    def extensions(self) -> dict[str, ExtensionValue]:
+        return dict(self._extensions)
+
+    def get(self, name: str) -> Any:
+        """A context or extension attribute by name, None when unset."""
+        if name in self._attributes:
+            return self._attributes[name]
+        return self._extensions.get(name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CloudEvent):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.source, self.id))
+
+    def __repr__(self) -> str:
+        return f"CloudEvent(type={self.type!r}, source={self.source!r}, id={self.id!r}, subject={self.subject!r})"

@@ -1,0 +1,71 @@
+"""Apply the migrations in `sql/` to a database: in order, each once, safely in parallel.
+
+A session-level advisory lock (per schema) serialises concurrent runs; the
+second one finds everything applied and does nothing. Each file runs in its own
+transaction with `search_path` set to the outbox schema and is recorded, with
+its checksum, in `<schema>.schema_migrations`. A file that changed after it was
+applied stops the run: migrations are forward-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import psycopg
+
+from outbox._sql import DEFAULT_SCHEMA, Migration, check_schema_name, migrations, query
+
+
+class MigrationError(RuntimeError):
+    """The database's migration history does not fit the migration files."""
+
+
+def _checksum(migration: Migration) -> str:
+    return hashlib.sha256(migration.text.encode()).hexdigest()
+
+
+def migrate(conninfo: str | psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA) -> list[Migration]:
+    """Create or upgrade the outbox schema; returns the migrations applied now (empty if none)."""
+    check_schema_name(schema)
+    if isinstance(conninfo, psycopg.Connection):
+        return _migrate(conninfo, schema)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return _migrate(conn, schema)
+
+
+def _migrate(conn: psycopg.Connection[Any], schema: str) -> list[Migration]:
+    lock_key = f"nlgov-outbox migrate {schema}"
+    with conn.transaction():
+        conn.execute(query("migrate_lock", schema), (lock_key,))
+    try:
+        with conn.transaction():
+            conn.execute(query("create_schema", schema))
+            conn.execute(query("create_migrations_table", schema))
+            applied = {
+                version: (name, checksum)
+                for version, name, checksum in conn.execute(query("applied_migrations", schema)).fetchall()
+            }
+        unknown = sorted(set(applied) - {m.version for m in migrations()})
+        if unknown:
+            raise MigrationError(f"the database has migrations {unknown} that this version does not know: upgrade")
+        done = []
+        for migration in migrations():
+            if migration.version in applied:
+                if applied[migration.version][1] != _checksum(migration):
+                    raise MigrationError(
+                        f"migration {migration.version:03d}_{migration.name}.sql changed after it was applied; "
+                        "migrations are forward-only: add a new file instead"
+                    )
+                continue
+            with conn.transaction():
+                conn.execute(query("set_migration_search_path", schema))
+                conn.execute(migration.text.encode())
+                conn.execute(
+                    query("record_migration", schema), (migration.version, migration.name, _checksum(migration))
+                )
+            done.append(migration)
+        return done
+    finally:
+        with conn.transaction():
+            conn.execute(query("migrate_unlock", schema), (lock_key,))

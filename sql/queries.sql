@@ -1,0 +1,99 @@
+-- Named queries, loaded by outbox/_sql.py. Each starts with a `-- name: NAME`
+-- line and a comment saying what it is for. `{schema}` is the outbox schema,
+-- filled in as a quoted identifier; values are always bind parameters.
+
+-- name: insert_event
+-- One event, in the caller's transaction; pg_notify wakes the workers at commit
+-- (repeated notifications in one transaction fold into one).
+WITH ins AS (
+    INSERT INTO {schema}.events (id, source, type, subject, event)
+    VALUES (%s, %s, %s, %s, %s)
+    RETURNING position
+)
+SELECT ins.position FROM ins, pg_notify(%s, '') AS n;
+
+-- name: insert_events
+-- A batch of events in one statement. Binary array parameters (%b): psycopg's
+-- text-format arrays escape every element and are several times slower.
+WITH ins AS (
+    INSERT INTO {schema}.events (id, source, type, subject, event)
+    SELECT b.id, b.source, b.type, b.subject, b.event::json
+      FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])
+           WITH ORDINALITY AS b(id, source, type, subject, event, n)
+     ORDER BY b.n
+    RETURNING position
+)
+SELECT ins.position FROM ins, pg_notify(%s, '') AS n ORDER BY ins.position;
+
+-- name: count_events
+-- `outbox status`: all events, and those the router has not handled yet.
+SELECT count(*) AS total, count(*) FILTER (WHERE routed_at IS NULL) AS unrouted FROM {schema}.events;
+
+-- name: count_deliveries
+-- `outbox status`: deliveries per state.
+SELECT status, count(*) AS n FROM {schema}.deliveries GROUP BY status;
+
+-- name: insert_subscription
+-- `outbox subscriptions add`.
+INSERT INTO {schema}.subscriptions
+    (callback_url, auth, kanalen, types, content_mode, ordering_key, allow_insecure, handshake_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+RETURNING id;
+
+-- name: list_subscriptions
+-- `outbox subscriptions list`, and the router's view of who wants what.
+SELECT id, callback_url, auth, kanalen, types, content_mode, status, paused_reason, ordering_key,
+       allow_insecure, handshake_at, created_at, updated_at
+  FROM {schema}.subscriptions
+ ORDER BY created_at, id;
+
+-- name: get_subscription
+-- `outbox subscriptions show ID`.
+SELECT id, callback_url, auth, kanalen, types, content_mode, status, paused_reason, ordering_key,
+       allow_insecure, handshake_at, created_at, updated_at
+  FROM {schema}.subscriptions
+ WHERE id = %s;
+
+-- name: set_subscription_status
+-- pause (with a reason) / resume (reason NULL).
+UPDATE {schema}.subscriptions
+   SET status = %s, paused_reason = %s, updated_at = now()
+ WHERE id = %s
+RETURNING id;
+
+-- name: delete_subscription
+-- `outbox subscriptions remove ID`: its deliveries and attempts go with it.
+DELETE FROM {schema}.subscriptions WHERE id = %s RETURNING id;
+
+-- name: migrate_lock
+-- Serialises concurrent `outbox migrate` runs on one schema (session-level lock).
+SELECT pg_advisory_lock(hashtextextended(%s, 0));
+
+-- name: migrate_unlock
+-- Releases migrate_lock.
+SELECT pg_advisory_unlock(hashtextextended(%s, 0));
+
+-- name: create_schema
+-- The outbox's own schema, so it never collides with the host's tables.
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- name: create_migrations_table
+-- Which migration files have been applied, and their checksum then.
+CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: applied_migrations
+-- The applied migrations, in order.
+SELECT version, name, checksum FROM {schema}.schema_migrations ORDER BY version;
+
+-- name: set_migration_search_path
+-- Migration files use unqualified names: they land in the outbox schema.
+SET LOCAL search_path TO {schema};
+
+-- name: record_migration
+-- Marks one migration file as applied.
+INSERT INTO {schema}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s);
