@@ -97,3 +97,20 @@ SET LOCAL search_path TO {schema};
 -- name: record_migration
 -- Marks one migration file as applied.
 INSERT INTO {schema}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s);
+
+-- name: subscription_delivery_counts
+-- `outbox status`: per subscription, deliveries waiting, done and failed.
+SELECT s.id, s.callback_url, s.status,
+       count(d.id) FILTER (WHERE d.status IN ('pending', 'delivering')) AS pending,
+       count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
+       count(d.id) FILTER (WHERE d.status = 'failed') AS failed
+  FROM {schema}.subscriptions s
+  LEFT JOIN {schema}.deliveries d ON d.subscription_id = s.id
+ GROUP BY s.id
+ ORDER BY s.created_at, s.id;
+
+-- name: oldest_pending_seconds
+-- `outbox status`: age of the oldest event still waiting (unrouted, or with an unfinished delivery).
+SELECT extract(epoch FROM now() - least(
+           (SELECT min(enqueued_at) FROM {schema}.events WHERE routed_at IS NULL),
+           (SELECT min(created_at) FROM {schema}.deliveries WHERE status IN ('pending', 'delivering'))));

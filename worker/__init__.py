@@ -1,0 +1,1 @@
+"""What operators run: the `outbox` command line (and, later, the delivery daemon)."""

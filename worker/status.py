@@ -1,0 +1,61 @@
+"""`outbox status`: counts per state and per subscription, and the oldest pending age.
+
+The `--json` document is a public contract; keys are only ever added.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from outbox._sql import query
+
+DELIVERY_STATES = ("pending", "delivering", "delivered", "failed")
+
+
+def collect(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
+    total, unrouted = conn.execute(query("count_events", schema)).fetchone() or (0, 0)
+    deliveries = dict.fromkeys(DELIVERY_STATES, 0)
+    for state, n in conn.execute(query("count_deliveries", schema)).fetchall():
+        deliveries[state] = int(n)
+    subscriptions = [
+        {
+            "id": str(sub_id),
+            "callbackUrl": url,
+            "status": status,
+            "pending": int(pending),
+            "delivered": int(delivered),
+            "failed": int(failed),
+        }
+        for sub_id, url, status, pending, delivered, failed in conn.execute(
+            query("subscription_delivery_counts", schema)
+        ).fetchall()
+    ]
+    oldest = conn.execute(query("oldest_pending_seconds", schema)).fetchone()
+    return {
+        "events": {"total": int(total), "unrouted": int(unrouted)},
+        "deliveries": deliveries,
+        "subscriptions": subscriptions,
+        "oldestPendingSeconds": float(oldest[0]) if oldest and oldest[0] is not None else None,
+    }
+
+
+def render(document: dict[str, Any]) -> str:
+    """The same facts for a person."""
+    events, deliveries = document["events"], document["deliveries"]
+    lines = [
+        f"events       {events['total']} total, {events['unrouted']} not yet routed",
+        "deliveries   " + ", ".join(f"{deliveries[s]} {s}" for s in DELIVERY_STATES),
+    ]
+    oldest = document["oldestPendingSeconds"]
+    lines.append(f"oldest pending  {oldest:.1f} s" if oldest is not None else "oldest pending  -")
+    if document["subscriptions"]:
+        lines.append("")
+        lines.append(f"{'subscription':36}  {'status':6}  {'pending':>7}  {'delivered':>9}  {'failed':>6}  callbackUrl")
+        for sub in document["subscriptions"]:
+            lines.append(
+                f"{sub['id']:36}  {sub['status']:6}  {sub['pending']:>7}  {sub['delivered']:>9}  "
+                f"{sub['failed']:>6}  {sub['callbackUrl']}"
+            )
+    return "\n".join(lines)
