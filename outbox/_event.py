@@ -44,6 +44,9 @@ _INT32 = (-(2**31), 2**31 - 1)
 
 ExtensionValue = str | int | bool
 
+# `from_dict` reads an existing event: an absent `time` stays absent.
+_KEEP_UNSET: Any = object()
+
 
 def _now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -125,7 +128,7 @@ class CloudEvent:
         }
         optional = {
             "subject": subject,
-            "time": _format_time(time) if time is not None else _now_rfc3339(),
+            "time": None if time is _KEEP_UNSET else _format_time(time) if time is not None else _now_rfc3339(),
             "datacontenttype": datacontenttype,
             "dataschema": dataschema,
             "dataref": dataref,
@@ -174,6 +177,7 @@ class CloudEvent:
         for key in present:
             if not isinstance(key, str):
                 raise InvalidEventError(repr(key), "attribute names must be strings")
+        present.setdefault("time", _KEEP_UNSET)
         return cls(**present)
 
     @classmethod
