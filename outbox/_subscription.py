@@ -341,7 +341,7 @@ def _filter_matches(expected: str, actual: str | None) -> bool:
         return True
     if actual is None:
         return False
-    if actual in ("True", "False"):
+    if actual.lower() in ("true", "false"):
         return expected.lower() == actual.lower()
     return expected == actual
 

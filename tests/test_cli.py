@@ -1,0 +1,189 @@
+"""The `outbox` command line, run as a real subprocess against a real database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+import outbox
+
+SECRET = "8a0WWCKMgh1EIBlD2g1b6yQDtTpIgFYE"
+SEED_ABONNEMENT = (
+    '{\n"callbackUrl": "https://myapp.zaakgerichtwerken.nl/webhook",\n'
+    f'"auth": "Bearer {SECRET}",\n'
+    '"kanalen": [\n{\n"filters": {\n"domein": "VTH",\n"is_eindzaakstatus": "True"\n},\n"naam": "zaken"\n}\n]\n}'
+)
+
+
+def _last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def _add_seed(run_cli: Any, tmp_path: Path) -> str:
+    path = tmp_path / "abonnement.json"
+    path.write_text(SEED_ABONNEMENT)
+    result = run_cli("subscriptions", "add", "--from-json", str(path), "--skip-handshake")
+    assert result.returncode == 0, result.stderr
+    return _last_line(result.stdout)
+
+
+def test_add_from_seed_json_stores_it_and_prints_the_id_last(run_cli: Any, tmp_path: Path, reader: psycopg.Connection[Any]) -> None:
+    new_id = _add_seed(run_cli, tmp_path)
+    row = reader.execute(
+        "SELECT callback_url, auth, kanalen, types, content_mode, status FROM outbox.subscriptions WHERE id = %s",
+        (new_id,),
+    ).fetchone()
+    assert row == (
+        "https://myapp.zaakgerichtwerken.nl/webhook",
+        f"Bearer {SECRET}",
+        [{"naam": "zaken", "filters": {"domein": "VTH", "is_eindzaakstatus": "True"}}],
+        [],
+        "structured",
+        "active",
+    )
+
+
+def test_add_from_stdin_with_json_output(run_cli: Any) -> None:
+    result = run_cli("subscriptions", "add", "--from-json", "-", "--json", "--skip-handshake", input=SEED_ABONNEMENT)
+    assert result.returncode == 0, result.stderr
+    new_id = _last_line(result.stdout)
+    document = json.loads(result.stdout.strip()[: result.stdout.strip().rindex("\n")])
+    assert document["id"] == new_id
+    assert document["auth"] == "Bearer …gFYE"
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_add_with_flags(run_cli: Any, reader: psycopg.Connection[Any]) -> None:
+    result = run_cli(
+        "subscriptions", "add",
+        "--callback-url", "http://127.0.0.1:8080/hook",
+        "--auth", f"Bearer {SECRET}",
+        "--type", "nl.overheid.zaken.*",
+        "--type", "nl.vng.zgw.zaken.zaak.created",
+        "--content-mode", "binary",
+        "--allow-insecure",
+        "--skip-handshake",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    new_id = _last_line(result.stdout)
+    assert SECRET not in result.stdout + result.stderr
+    row = reader.execute(
+        "SELECT types, content_mode, allow_insecure, kanalen FROM outbox.subscriptions WHERE id = %s", (new_id,)
+    ).fetchone()
+    assert row == (["nl.overheid.zaken.*", "nl.vng.zgw.zaken.zaak.created"], "binary", True, [])
+
+
+def test_add_without_skip_handshake_says_the_handshake_is_not_done(run_cli: Any) -> None:
+    result = run_cli("subscriptions", "add", "--from-json", "-", input=SEED_ABONNEMENT)
+    assert result.returncode == 0, result.stderr
+    assert "does not perform the OPTIONS handshake" in result.stderr
+
+
+def test_malformed_subscription_is_refused_whole(run_cli: Any, tmp_path: Path, reader: psycopg.Connection[Any]) -> None:
+    bad = json.loads(SEED_ABONNEMENT)
+    bad["callbackUrl"] = "http://127.0.0.1/hook"
+    bad["kanalen"][0]["filters"]["domein"] = ["VTH"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    result = run_cli("subscriptions", "add", "--from-json", str(path), "--skip-handshake")
+    assert result.returncode == 1
+    assert "callbackUrl: must use https" in result.stderr
+    assert "kanalen[0].filters.domein: the value must be a single string" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    assert reader.execute("SELECT count(*) FROM outbox.subscriptions").fetchone() == (0,)
+
+
+def test_not_json_and_clashing_flags_are_clear(run_cli: Any, tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text("{nope")
+    result = run_cli("subscriptions", "add", "--from-json", str(path))
+    assert result.returncode == 1
+    assert "is not valid JSON" in result.stderr
+    result = run_cli("subscriptions", "add", "--from-json", str(path), "--callback-url", "https://x.nl")
+    assert result.returncode == 2
+    assert "drop --callback-url" in result.stderr
+
+
+def test_list_and_show_never_print_the_secret(run_cli: Any, tmp_path: Path) -> None:
+    new_id = _add_seed(run_cli, tmp_path)
+    outputs = []
+    for args in (("list",), ("list", "--json"), ("show", new_id), ("show", new_id, "--json")):
+        result = run_cli("subscriptions", *args)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+        assert SECRET not in result.stdout + result.stderr
+        assert SECRET[-5:] not in result.stdout, "more than the last 4 characters shown"
+    assert new_id in outputs[0] and "Bearer …gFYE" in outputs[0]
+    [listed] = json.loads(outputs[1])
+    assert listed["id"] == new_id
+    assert listed["auth"] == "Bearer …gFYE"
+    assert listed["kanalen"] == [{"naam": "zaken", "filters": {"domein": "VTH", "is_eindzaakstatus": "True"}}]
+    assert json.loads(outputs[3]) == listed
+
+
+def test_pause_resume_remove(run_cli: Any, tmp_path: Path, reader: psycopg.Connection[Any]) -> None:
+    new_id = _add_seed(run_cli, tmp_path)
+
+    def state() -> Any:
+        return reader.execute("SELECT status, paused_reason FROM outbox.subscriptions WHERE id = %s", (new_id,)).fetchone()
+
+    assert run_cli("subscriptions", "pause", new_id, "--reason", "onderhoud").returncode == 0
+    assert state() == ("paused", "onderhoud")
+    shown = json.loads(run_cli("subscriptions", "show", new_id, "--json").stdout)
+    assert (shown["status"], shown["pausedReason"]) == ("paused", "onderhoud")
+    assert run_cli("subscriptions", "resume", new_id).returncode == 0
+    assert state() == ("active", None)
+    assert run_cli("subscriptions", "remove", new_id).returncode == 0
+    assert state() is None
+    missing = run_cli("subscriptions", "show", new_id)
+    assert missing.returncode == 1
+    assert f"no subscription with id {new_id}" in missing.stderr
+    assert "no subscription with id not-a-uuid" in run_cli("subscriptions", "pause", "not-a-uuid").stderr
+
+
+def test_status_json_counts_events(run_cli: Any, database_url: str) -> None:
+    result = run_cli("status", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["events"] == {"total": 0, "unrouted": 0}
+    with psycopg.connect(database_url) as c:
+        outbox.enqueue_many(c, [outbox.CloudEvent(type="t", source="s") for _ in range(3)])
+    document = json.loads(run_cli("status", "--json").stdout)
+    assert document["events"] == {"total": 3, "unrouted": 3}
+    assert document["deliveries"] == {"pending": 0, "delivering": 0, "delivered": 0, "failed": 0}
+    assert document["oldestPendingSeconds"] >= 0
+    human = run_cli("status").stdout
+    assert "3 total, 3 not yet routed" in human
+
+
+def test_status_per_subscription(run_cli: Any, tmp_path: Path) -> None:
+    new_id = _add_seed(run_cli, tmp_path)
+    document = json.loads(run_cli("status", "--json").stdout)
+    assert document["subscriptions"] == [
+        {
+            "id": new_id,
+            "callbackUrl": "https://myapp.zaakgerichtwerken.nl/webhook",
+            "status": "active",
+            "pending": 0,
+            "delivered": 0,
+            "failed": 0,
+        }
+    ]
+
+
+def test_unmigrated_database_and_unreachable_server_give_one_line(run_cli: Any, empty_database_url: str) -> None:
+    result = run_cli("status", url=empty_database_url)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: the outbox schema 'outbox' is missing or incomplete: run `outbox migrate` first"
+    result = run_cli("status", url="postgresql://postgres@127.0.0.1:1/none")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: cannot connect to the database:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_schema_name_is_refused(run_cli: Any) -> None:
+    result = run_cli("--schema", "Robert'); DROP TABLE x;--", "status")
+    assert result.returncode == 2
+    assert "schema:" in result.stderr and "is not allowed" in result.stderr

@@ -1,0 +1,134 @@
+"""Migrations: in order, each once, recorded, safe in parallel, and the schema the code expects."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+
+import outbox
+from outbox._sql import migrations, query, raw_queries
+
+
+def _tables(url: str, schema: str) -> set[str]:
+    with psycopg.connect(url) as c:
+        rows = c.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_first_run_applies_all_second_is_a_no_op(empty_database_url: str) -> None:
+    applied = outbox.migrate(empty_database_url)
+    assert [m.version for m in applied] == [m.version for m in migrations()]
+    assert outbox.migrate(empty_database_url) == []
+    assert _tables(empty_database_url, "outbox") == {
+        "events",
+        "subscriptions",
+        "deliveries",
+        "delivery_attempts",
+        "schema_migrations",
+    }
+    with psycopg.connect(empty_database_url) as c:
+        recorded = c.execute("SELECT version, name FROM outbox.schema_migrations ORDER BY version").fetchall()
+    assert recorded == [(m.version, m.name) for m in migrations()]
+    # Nothing leaked into the host's schema.
+    assert _tables(empty_database_url, "public") == set()
+
+
+def test_concurrent_migrations_apply_each_file_once(empty_database_url: str) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: outbox.migrate(empty_database_url), range(4)))
+    applied = [m.version for result in results for m in result]
+    assert sorted(applied) == [m.version for m in migrations()]
+    assert sum(1 for r in results if r) == 1
+
+
+def test_concurrent_cli_processes(empty_database_url: str) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "worker", "--database-url", empty_database_url, "migrate"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    stdout = [out for out, _ in outputs]
+    assert sum("applied 001_initial" in out for out in stdout) == 1
+    assert sum("is up to date" in out for out in stdout) == 2
+
+
+def test_changed_migration_file_stops_the_run(database_url: str) -> None:
+    with psycopg.connect(database_url) as c:
+        c.execute("UPDATE outbox.schema_migrations SET checksum = 'edited' WHERE version = 1")
+    with pytest.raises(outbox.MigrationError, match="001_initial.sql changed after it was applied"):
+        outbox.migrate(database_url)
+
+
+def test_unknown_newer_migration_stops_the_run(database_url: str) -> None:
+    with psycopg.connect(database_url) as c:
+        c.execute("INSERT INTO outbox.schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')")
+    with pytest.raises(outbox.MigrationError, match=r"\[999\].*upgrade"):
+        outbox.migrate(database_url)
+
+
+def test_schema_is_configurable_and_isolated(empty_database_url: str) -> None:
+    outbox.migrate(empty_database_url, schema="tenant_a")
+    assert "events" in _tables(empty_database_url, "tenant_a")
+    assert _tables(empty_database_url, "outbox") == set()
+
+
+def test_claim_indexes_are_partial(conn: psycopg.Connection[Any]) -> None:
+    rows = conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'outbox' AND tablename = 'deliveries'"
+    ).fetchall()
+    definitions = dict(rows)
+    assert "WHERE (status = 'pending'::text)" in definitions["deliveries_due_idx"]
+    assert "WHERE (status = 'delivering'::text)" in definitions["deliveries_leased_idx"]
+
+
+def test_constraints_tie_columns_to_states(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("INSERT INTO outbox.events (id, source, type, event) VALUES ('1', 's', 't', '{}')")
+    conn.execute(
+        "INSERT INTO outbox.subscriptions (callback_url, types) VALUES ('https://example.org/hook', '{*}')"
+    )
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute(
+            "INSERT INTO outbox.deliveries (event_position, subscription_id, status) "
+            "SELECT 1, id, 'delivered' FROM outbox.subscriptions"
+        )
+
+
+def test_every_query_prepares_against_the_schema(conn: psycopg.Connection[Any]) -> None:
+    # Each named query parses and refers only to existing tables and columns.
+    for name in raw_queries():
+        if name in {"migrate_lock", "migrate_unlock", "create_schema", "create_migrations_table"}:
+            continue
+        statement = query(name, "outbox").decode()
+        if statement.startswith("SET LOCAL"):
+            continue
+        counter = iter(range(1, 100))
+        numbered = re.sub(r"%[sb]", lambda _: f"${next(counter)}", statement)
+        conn.execute(("PREPARE probe AS " + numbered).encode())
+        conn.execute("DEALLOCATE probe")
+    conn.rollback()
+
+
+def test_sql_command_prints_migrations_without_a_database() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "--database-url", "postgresql://nobody@127.0.0.1:1/none", "sql"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "-- ==== 001_initial.sql ====" in result.stdout
+    assert "CREATE TABLE events" in result.stdout
+    assert "CREATE FUNCTION enqueue(event jsonb" in result.stdout
