@@ -254,6 +254,7 @@ class Section:
     per_run: int  # transactions per run
     per_tx: int  # units per transaction
     kinds: list[Kind]
+    concurrent: bool = False  # µs/tx is then wall time divided by all transactions
 
 
 def reset_tables(maint: Conn, preload: int) -> None:
@@ -350,16 +351,16 @@ def report(section: Section) -> dict[str, float]:
     n = section.per_run
     rate = f"{section.unit}/s"
     print(f"\n{section.title}")
-    per_tx = "µs/tx" if section.kinds[0].label != "A" or "concurrent" not in section.title else "wall µs/tx"
-    print(f"  {'':<58} {rate:>12} {per_tx:>10}   runs (µs/tx)")
+    per_tx = "wall µs/tx" if section.concurrent else "µs/tx"
+    print(f"  {'':<59} {rate:>12} {per_tx:>11}   runs ({per_tx})")
     medians: dict[str, float] = {}
     for kind in section.kinds:
         seconds = statistics.median(kind.seconds)
         medians[kind.label] = _us(seconds, n)
         runs = " ".join(f"{_us(s, n):.0f}" for s in kind.seconds)
         print(
-            f"  {kind.label:<3}{kind.name:<55} {n * section.per_tx / seconds:>12,.0f} "
-            f"{medians[kind.label]:>10,.0f}   {runs}"
+            f"  {kind.label:<4}{kind.name:<55} {n * section.per_tx / seconds:>12,.0f} "
+            f"{medians[kind.label]:>11,.0f}   {runs}"
         )
     return medians
 
@@ -495,13 +496,18 @@ def batch_section(n: int, size: int) -> Section:
             Kind("Bb", unnest.format("%b") + " (binary)", batch_bare(size, INSERT_BARE_MANY_BINARY)),
             Kind("Bt", unnest.format("%s") + " (text)", batch_bare(size, INSERT_BARE_MANY_TEXT)),
             Kind("M0", "enqueue_many, events built once (diagnostic)", batch_enqueue_many_prebuilt(size)),
-            Kind("Bb0", "binary unnest, JSON built once (diagnostic)", batch_bare_prebuilt(size, INSERT_BARE_MANY_BINARY)),
+            Kind(
+                "Bb0",
+                "binary unnest, JSON built once (diagnostic)",
+                batch_bare_prebuilt(size, INSERT_BARE_MANY_BINARY),
+            ),
         ],
     )
 
 
 def concurrent_section(k: int, per_conn: int) -> Section:
     section = single_section(per_conn * k)
+    section.concurrent = True
     section.title = (
         f"{k} concurrent connections (threads): business row + event, then COMMIT ({per_conn * k} tx per run)"
     )

@@ -62,7 +62,8 @@ def _migrate(conn: psycopg.Connection[Any], schema: str) -> list[Migration]:
                 conn.execute(query("set_migration_search_path", schema))
                 conn.execute(migration.text.encode())
                 conn.execute(
-                    query("record_migration", schema), (migration.version, migration.name, _checksum(migration))
+                    query("record_migration", schema),
+                    (migration.version, migration.name, _checksum(migration)),
                 )
             done.append(migration)
         return done

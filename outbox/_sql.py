@@ -87,5 +87,5 @@ def raw_queries() -> dict[str, str]:
 def query(name: str, schema: str) -> bytes:
     """The query `name` for `schema`, ready for `cursor.execute`."""
     body = raw_queries()[name]
-    composed = sql.SQL(body).format(schema=sql.Identifier(check_schema_name(schema)))  # type: ignore[arg-type]
+    composed = sql.SQL(body).format(schema=sql.Identifier(check_schema_name(schema)))
     return composed.as_string(None).encode()

@@ -43,9 +43,7 @@ ANY_VALUE = "*"
 _HEADER_VALUE = re.compile(r"^[\x20-\x7e\x80-\xff]+$")
 _TYPE_PATTERN = re.compile(r"^[A-Za-z0-9.\-_:/*]+$")
 _ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
-_ABONNEMENT_KEYS = frozenset(
-    {"url", "callbackUrl", "auth", "kanalen", "types", "contentMode", "orderingKey", "status"}
-)
+_ABONNEMENT_KEYS = frozenset({"url", "callbackUrl", "auth", "kanalen", "types", "contentMode", "orderingKey", "status"})
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,9 @@ class Subscription:
         if ordering_key is not None and (not isinstance(ordering_key, str) or not _ATTRIBUTE_NAME.match(ordering_key)):
             problems.append("orderingKey: must be an event attribute name (lowercase a-z0-9, at most 20 characters)")
         if not parsed_kanalen and not parsed_types and not problems:
-            problems.append("kanalen: a subscription needs at least one kanaal or one type pattern ('*' for all events)")
+            problems.append(
+                "kanalen: a subscription needs at least one kanaal or one type pattern ('*' for all events)"
+            )
         if problems:
             raise InvalidSubscriptionError(problems)
         return cls(

@@ -30,7 +30,9 @@ def _add_seed(run_cli: Any, tmp_path: Path) -> str:
     return _last_line(result.stdout)
 
 
-def test_add_from_seed_json_stores_it_and_prints_the_id_last(run_cli: Any, tmp_path: Path, reader: psycopg.Connection[Any]) -> None:
+def test_add_from_seed_json_stores_it_and_prints_the_id_last(
+    run_cli: Any, tmp_path: Path, reader: psycopg.Connection[Any]
+) -> None:
     new_id = _add_seed(run_cli, tmp_path)
     row = reader.execute(
         "SELECT callback_url, auth, kanalen, types, content_mode, status FROM outbox.subscriptions WHERE id = %s",
@@ -71,7 +73,8 @@ def test_add_with_flags(run_cli: Any, reader: psycopg.Connection[Any]) -> None:
     new_id = _last_line(result.stdout)
     assert SECRET not in result.stdout + result.stderr
     row = reader.execute(
-        "SELECT types, content_mode, allow_insecure, kanalen FROM outbox.subscriptions WHERE id = %s", (new_id,)
+        "SELECT types, content_mode, allow_insecure, kanalen FROM outbox.subscriptions WHERE id = %s",
+        (new_id,),
     ).fetchone()
     assert row == (["nl.overheid.zaken.*", "nl.vng.zgw.zaken.zaak.created"], "binary", True, [])
 
@@ -128,7 +131,9 @@ def test_pause_resume_remove(run_cli: Any, tmp_path: Path, reader: psycopg.Conne
     new_id = _add_seed(run_cli, tmp_path)
 
     def state() -> Any:
-        return reader.execute("SELECT status, paused_reason FROM outbox.subscriptions WHERE id = %s", (new_id,)).fetchone()
+        return reader.execute(
+            "SELECT status, paused_reason FROM outbox.subscriptions WHERE id = %s", (new_id,)
+        ).fetchone()
 
     assert run_cli("subscriptions", "pause", new_id, "--reason", "onderhoud").returncode == 0
     assert state() == ("paused", "onderhoud")
@@ -176,7 +181,10 @@ def test_status_per_subscription(run_cli: Any, tmp_path: Path) -> None:
 def test_unmigrated_database_and_unreachable_server_give_one_line(run_cli: Any, empty_database_url: str) -> None:
     result = run_cli("status", url=empty_database_url)
     assert result.returncode == 1
-    assert result.stderr.strip() == "Error: the outbox schema 'outbox' is missing or incomplete: run `outbox migrate` first"
+    assert (
+        result.stderr.strip()
+        == "Error: the outbox schema 'outbox' is missing or incomplete: run `outbox migrate` first"
+    )
     result = run_cli("status", url="postgresql://postgres@127.0.0.1:1/none")
     assert result.returncode == 1
     assert result.stderr.startswith("Error: cannot connect to the database:")

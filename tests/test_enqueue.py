@@ -192,7 +192,7 @@ async def test_async_commit_and_rollback(aconn: psycopg.AsyncConnection[Any], re
     positions = await outbox.enqueue_many_async(aconn, [_event("k1"), _event("k2")])
     await aconn.commit()
     stored = _stored(reader)
-    assert [row["event"]["id"] for row in stored][0] == first.id
+    assert stored[0]["event"]["id"] == first.id
     assert [row["subject"] for row in stored] == [first.subject, "k1", "k2"]
     assert [row["position"] for row in stored][1:] == positions
 
@@ -333,14 +333,17 @@ def test_sql_function_refuses_invalid_events(
 
 def test_sql_function_size_limit(conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="exceeds the limit of 100 bytes"):
-        conn.execute("SELECT outbox.enqueue(%s::jsonb, 100)", (json.dumps({"type": "t", "source": "s", "data": "x" * 200}),))
+        conn.execute(
+            "SELECT outbox.enqueue(%s::jsonb, 100)",
+            (json.dumps({"type": "t", "source": "s", "data": "x" * 200}),),
+        )
 
 
 def test_sql_function_works_whatever_the_search_path(
     conn: psycopg.Connection[Any], reader: psycopg.Connection[Any]
 ) -> None:
     conn.execute("SET search_path TO pg_catalog")
-    conn.execute("SELECT outbox.enqueue('{\"type\": \"t\", \"source\": \"s\"}')")
+    conn.execute('SELECT outbox.enqueue(\'{"type": "t", "source": "s"}\')')
     conn.commit()
     assert len(_stored(reader)) == 1
 
@@ -349,7 +352,7 @@ def test_notify_is_not_sent_from_select(database_url: str) -> None:
     # Guard for the wake-up channel name used by the SQL function.
     with psycopg.connect(database_url, autocommit=True) as listener, psycopg.connect(database_url) as c:
         listener.execute('LISTEN "outbox.events"')
-        c.execute("SELECT outbox.enqueue('{\"type\": \"t\", \"source\": \"s\"}')")
+        c.execute('SELECT outbox.enqueue(\'{"type": "t", "source": "s"}\')')
         c.commit()
         assert select.select([listener.fileno()], [], [], 2)[0], "no wake-up from the SQL function"
         assert [n.channel for n in listener.notifies(timeout=1, stop_after=1)] == ["outbox.events"]

@@ -91,10 +91,14 @@ def test_datetime_time_is_normalised_to_utc_z() -> None:
         ({"type": "t", "source": "s", "specversion": "0.3"}, "specversion", '"1.0"'),
         ({"type": "t", "source": "s", "time": "yesterday"}, "time", "RFC 3339"),
         ({"type": "t", "source": "s", "time": "2025-13-40T00:00:00Z"}, "time", "real date"),
-        ({"type": "t", "source": "s", "time": datetime(2025, 1, 1)}, "time", "timezone-aware"),  # noqa: DTZ001
+        ({"type": "t", "source": "s", "time": datetime(2025, 1, 1)}, "time", "timezone-aware"),
         ({"type": "t", "source": "s", "subject": ""}, "subject", "non-empty string"),
         ({"type": "t", "source": "s", "subject": 5}, "subject", "non-empty string"),
-        ({"type": "t", "source": "s", "data": {}, "data_base64": "YQ=="}, "data_base64", "together with data"),
+        (
+            {"type": "t", "source": "s", "data": {}, "data_base64": "YQ=="},
+            "data_base64",
+            "together with data",
+        ),
         ({"type": "t", "source": "s", "data_base64": "not base64!"}, "data_base64", "base64"),
         ({"type": "t", "source": "s", "Upper": "x"}, "Upper", "lowercase a-z0-9"),
         ({"type": "t", "source": "s", "a" * 21: "x"}, "a" * 21, "at most 20"),
@@ -137,7 +141,9 @@ def test_size_limit_counts_utf8_bytes() -> None:
     event = CloudEvent(type="t", source="s", id="1", time="2025-10-10T00:00:00Z", data="é" * 600)
     size = len(event.to_json().encode())
     assert event.serialize(max_bytes=size) == event.to_json()
-    with pytest.raises(InvalidEventError, match=f"^event: serialized size {size} bytes exceeds the limit of {size - 1}"):
+    with pytest.raises(
+        InvalidEventError, match=f"^event: serialized size {size} bytes exceeds the limit of {size - 1}"
+    ):
         event.serialize(max_bytes=size - 1)
     big = CloudEvent(type="t", source="s", data="x" * (1024 * 1024))
     with pytest.raises(InvalidEventError, match="exceeds the limit of 1048576 bytes"):

@@ -54,7 +54,12 @@ def test_secret_is_not_in_repr_or_public_dict() -> None:
 
 @pytest.mark.parametrize(
     ("auth", "hint"),
-    [(None, None), ("Bearer 8a0WWCKMgh1EIBlD2g1b6yQDtTpIgFYE", "Bearer …gFYE"), ("Bearer short", "Bearer …"), ("rawtokenvalue123", "…e123")],
+    [
+        (None, None),
+        ("Bearer 8a0WWCKMgh1EIBlD2g1b6yQDtTpIgFYE", "Bearer …gFYE"),
+        ("Bearer short", "Bearer …"),
+        ("rawtokenvalue123", "…e123"),
+    ],
 )
 def test_auth_hint_shows_scheme_and_last_four_at_most(auth: str | None, hint: str | None) -> None:
     assert auth_hint(auth) == hint
@@ -64,11 +69,23 @@ def test_auth_hint_shows_scheme_and_last_four_at_most(auth: str | None, hint: st
     ("document", "problems"),
     [
         ({}, ["callbackUrl: is required"]),
-        ({**SEED_ABONNEMENT, "callbackUrl": "ftp://x.nl/hook"}, ["callbackUrl: must be an absolute https:// URL"]),
+        (
+            {**SEED_ABONNEMENT, "callbackUrl": "ftp://x.nl/hook"},
+            ["callbackUrl: must be an absolute https:// URL"],
+        ),
         ({**SEED_ABONNEMENT, "callbackUrl": "http://x.nl/hook"}, ["callbackUrl: must use https"]),
-        ({**SEED_ABONNEMENT, "callbackUrl": "https://10.0.0.5/hook"}, ["callbackUrl: 10.0.0.5 is a loopback or private"]),
-        ({**SEED_ABONNEMENT, "callbackUrl": "https://localhost/hook"}, ["callbackUrl: localhost is a loopback"]),
-        ({**SEED_ABONNEMENT, "callbackUrl": "https://u:p@x.nl/hook"}, ["callbackUrl: must not carry credentials"]),
+        (
+            {**SEED_ABONNEMENT, "callbackUrl": "https://10.0.0.5/hook"},
+            ["callbackUrl: 10.0.0.5 is a loopback or private"],
+        ),
+        (
+            {**SEED_ABONNEMENT, "callbackUrl": "https://localhost/hook"},
+            ["callbackUrl: localhost is a loopback"],
+        ),
+        (
+            {**SEED_ABONNEMENT, "callbackUrl": "https://u:p@x.nl/hook"},
+            ["callbackUrl: must not carry credentials"],
+        ),
         ({**SEED_ABONNEMENT, "auth": ""}, ["auth: must be a non-empty string"]),
         ({**SEED_ABONNEMENT, "auth": "Bearer a\r\nX-Evil: 1"}, ["auth: must be a single-line header value"]),
         ({**SEED_ABONNEMENT, "kanalen": "zaken"}, ["kanalen: must be a list"]),
@@ -77,10 +94,19 @@ def test_auth_hint_shows_scheme_and_last_four_at_most(auth: str | None, hint: st
             {**SEED_ABONNEMENT, "kanalen": [{"naam": "zaken", "filters": {"domein": ["VTH", "BRP"]}}]},
             ["kanalen[0].filters.domein: the value must be a single string"],
         ),
-        ({**SEED_ABONNEMENT, "kanalen": [{"naam": "zaken", "filter": {}}]}, ["kanalen[0].filter: is not a field"]),
-        ({**SEED_ABONNEMENT, "kanalen": []}, ["kanalen: a subscription needs at least one kanaal or one type"]),
+        (
+            {**SEED_ABONNEMENT, "kanalen": [{"naam": "zaken", "filter": {}}]},
+            ["kanalen[0].filter: is not a field"],
+        ),
+        (
+            {**SEED_ABONNEMENT, "kanalen": []},
+            ["kanalen: a subscription needs at least one kanaal or one type"],
+        ),
         ({**SEED_ABONNEMENT, "callbackURL": "x"}, ["callbackURL: is not a field of an abonnement"]),
-        ({**SEED_ABONNEMENT, "contentMode": "xml"}, ["contentMode: must be one of structured, binary, batched"]),
+        (
+            {**SEED_ABONNEMENT, "contentMode": "xml"},
+            ["contentMode: must be one of structured, binary, batched"],
+        ),
         ({**SEED_ABONNEMENT, "types": "nl.*"}, ["types: must be a list"]),
         ({**SEED_ABONNEMENT, "types": ["nl overheid"]}, ["types[0]: must be an event type pattern"]),
     ],
@@ -102,7 +128,9 @@ def test_all_problems_are_reported_at_once() -> None:
 
 
 def test_allow_insecure_admits_http_and_loopback() -> None:
-    s = Subscription.from_abonnement({**SEED_ABONNEMENT, "callbackUrl": "http://127.0.0.1:8080/hook"}, allow_insecure=True)
+    s = Subscription.from_abonnement(
+        {**SEED_ABONNEMENT, "callbackUrl": "http://127.0.0.1:8080/hook"}, allow_insecure=True
+    )
     assert s.callback_url == "http://127.0.0.1:8080/hook"
     assert s.allow_insecure
 
@@ -111,7 +139,11 @@ def test_allow_insecure_admits_http_and_loopback() -> None:
 
 
 def test_routing_keys_from_type_and_extensions() -> None:
-    assert routing_keys(event("nl.overheid.zaken.zaak.create")) == {"kanaal": "zaken", "#resource": "zaak", "#action": "create"}
+    assert routing_keys(event("nl.overheid.zaken.zaak.create")) == {
+        "kanaal": "zaken",
+        "#resource": "zaak",
+        "#action": "create",
+    }
     assert routing_keys(event("nl.overheid.zaken.zaak-gekoppeld")) == {"kanaal": "zaken"}
     assert routing_keys(event("nl.vng.zgw.zaken.zaak.created")) == {}
     assert routing_keys(event("com.example.thing", kanaal="documenten", resource="verzending", action="destroy")) == {
@@ -141,8 +173,22 @@ def test_star_matches_any_value_even_absent() -> None:
 
 def test_filter_keys_look_at_attributes_then_data() -> None:
     s = sub(Kanaal("zaken", {"subject": "123", "bronorganisatie": "000001375"}))
-    assert s.wants(CloudEvent(type="nl.overheid.zaken.zaak.create", source="s", subject="123", data={"bronorganisatie": "000001375"}))
-    assert not s.wants(CloudEvent(type="nl.overheid.zaken.zaak.create", source="s", subject="124", data={"bronorganisatie": "000001375"}))
+    assert s.wants(
+        CloudEvent(
+            type="nl.overheid.zaken.zaak.create",
+            source="s",
+            subject="123",
+            data={"bronorganisatie": "000001375"},
+        )
+    )
+    assert not s.wants(
+        CloudEvent(
+            type="nl.overheid.zaken.zaak.create",
+            source="s",
+            subject="124",
+            data={"bronorganisatie": "000001375"},
+        )
+    )
     # An extension attribute wins over a data key of the same name.
     s2 = sub(Kanaal("zaken", {"domein": "VTH"}))
     assert s2.wants(event(domein="VTH", data={"domein": "BRP"}))

@@ -41,8 +41,15 @@ LABEL = SEED_GEKOPPELD["data"]["label"]
 ON = CloudEventSettings(enable_cloud_events=True, notifications_source="urn:nld:oin:01823288444:openklant")
 
 
-def ident(object_id: str = ZAAK, objecttype: str = "zaak", soort: str = "uuid", register: str = "openzaak") -> dict[str, str]:
-    return {"codeObjecttype": objecttype, "codeSoortObjectId": soort, "objectId": object_id, "codeRegister": register}
+def ident(
+    object_id: str = ZAAK, objecttype: str = "zaak", soort: str = "uuid", register: str = "openzaak"
+) -> dict[str, str]:
+    return {
+        "codeObjecttype": objecttype,
+        "codeSoortObjectId": soort,
+        "objectId": object_id,
+        "codeRegister": register,
+    }
 
 
 def obj(identificator: dict[str, str] | None = None, url: str = URL, label: str = LABEL) -> Onderwerpobject:
@@ -137,5 +144,5 @@ def test_settings_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_event_types_are_the_seed_names() -> None:
-    assert ZAAK_GEKOPPELD == SEED_GEKOPPELD["type"]
-    assert ZAAK_ONTKOPPELD == SEED_ONTKOPPELD["type"]
+    assert SEED_GEKOPPELD["type"] == ZAAK_GEKOPPELD
+    assert SEED_ONTKOPPELD["type"] == ZAAK_ONTKOPPELD

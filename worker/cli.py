@@ -136,7 +136,13 @@ def _load_abonnement(path: str) -> object:
 @subscriptions.command("add")
 @click.option("--callback-url", help="Webhook URL the events are POSTed to (https).")
 @click.option("--auth", help="Authorization header value, e.g. 'Bearer <token>'. A secret: never printed.")
-@click.option("--type", "types", multiple=True, metavar="PATTERN", help="Event type pattern; * is a wildcard. Repeatable.")
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    metavar="PATTERN",
+    help="Event type pattern; * is a wildcard. Repeatable.",
+)
 @click.option(
     "--content-mode",
     type=click.Choice(["structured", "binary", "batched"]),

@@ -28,7 +28,7 @@ def embedded_server(data_dir: Path) -> Iterator[Any]:
         warnings.simplefilter("ignore")
         import pgserver
 
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
         yield server
     finally:

@@ -44,7 +44,10 @@ def _from_row(row: dict[str, Any]) -> Subscription:
 
 
 def add(
-    conn: psycopg.Connection[Any], subscription: Subscription, schema: str, handshake_at: datetime | None = None
+    conn: psycopg.Connection[Any],
+    subscription: Subscription,
+    schema: str,
+    handshake_at: datetime | None = None,
 ) -> str:
     """Store a validated subscription; returns its new id."""
     row = conn.execute(
