@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +198,27 @@ def test_bad_schema_name_is_refused(run_cli: Any) -> None:
     result = run_cli("--schema", "Robert'); DROP TABLE x;--", "status")
     assert result.returncode == 2
     assert "schema:" in result.stderr and "is not allowed" in result.stderr
+
+
+def test_without_a_url_the_cli_runs_an_embedded_postgresql(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OUTBOX_DATABASE_URL", "OUTBOX_DATA_DIR", "OUTBOX_SCHEMA")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    migrated = run("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "applied 001_initial" in migrated.stdout
+    assert (tmp_path / ".outbox" / "pgdata" / "PG_VERSION").is_file()
+    status = run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["events"]["total"] == 0
+    assert "is up to date" in run("migrate").stdout, "the data survives between commands"
