@@ -15,12 +15,15 @@ single connection, one transaction = INSERT of a business row, then
       JSON document (a dict built and `json.dumps`-ed in the loop);
   A'  the same INSERT into the outbox's events table as A, without the CTE and
       without pg_notify (diagnostic: what the NOTIFY costs);
-  then COMMIT.
+  then COMMIT. C (diagnostic) is one tiny INSERT + COMMIT: the commit floor.
 batches of 100 events, one transaction each: `enqueue_many` against a plain
-  `INSERT ... SELECT unnest(...)::json` with binary (`%b`) and text (`%s`) arrays.
-K concurrent connections (threads), A / B / A' as above: NOTIFY takes a
-  database-wide lock at commit that is held until the commit is durable, so
-  notifying transactions cannot share a WAL flush (group commit).
+  `INSERT ... SELECT unnest(...)::json` with binary (`%b`) and text (`%s`) arrays;
+  M0 / Bb0 (diagnostic) send events / JSON built once, outside the loop.
+K concurrent connections (threads), A / B / A' as above. A transaction that
+  notified takes, at commit, a heavyweight lock on "database 0" (PreCommit_Notify
+  in PostgreSQL's async.c: cluster-wide) and holds it until after its commit
+  record is flushed, so notifying transactions commit one at a time and cannot
+  share a WAL flush (group commit).
 
 Method (as /work/shared/PEERS.md): before every timed run TRUNCATE, pre-load
 (optional, `--preload`), ANALYZE, CHECKPOINT; warm-up before the first timed
@@ -182,9 +185,7 @@ def tx_enqueue_no_notify(conn: Conn) -> None:
     zaak, link = _business_row(conn)
     event = make_event(zaak, link)
     with conn.cursor() as cur:
-        cur.execute(
-            INSERT_EVENT_NO_NOTIFY, (event.id, event.source, event.type, event.subject, event.serialize())
-        )
+        cur.execute(INSERT_EVENT_NO_NOTIFY, (event.id, event.source, event.type, event.subject, event.serialize()))
         cur.fetchone()
     conn.commit()
 
@@ -200,9 +201,7 @@ def _batch_links(n: int) -> list[tuple[str, str]]:
 
 def batch_enqueue_many(size: int) -> TxFn:
     def run(conn: Conn) -> None:
-        outbox.enqueue_many(
-            conn, [make_event(z, link) for z, link in _batch_links(size)], schema=OUTBOX_SCHEMA
-        )
+        outbox.enqueue_many(conn, [make_event(z, link) for z, link in _batch_links(size)], schema=OUTBOX_SCHEMA)
         conn.commit()
 
     return run
@@ -395,9 +394,13 @@ def python_costs(n: int) -> None:
 # -- the whole benchmark --------------------------------------------------------------
 
 
-def connect(url: str, prepare_threshold: int | None) -> Conn:
+def connect(url: str, args: argparse.Namespace) -> Conn:
+    """A bench connection: not autocommit, the chosen prepare_threshold and synchronous_commit."""
     conn = psycopg.connect(url, autocommit=False)
-    conn.prepare_threshold = prepare_threshold
+    conn.prepare_threshold = args.prepare_threshold
+    if args.synchronous_commit:
+        conn.execute("SELECT set_config('synchronous_commit', %s, false)", (args.synchronous_commit,))
+        conn.commit()
     return conn
 
 
@@ -514,59 +517,78 @@ def concurrent_section(k: int, per_conn: int) -> Section:
     return section
 
 
-def bench(url: str, args: argparse.Namespace) -> tuple[float, float]:
+SECTIONS = ("single", "batch", "concurrent")
+
+
+def bench(url: str, args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """Runs the chosen sections and prints their tables; returns the two target figures (None: not run)."""
     outbox.migrate(url, schema=OUTBOX_SCHEMA)
     k = args.concurrency
-    per_conn = max(1, args.concurrent_transactions // k)
-    single = single_section_with_floor(args.transactions)
-    batches = batch_section(args.batches, args.batch_size)
-    concurrent = concurrent_section(k, per_conn)
-    timing = {"runs": args.runs, "preload": args.preload}
+    chosen = {
+        "single": single_section_with_floor(args.transactions),
+        "batch": batch_section(args.batches, args.batch_size),
+        "concurrent": concurrent_section(k, max(1, args.concurrent_transactions // k)),
+    }
+    sections = {name: chosen[name] for name in SECTIONS if name in args.sections}
+    warmups = {"single": args.warmup, "batch": max(1, args.warmup // 10), "concurrent": max(k, args.warmup // 2)}
+    prepared = ""
 
     with psycopg.connect(url, autocommit=True) as maint:
         for statement in HOST_DDL:
             maint.execute(statement)
         listener = Listener(url) if args.listener else None
         try:
-            with connect(url, args.prepare_threshold) as conn:
+            with connect(url, args) as conn:
                 describe(conn, args)
                 python_costs(20_000)
 
                 def serial(fn: TxFn, n: int) -> float:
                     return run_serial(conn, fn, n)
 
-                print(f"\n[{single.title}]", file=sys.stderr)
-                measure(single, serial, maint, warmup=args.warmup, **timing)
-                print(f"\n[{batches.title}]", file=sys.stderr)
-                measure(batches, serial, maint, warmup=max(1, args.warmup // 10), **timing)
+                for name in ("single", "batch"):
+                    if name in sections:
+                        print(f"\n[{sections[name].title}]", file=sys.stderr)
+                        measure(
+                            sections[name], serial, maint, runs=args.runs, warmup=warmups[name], preload=args.preload
+                        )
                 prepared = prepared_statements(conn)
 
-            conns = [connect(url, args.prepare_threshold) for _ in range(k)]
-            try:
+            if "concurrent" in sections:
+                conns = [connect(url, args) for _ in range(k)]
+                try:
 
-                def parallel(fn: TxFn, n: int) -> float:
-                    return run_concurrent(conns, fn, max(1, n // k))
+                    def parallel(fn: TxFn, n: int) -> float:
+                        return run_concurrent(conns, fn, max(1, n // k))
 
-                print(f"\n[{concurrent.title}]", file=sys.stderr)
-                measure(concurrent, parallel, maint, warmup=max(k, args.warmup // 2), **timing)
-            finally:
-                for c in conns:
-                    c.close()
+                    section = sections["concurrent"]
+                    print(f"\n[{section.title}]", file=sys.stderr)
+                    measure(
+                        section, parallel, maint, runs=args.runs, warmup=warmups["concurrent"], preload=args.preload
+                    )
+                finally:
+                    for c in conns:
+                        c.close()
         finally:
             if listener is not None:
                 listener.close()
                 print(f"\nlistener received {listener.received:,} notifications", file=sys.stderr)
 
-    report(single)
-    ratio = ratio_line(single, "A", "B")
-    ratio_line(single, "A", "A'")
-    print(f"  bench connection: {prepared}")
-    batch_medians = report(batches)
-    ratio_line(batches, "M", "Bb")
-    report(concurrent)
-    ratio_line(concurrent, "A", "B")
-    ratio_line(concurrent, "A", "A'")
-    return ratio, batches.per_tx / batch_medians["M"] * 1e6
+    ratio = many_rate = None
+    if "single" in sections:
+        report(sections["single"])
+        ratio = ratio_line(sections["single"], "A", "B")
+        ratio_line(sections["single"], "A", "A'")
+    if "batch" in sections:
+        medians = report(sections["batch"])
+        ratio_line(sections["batch"], "M", "Bb")
+        many_rate = sections["batch"].per_tx / medians["M"] * 1e6
+    if "single" in sections or "batch" in sections:
+        print(f"  bench connection: {prepared}")
+    if "concurrent" in sections:
+        report(sections["concurrent"])
+        ratio_line(sections["concurrent"], "A", "B")
+        ratio_line(sections["concurrent"], "A", "A'")
+    return ratio, many_rate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -579,27 +601,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("OUTBOX_DATABASE_URL"),
         help="libpq URL (default: $OUTBOX_DATABASE_URL, else the embedded PostgreSQL in .outbox/pgdata)",
     )
-    parser.add_argument(
-        "--transactions", type=int, default=3000, help="transactions per single-connection run"
-    )
+    parser.add_argument("--transactions", type=int, default=3000, help="transactions per single-connection run")
     parser.add_argument("--batches", type=int, default=300, help="batches per enqueue_many run")
     parser.add_argument("--batch-size", type=int, default=100, help="events per batch")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per kind (the median is reported)")
-    parser.add_argument(
-        "--warmup", type=int, default=300, help="warm-up transactions per kind (batches: a tenth)"
-    )
-    parser.add_argument(
-        "--concurrency", type=int, default=8, help="connections (threads) in the concurrent runs"
-    )
+    parser.add_argument("--warmup", type=int, default=300, help="warm-up transactions per kind (batches: a tenth)")
+    parser.add_argument("--concurrency", type=int, default=8, help="connections (threads) in the concurrent runs")
     parser.add_argument(
         "--concurrent-transactions",
         type=int,
         default=3200,
         help="transactions per concurrent run, all threads",
     )
-    parser.add_argument(
-        "--preload", type=int, default=0, help="rows put in each table before every timed run"
-    )
+    parser.add_argument("--preload", type=int, default=0, help="rows put in each table before every timed run")
     parser.add_argument(
         "--prepare-threshold",
         type=lambda s: None if s.lower() in ("none", "never", "-1") else int(s),
@@ -611,15 +625,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep a connection LISTENing on the outbox channel during the runs",
     )
+    parser.add_argument(
+        "--synchronous-commit",
+        choices=("on", "off", "local", "remote_write", "remote_apply"),
+        help="set synchronous_commit on the bench connections (default: the server's setting); "
+        "off takes the WAL flush out of every COMMIT and leaves the CPU cost",
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="which measurements to run",
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     with database_url(args.database_url) as url:
         ratio, many_rate = bench(url, args)
-    print("\nTargets")
-    print(f"  ratio cost(A)/cost(B) = {ratio:.3f} <= 1.10: {'PASS' if ratio <= 1.10 else 'FAIL'}")
-    verdict = "PASS" if many_rate >= 50_000 else "FAIL"
-    print(f"  enqueue_many = {many_rate:,.0f} events/s >= 50,000 events/s: {verdict}")
+    if ratio is not None or many_rate is not None:
+        print("\nTargets")
+    if ratio is not None:
+        print(f"  ratio cost(A)/cost(B) = {ratio:.3f} <= 1.10: {'PASS' if ratio <= 1.10 else 'FAIL'}")
+    if many_rate is not None:
+        verdict = "PASS" if many_rate >= 50_000 else "FAIL"
+        print(f"  enqueue_many = {many_rate:,.0f} events/s >= 50,000 events/s: {verdict}")
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
     return 0
 
