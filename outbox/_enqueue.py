@@ -2,8 +2,9 @@
 
 One INSERT per call (or per batch), on the caller's own connection, never a
 commit: the event exists exactly when the caller's transaction commits. The
-same statement queues a NOTIFY, which PostgreSQL delivers at commit and folds
-into one per transaction, so idle workers wake at once.
+same statement queues a NOTIFY when a worker is idle (PostgreSQL delivers it
+at commit, once per transaction); busy workers poll, and the host then commits
+without the NOTIFY's cluster-wide commit lock.
 
 SQLAlchemy sessions and connections are unwrapped to their psycopg 3
 connection (the `postgresql+psycopg` dialect), so every entry point runs the
@@ -13,7 +14,7 @@ same SQL with the same binary parameters; only the thin unwrapping differs.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     SyncTarget = psycopg.Connection[Any] | Session | SAConnection
     AsyncTarget = psycopg.AsyncConnection[Any] | AsyncSession | SAAsyncConnection
 
-_Row = tuple[str, str, str, str | None, str]
-
 
 def _settings(schema: str | None, max_event_bytes: int | None) -> tuple[str, int]:
     """The explicit arguments, else OUTBOX_SCHEMA / OUTBOX_MAX_EVENT_BYTES, else the defaults."""
@@ -48,19 +47,15 @@ def _settings(schema: str | None, max_event_bytes: int | None) -> tuple[str, int
     return schema, max_event_bytes
 
 
-def _row(event: CloudEvent, max_event_bytes: int) -> _Row:
+def _document(event: CloudEvent, max_event_bytes: int) -> str:
     if not isinstance(event, CloudEvent):
         raise TypeError(f"enqueue takes an outbox.CloudEvent, not {type(event).__name__}")
-    return (event.id, event.source, event.type, event.subject, event.serialize(max_event_bytes))
+    return event.serialize(max_event_bytes)
 
 
-def _rows(events: Iterable[CloudEvent], max_event_bytes: int) -> list[_Row]:
+def _documents(events: Iterable[CloudEvent], max_event_bytes: int) -> list[str]:
     # Every event is validated and serialized before the first byte is sent.
-    return [_row(event, max_event_bytes) for event in events]
-
-
-def _columns(rows: Sequence[_Row]) -> list[list[str | None]]:
-    return [list(column) for column in zip(*rows, strict=True)]
+    return [_document(event, max_event_bytes) for event in events]
 
 
 def _check_transaction(status: pq.TransactionStatus, autocommit: bool) -> None:
@@ -110,11 +105,11 @@ def enqueue(
     `InvalidEventError` before any SQL is sent.
     """
     schema, max_event_bytes = _settings(schema, max_event_bytes)
-    row = _row(event, max_event_bytes)
+    document = _document(event, max_event_bytes)
     pg = _psycopg_connection(conn)
     _check_transaction(pg.info.transaction_status, pg.autocommit)
     with pg.cursor() as cur:
-        cur.execute(query("insert_event", schema), (*row, notify_channel(schema)))
+        cur.execute(query("insert_event", schema), (document, notify_channel(schema)))
         result = cur.fetchone()
     assert result is not None
     return int(result[0])
@@ -132,13 +127,13 @@ def enqueue_many(
     All events are validated first: one invalid event writes none of them.
     """
     schema, max_event_bytes = _settings(schema, max_event_bytes)
-    rows = _rows(events, max_event_bytes)
-    if not rows:
+    documents = _documents(events, max_event_bytes)
+    if not documents:
         return []
     pg = _psycopg_connection(conn)
     _check_transaction(pg.info.transaction_status, pg.autocommit)
     with pg.cursor() as cur:
-        cur.execute(query("insert_events", schema), (*_columns(rows), notify_channel(schema)))
+        cur.execute(query("insert_events", schema), (documents, notify_channel(schema)))
         return [int(r[0]) for r in cur.fetchall()]
 
 
@@ -177,11 +172,11 @@ async def enqueue_async(
 ) -> int:
     """`enqueue` for asyncio: psycopg AsyncConnection, SQLAlchemy AsyncSession/AsyncConnection."""
     schema, max_event_bytes = _settings(schema, max_event_bytes)
-    row = _row(event, max_event_bytes)
+    document = _document(event, max_event_bytes)
     pg = await _async_psycopg_connection(conn)
     _check_transaction(pg.info.transaction_status, pg.autocommit)
     async with pg.cursor() as cur:
-        await cur.execute(query("insert_event", schema), (*row, notify_channel(schema)))
+        await cur.execute(query("insert_event", schema), (document, notify_channel(schema)))
         result = await cur.fetchone()
     assert result is not None
     return int(result[0])
@@ -196,11 +191,11 @@ async def enqueue_many_async(
 ) -> list[int]:
     """`enqueue_many` for asyncio."""
     schema, max_event_bytes = _settings(schema, max_event_bytes)
-    rows = _rows(events, max_event_bytes)
-    if not rows:
+    documents = _documents(events, max_event_bytes)
+    if not documents:
         return []
     pg = await _async_psycopg_connection(conn)
     _check_transaction(pg.info.transaction_status, pg.autocommit)
     async with pg.cursor() as cur:
-        await cur.execute(query("insert_events", schema), (*_columns(rows), notify_channel(schema)))
+        await cur.execute(query("insert_events", schema), (documents, notify_channel(schema)))
         return [int(r[0]) for r in await cur.fetchall()]

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from outbox._errors import InvalidEventError
 
 SPECVERSION = "1.0"
@@ -199,22 +201,26 @@ class CloudEvent:
             document["data"] = self._data
         return document
 
-    def to_json(self) -> str:
-        """The JSON event format, compact, UTF-8 characters kept as they are."""
+    def _json_bytes(self) -> bytes:
+        # orjson: several times faster than the json module, and enqueue's cost is the host's cost.
         try:
-            return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            return orjson.dumps(self.to_dict())
+        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
             raise InvalidEventError("data", f"must be JSON-serializable ({exc})") from None
+
+    def to_json(self) -> str:
+        """The JSON event format, compact, UTF-8 characters kept as they are.
+
+        (JSON has no NaN or Infinity: such floats in `data` become null.)
+        """
+        return self._json_bytes().decode()
 
     def serialize(self, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str:
         """`to_json`, refusing events larger than `max_bytes` once UTF-8 encoded."""
-        text = self.to_json()
-        # Cheap bound first: UTF-8 takes at most 4 bytes per character.
-        if len(text) * 4 > max_bytes and len(text.encode()) > max_bytes:
-            raise InvalidEventError(
-                "event", f"serialized size {len(text.encode())} bytes exceeds the limit of {max_bytes} bytes"
-            )
-        return text
+        raw = self._json_bytes()
+        if len(raw) > max_bytes:
+            raise InvalidEventError("event", f"serialized size {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
+        return raw.decode()
 
     # -- attribute access ---------------------------------------------------------
 

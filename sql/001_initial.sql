@@ -15,13 +15,12 @@
 -- later position).
 CREATE TABLE events (
     position     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id           text        NOT NULL CHECK (id <> ''),
-    source       text        NOT NULL CHECK (source <> ''),
-    type         text        NOT NULL CHECK (type <> ''),
-    subject      text,
     -- The event in the JSON event format, exactly as delivered in structured
     -- mode. `json` (not `jsonb`) keeps the bytes as the producer wrote them and
-    -- is cheaper to insert: the worker sends it as-is.
+    -- is cheaper to insert: the worker sends it as-is. Nothing else is copied
+    -- out of it at insert time (id, type, subject): the host pays for one
+    -- column, as for a plain INSERT of the JSON; the router parses the event
+    -- anyway to match it. Query it with event->>'type' and friends.
     event        json        NOT NULL,
     enqueued_at  timestamptz NOT NULL DEFAULT now(),
     -- Set by the router once the event's deliveries exist.
@@ -31,6 +30,17 @@ CREATE TABLE events (
 -- What the router scans: only unrouted rows, so the index stays as small as
 -- the backlog however many millions of routed events the table holds.
 CREATE INDEX events_unrouted_idx ON events (position) WHERE routed_at IS NULL;
+
+-- Workers that are idle, waiting for a NOTIFY. Enqueue notifies only when
+-- this table has a row: PostgreSQL serialises the commits of notifying
+-- transactions (a cluster-wide lock held through the commit flush), so under
+-- load, while every worker is busy and polls by itself, hosts commit without
+-- it. A worker adds its row before its last look for work and removes it when
+-- it wakes; a row left by a crashed worker only costs a needless NOTIFY.
+CREATE TABLE idle_workers (
+    worker_id  text        PRIMARY KEY,
+    since      timestamptz NOT NULL DEFAULT now()
+);
 
 -- Subscriptions: an abonnement (callbackUrl, auth, kanalen) and/or
 -- OpenConnector-style event type patterns.

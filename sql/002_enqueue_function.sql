@@ -11,7 +11,7 @@
 -- `data_base64` never both, and the serialized event is at most `max_bytes`.
 -- A broken event raises invalid_parameter_value (22023) naming the attribute
 -- and the rule, before anything is written. Like the Python enqueue it writes
--- in the caller's transaction and wakes the workers at commit.
+-- in the caller's transaction and wakes idle workers at commit.
 
 CREATE FUNCTION enqueue(event jsonb, max_bytes integer DEFAULT 1048576) RETURNS bigint
 LANGUAGE plpgsql
@@ -94,11 +94,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    INSERT INTO events (id, source, type, subject, event)
-    VALUES (ev->>'id', ev->>'source', ev->>'type', ev->>'subject', body::json)
-    RETURNING position INTO new_pos;
+    INSERT INTO events (event) VALUES (body::json) RETURNING position INTO new_pos;
 
-    PERFORM pg_notify(current_schema() || '.events', '');
+    -- Wake idle workers at commit (see idle_workers in 001_initial.sql).
+    IF EXISTS (SELECT 1 FROM idle_workers) THEN
+        PERFORM pg_notify(current_schema() || '.events', '');
+    END IF;
     RETURN new_pos;
 END
 $$;

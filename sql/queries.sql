@@ -3,27 +3,28 @@
 -- filled in as a quoted identifier; values are always bind parameters.
 
 -- name: insert_event
--- One event, in the caller's transaction; pg_notify wakes the workers at commit
--- (repeated notifications in one transaction fold into one).
+-- One event, in the caller's transaction. If a worker is idle, pg_notify
+-- wakes it at commit (notifications of one transaction fold into one); busy
+-- workers poll, and then the host commits without the NOTIFY's global lock.
 WITH ins AS (
-    INSERT INTO {schema}.events (id, source, type, subject, event)
-    VALUES (%s, %s, %s, %s, %s)
-    RETURNING position
+    INSERT INTO {schema}.events (event) VALUES (%s) RETURNING position
 )
-SELECT ins.position FROM ins, pg_notify(%s, '') AS n;
+SELECT ins.position,
+       (SELECT pg_notify(%s, '') WHERE EXISTS (SELECT 1 FROM {schema}.idle_workers))
+  FROM ins;
 
 -- name: insert_events
--- A batch of events in one statement. Binary array parameters (%b): psycopg's
+-- A batch in one statement. Binary array parameters (%b): psycopg's
 -- text-format arrays escape every element and are several times slower.
+-- unnest yields the elements in array order, so positions follow the input.
 WITH ins AS (
-    INSERT INTO {schema}.events (id, source, type, subject, event)
-    SELECT b.id, b.source, b.type, b.subject, b.event::json
-      FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])
-           WITH ORDINALITY AS b(id, source, type, subject, event, n)
-     ORDER BY b.n
+    INSERT INTO {schema}.events (event)
+    SELECT unnest(%b::text[])::json
     RETURNING position
 )
-SELECT ins.position FROM ins, pg_notify(%s, '') AS n ORDER BY ins.position;
+SELECT ins.position,
+       (SELECT pg_notify(%s, '') WHERE EXISTS (SELECT 1 FROM {schema}.idle_workers))
+  FROM ins;
 
 -- name: count_events
 -- `outbox status`: all events, and those the router has not handled yet.

@@ -28,7 +28,10 @@ def _event(subject: str = "a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5", **extra: Any) 
 
 
 def _stored(reader: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    rows = reader.execute("SELECT position, id, source, type, subject, event FROM outbox.events ORDER BY position")
+    rows = reader.execute(
+        "SELECT position, event->>'id', event->>'source', event->>'type', event->>'subject', event"
+        " FROM outbox.events ORDER BY position"
+    )
     return [
         {"position": p, "id": i, "source": s, "type": t, "subject": subj, "event": e}
         for p, i, s, t, subj, e in rows.fetchall()
@@ -141,9 +144,10 @@ def test_unsupported_connection_is_a_type_error() -> None:
         outbox.enqueue(None, {"type": "t"})  # type: ignore[arg-type]
 
 
-def test_commit_notifies_the_workers_once(conn: psycopg.Connection[Any], database_url: str) -> None:
+def test_commit_notifies_idle_workers_once(conn: psycopg.Connection[Any], database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute('LISTEN "outbox.events"')
+        listener.execute("INSERT INTO outbox.idle_workers (worker_id) VALUES ('w1'), ('w2')")
         outbox.enqueue(conn, _event())
         outbox.enqueue_many(conn, [_event(), _event()])
         assert list(listener.notifies(timeout=0.2, stop_after=1)) == [], "notified before commit"
@@ -348,10 +352,20 @@ def test_sql_function_works_whatever_the_search_path(
     assert len(_stored(reader)) == 1
 
 
-def test_notify_is_not_sent_from_select(database_url: str) -> None:
-    # Guard for the wake-up channel name used by the SQL function.
+def test_no_notify_while_no_worker_is_idle(conn: psycopg.Connection[Any], database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute('LISTEN "outbox.events"')
+        outbox.enqueue(conn, _event())
+        outbox.enqueue_many(conn, [_event(), _event()])
+        conn.execute('SELECT outbox.enqueue(\'{"type": "t", "source": "s"}\')')
+        conn.commit()
+        assert list(listener.notifies(timeout=0.5)) == [], "busy workers poll: no NOTIFY, no commit lock"
+
+
+def test_sql_function_notifies_idle_workers(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as listener, psycopg.connect(database_url) as c:
         listener.execute('LISTEN "outbox.events"')
+        listener.execute("INSERT INTO outbox.idle_workers (worker_id) VALUES ('w1')")
         c.execute('SELECT outbox.enqueue(\'{"type": "t", "source": "s"}\')')
         c.commit()
         assert select.select([listener.fileno()], [], [], 2)[0], "no wake-up from the SQL function"

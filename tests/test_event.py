@@ -6,6 +6,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -132,9 +133,17 @@ def test_from_json_rejects_non_json_and_non_objects() -> None:
 
 
 def test_unserialisable_data_is_refused() -> None:
-    event = CloudEvent(type="t", source="s", data={"when": datetime.now(UTC)})
+    event = CloudEvent(type="t", source="s", data={"amount": Decimal("1.50")})
     with pytest.raises(InvalidEventError, match="^data: must be JSON-serializable"):
         event.to_json()
+    with pytest.raises(InvalidEventError, match="^data: must be JSON-serializable"):
+        CloudEvent(type="t", source="s", data={1: "non-string key"}).serialize()
+
+
+def test_datetimes_and_uuids_in_data_become_strings() -> None:
+    zaak = uuid.UUID("a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5")
+    event = CloudEvent(type="t", source="s", data={"zaak": zaak, "at": datetime(2025, 10, 10, tzinfo=UTC)})
+    assert json.loads(event.to_json())["data"] == {"zaak": str(zaak), "at": "2025-10-10T00:00:00+00:00"}
 
 
 def test_size_limit_counts_utf8_bytes() -> None:

@@ -44,7 +44,9 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 def _events(reader: psycopg.Connection[Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    rows = reader.execute("SELECT type, subject, event FROM outbox.events ORDER BY position").fetchall()
+    rows = reader.execute(
+        "SELECT event->>'type', event->>'subject', event FROM outbox.events ORDER BY position"
+    ).fetchall()
     return [(t, s, e) for t, s, e in rows]
 
 

@@ -31,6 +31,7 @@ def test_first_run_applies_all_second_is_a_no_op(empty_database_url: str) -> Non
         "deliveries",
         "delivery_attempts",
         "schema_migrations",
+        "idle_workers",
     }
     with psycopg.connect(empty_database_url) as c:
         recorded = c.execute("SELECT version, name FROM outbox.schema_migrations ORDER BY version").fetchall()
@@ -94,7 +95,7 @@ def test_claim_indexes_are_partial(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_constraints_tie_columns_to_states(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("INSERT INTO outbox.events (id, source, type, event) VALUES ('1', 's', 't', '{}')")
+    conn.execute("INSERT INTO outbox.events (event) VALUES ('{}')")
     conn.execute("INSERT INTO outbox.subscriptions (callback_url, types) VALUES ('https://example.org/hook', '{*}')")
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
