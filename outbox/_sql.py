@@ -85,7 +85,12 @@ def raw_queries() -> dict[str, str]:
 
 @functools.cache
 def query(name: str, schema: str) -> bytes:
-    """The query `name` for `schema`, ready for `cursor.execute`."""
+    """The query `name` for `schema`, ready for `cursor.execute`.
+
+    `{schema}` becomes the schema and `{channel}` its NOTIFY channel, both as quoted identifiers.
+    """
     body = raw_queries()[name]
-    composed = sql.SQL(body).format(schema=sql.Identifier(check_schema_name(schema)))
+    composed = sql.SQL(body).format(
+        schema=sql.Identifier(check_schema_name(schema)), channel=sql.Identifier(notify_channel(schema))
+    )
     return composed.as_string(None).encode()

@@ -39,6 +39,9 @@ CREATE INDEX events_unrouted_idx ON events (position) WHERE routed_at IS NULL;
 -- it wakes; a row left by a crashed worker only costs a needless NOTIFY.
 CREATE TABLE idle_workers (
     worker_id  text        PRIMARY KEY,
+    -- The backend pid of the worker's LISTEN connection: a row whose pid is
+    -- gone from pg_stat_activity belongs to a dead worker and is removed.
+    listen_pid integer     NOT NULL,
     since      timestamptz NOT NULL DEFAULT now()
 );
 

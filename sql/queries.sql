@@ -115,3 +115,155 @@ SELECT s.id, s.callback_url, s.status,
 SELECT extract(epoch FROM now() - least(
            (SELECT min(enqueued_at) FROM {schema}.events WHERE routed_at IS NULL),
            (SELECT min(created_at) FROM {schema}.deliveries WHERE status IN ('pending', 'delivering'))));
+
+-- ==== the worker ====
+
+-- name: route_lock
+-- One router at a time per schema, so deliveries are created in event order (their ids are that order).
+SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0));
+
+-- name: unrouted_events
+-- Committed events without deliveries yet, oldest first (events_unrouted_idx).
+SELECT position, event::text FROM {schema}.events WHERE routed_at IS NULL ORDER BY position LIMIT %s;
+
+-- name: active_subscriptions
+-- What the router matches events against.
+SELECT id, callback_url, auth, kanalen, types, content_mode, status, paused_reason, ordering_key,
+       allow_insecure, handshake_at, created_at, updated_at
+  FROM {schema}.subscriptions
+ WHERE status = 'active';
+
+-- name: insert_deliveries
+-- One delivery per (event, subscription); a second router can never duplicate one.
+INSERT INTO {schema}.deliveries (event_position, subscription_id, ordering_key)
+SELECT * FROM unnest(%b::int8[], %b::uuid[], %b::text[])
+ON CONFLICT (event_position, subscription_id) DO NOTHING;
+
+-- name: mark_routed
+-- The events whose deliveries now exist.
+UPDATE {schema}.events SET routed_at = now() WHERE position = ANY (%b::int8[]) AND routed_at IS NULL;
+
+-- name: claim
+-- Due deliveries (pending and due, or delivering with an expired lease: a dead worker's), skipping
+-- rows other workers hold (SKIP LOCKED), subscriptions this worker has saturated, paused subscriptions,
+-- and rows whose ordering key has an earlier unfinished delivery. Sets a fresh claim token and lease.
+WITH due AS (
+    SELECT d.id
+      FROM {schema}.deliveries d
+     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+       AND d.subscription_id <> ALL (%(saturated)s::uuid[])
+       AND EXISTS (SELECT 1 FROM {schema}.subscriptions s WHERE s.id = d.subscription_id AND s.status = 'active')
+       AND (d.ordering_key IS NULL OR NOT EXISTS (
+               SELECT 1 FROM {schema}.deliveries e
+                WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                  AND e.id < d.id AND e.status IN ('pending', 'delivering')))
+     ORDER BY d.next_attempt_at, d.id
+     LIMIT %(limit)s
+       FOR UPDATE OF d SKIP LOCKED
+), expired AS (
+    SELECT d.id
+      FROM {schema}.deliveries d
+     WHERE d.status = 'delivering' AND d.leased_until < now()
+       AND d.subscription_id <> ALL (%(saturated)s::uuid[])
+       AND EXISTS (SELECT 1 FROM {schema}.subscriptions s WHERE s.id = d.subscription_id AND s.status = 'active')
+     ORDER BY d.leased_until
+     LIMIT %(limit)s
+       FOR UPDATE OF d SKIP LOCKED
+), picked AS (
+    SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT %(limit)s
+)
+UPDATE {schema}.deliveries d
+   SET status = 'delivering', claim_token = %(token)s, leased_until = now() + make_interval(secs => %(lease)s),
+       attempts = d.attempts + 1, updated_at = now()
+  FROM picked p, {schema}.events ev, {schema}.subscriptions s
+ WHERE d.id = p.id AND ev.position = d.event_position AND s.id = d.subscription_id
+RETURNING d.id, d.attempts, d.subscription_id, s.callback_url, s.auth, s.content_mode, ev.event::text;
+
+-- name: record_results
+-- Writes outcomes back, only where the claim is still ours (same token, still delivering): a worker
+-- whose lease expired cannot overwrite the new owner's result.
+UPDATE {schema}.deliveries d
+   SET status = r.status,
+       next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + make_interval(secs => r.delay)
+                              ELSE d.next_attempt_at END,
+       delivered_at = CASE WHEN r.status = 'delivered' THEN now() END,
+       claim_token = NULL, leased_until = NULL,
+       last_status_code = r.code, last_error = r.error, updated_at = now()
+  FROM unnest(%b::int8[], %b::uuid[], %b::text[], %b::int4[], %b::text[], %b::float8[])
+       AS r(id, token, status, code, error, delay)
+ WHERE d.id = r.id AND d.claim_token = r.token AND d.status = 'delivering'
+RETURNING d.id;
+
+-- name: insert_attempts
+-- One row per HTTP attempt (kept even when the fence refused the result: the attempt happened).
+INSERT INTO {schema}.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+SELECT a.* FROM unnest(%b::int8[], %b::timestamptz[], %b::float8[], %b::int4[], %b::text[], %b::text[])
+       AS a(delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+ WHERE EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.id = a.delivery_id);
+
+-- name: retire_subscriptions
+-- A 410 Gone: the subscription is paused with the reason; its deliveries wait.
+UPDATE {schema}.subscriptions
+   SET status = 'paused', paused_reason = %s, updated_at = now()
+ WHERE id = ANY (%b::uuid[]) AND status = 'active'
+RETURNING id, callback_url;
+
+-- name: release_claims
+-- Shutdown: claims whose HTTP did not finish go back to pending, at once, this attempt not counted.
+UPDATE {schema}.deliveries
+   SET status = 'pending', claim_token = NULL, leased_until = NULL, next_attempt_at = now(),
+       attempts = greatest(attempts - 1, 0), updated_at = now()
+ WHERE id = ANY (%b::int8[]) AND claim_token = ANY (%b::uuid[]) AND status = 'delivering';
+
+-- name: next_due_in
+-- Seconds until the next pending delivery or lease expiry is due (NULL: none), to sleep no longer.
+SELECT extract(epoch FROM least(
+           (SELECT min(next_attempt_at) FROM {schema}.deliveries WHERE status = 'pending'),
+           (SELECT min(leased_until) FROM {schema}.deliveries WHERE status = 'delivering')) - now());
+
+-- name: mark_idle
+-- This worker waits for a NOTIFY: enqueue will send one.
+INSERT INTO {schema}.idle_workers (worker_id, listen_pid) VALUES (%s, %s)
+ON CONFLICT (worker_id) DO UPDATE SET listen_pid = EXCLUDED.listen_pid, since = now();
+
+-- name: mark_busy
+-- This worker polls by itself: enqueue need not notify on its account.
+DELETE FROM {schema}.idle_workers WHERE worker_id = %s;
+
+-- name: forget_dead_workers
+-- Idle rows of workers whose LISTEN connection is gone.
+DELETE FROM {schema}.idle_workers w
+ WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.listen_pid);
+
+-- name: retry_failed
+-- `outbox retry`: failed deliveries back to pending with a fresh set of attempts.
+UPDATE {schema}.deliveries
+   SET status = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
+ WHERE status = 'failed'
+   AND (%(subscription)s::uuid IS NULL OR subscription_id = %(subscription)s::uuid)
+   AND (%(delivery)s::bigint IS NULL OR id = %(delivery)s::bigint)
+RETURNING id;
+
+-- name: purge_deliveries
+-- `outbox purge`: a small batch of delivered deliveries older than the cutoff (attempts go with them).
+DELETE FROM {schema}.deliveries
+ WHERE id IN (SELECT id FROM {schema}.deliveries
+               WHERE status = 'delivered' AND delivered_at < %s
+               LIMIT %s);
+
+-- name: purge_events
+-- `outbox purge`: a small batch of routed events older than the cutoff with no delivery left.
+DELETE FROM {schema}.events
+ WHERE position IN (SELECT e.position FROM {schema}.events e
+                     WHERE e.routed_at IS NOT NULL AND e.enqueued_at < %s
+                       AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.event_position = e.position)
+                     LIMIT %s);
+
+-- name: listen
+-- The worker's wake-up channel.
+LISTEN {channel};
+
+-- name: worker_session
+-- Worker connections commit without waiting for the WAL flush: a commit lost in a PostgreSQL crash
+-- only means a claim or result is redone, which at-least-once delivery allows; hosts keep full durability.
+SET synchronous_commit TO off;

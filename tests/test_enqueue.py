@@ -147,7 +147,7 @@ def test_unsupported_connection_is_a_type_error() -> None:
 def test_commit_notifies_idle_workers_once(conn: psycopg.Connection[Any], database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute('LISTEN "outbox.events"')
-        listener.execute("INSERT INTO outbox.idle_workers (worker_id) VALUES ('w1'), ('w2')")
+        listener.execute("INSERT INTO outbox.idle_workers (worker_id, listen_pid) VALUES ('w1', 1), ('w2', 2)")
         outbox.enqueue(conn, _event())
         outbox.enqueue_many(conn, [_event(), _event()])
         assert list(listener.notifies(timeout=0.2, stop_after=1)) == [], "notified before commit"
@@ -365,7 +365,7 @@ def test_no_notify_while_no_worker_is_idle(conn: psycopg.Connection[Any], databa
 def test_sql_function_notifies_idle_workers(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as listener, psycopg.connect(database_url) as c:
         listener.execute('LISTEN "outbox.events"')
-        listener.execute("INSERT INTO outbox.idle_workers (worker_id) VALUES ('w1')")
+        listener.execute("INSERT INTO outbox.idle_workers (worker_id, listen_pid) VALUES ('w1', 1)")
         c.execute('SELECT outbox.enqueue(\'{"type": "t", "source": "s"}\')')
         c.commit()
         assert select.select([listener.fileno()], [], [], 2)[0], "no wake-up from the SQL function"

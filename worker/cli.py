@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,11 @@ import psycopg
 
 from outbox import InvalidSubscriptionError, Subscription, migrate
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name, migrations
+from worker import logs, maintenance, subscription_store
 from worker import status as status_report
-from worker import subscription_store
+from worker.daemon import run_worker
 from worker.database import DEFAULT_DATA_DIR, database_url
+from worker.settings import SettingsError, WorkerSettings
 
 
 @dataclass
@@ -323,6 +327,91 @@ def status_command(obj: Context, as_json: bool) -> None:
     with obj.connect() as conn:
         document = status_report.collect(conn, obj.schema)
     click.echo(json.dumps(document, indent=2) if as_json else status_report.render(document))
+
+
+@cli.command("retry")
+@click.option("--subscription", "subscription_id", metavar="ID", help="Only this subscription's deliveries.")
+@click.option("--all-failed", is_flag=True, help="Every failed delivery (of --subscription, if given).")
+@click.option("--delivery", "delivery_id", type=int, metavar="ID", help="Only this delivery.")
+@click.pass_obj
+def retry_command(obj: Context, subscription_id: str | None, all_failed: bool, delivery_id: int | None) -> None:
+    """Put failed deliveries back to pending, with a fresh set of attempts."""
+    if all_failed == (delivery_id is not None):
+        raise click.UsageError("say which: --all-failed or --delivery ID")
+    if subscription_id:
+        try:
+            uuid.UUID(subscription_id)
+        except ValueError:
+            raise click.BadParameter(
+                f"{subscription_id!r} is not a subscription id", param_hint="--subscription"
+            ) from None
+    with obj.connect() as conn:
+        count = maintenance.retry_failed(conn, obj.schema, subscription_id=subscription_id, delivery_id=delivery_id)
+    click.echo(f"{count} failed deliver{'y' if count == 1 else 'ies'} back to pending")
+
+
+@cli.command("purge")
+@click.option("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h, 90m, 2w.")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.pass_obj
+def purge_command(obj: Context, older_than: str, batch_size: int) -> None:
+    """Delete delivered deliveries, their attempts and fully delivered events older than DURATION."""
+    try:
+        age = maintenance.parse_duration(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    with obj.connect() as conn:
+        deliveries, events = maintenance.purge(conn, obj.schema, age, batch_size)
+    click.echo(f"purged {deliveries} deliveries and {events} events older than {older_than}")
+
+
+def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A flag for every worker setting; each overrides its OUTBOX_* environment variable."""
+    for name in reversed(RUN_FLAGS):
+        field = WorkerSettings.model_fields[name]
+        kind = int if field.annotation is int else float
+        command = click.option(
+            f"--{name.replace('_', '-')}",
+            name,
+            type=kind,
+            default=None,
+            help=f"{field.description} [env OUTBOX_{name.upper()}, default {field.default}]",
+        )(command)
+    return command
+
+
+RUN_FLAGS = (
+    "concurrency",
+    "subscription_concurrency",
+    "batch_size",
+    "poll_interval",
+    "lease_seconds",
+    "retry_base_delay",
+    "retry_max_delay",
+    "retry_max_attempts",
+    "retry_after_max",
+    "request_timeout",
+    "shutdown_grace",
+)
+
+
+@cli.command("run")
+@_setting_options
+@click.option(
+    "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
+)
+@click.pass_obj
+def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
+    """The worker daemon: route, claim, deliver, record, retry. SIGTERM/SIGINT stop it cleanly."""
+    try:
+        settings = WorkerSettings.load(database_url=obj.database_url, db_schema=obj.schema, **flags)
+    except SettingsError as exc:
+        for line in exc.lines:
+            click.echo(f"error: {line}", err=True)
+        sys.exit(2)
+    logs.setup(log_level)
+    with database_url(settings.database_url, obj.data_dir) as url:
+        asyncio.run(run_worker(settings, url))
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ def _subscription_id(value: str) -> uuid.UUID:
         raise SubscriptionNotFound(value) from None
 
 
-def _from_row(row: dict[str, Any]) -> Subscription:
+def from_row(row: dict[str, Any]) -> Subscription:
     return Subscription(
         id=str(row["id"]),
         callback_url=row["callback_url"],
@@ -69,7 +69,7 @@ def add(
 
 def list_all(conn: psycopg.Connection[Any], schema: str) -> list[Subscription]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return [_from_row(row) for row in cur.execute(query("list_subscriptions", schema)).fetchall()]
+        return [from_row(row) for row in cur.execute(query("list_subscriptions", schema)).fetchall()]
 
 
 def get(conn: psycopg.Connection[Any], schema: str, subscription_id: str) -> Subscription:
@@ -77,7 +77,7 @@ def get(conn: psycopg.Connection[Any], schema: str, subscription_id: str) -> Sub
         row = cur.execute(query("get_subscription", schema), (_subscription_id(subscription_id),)).fetchone()
     if row is None:
         raise SubscriptionNotFound(subscription_id)
-    return _from_row(row)
+    return from_row(row)
 
 
 def set_status(

@@ -1,0 +1,362 @@
+"""`outbox run`: route, claim, deliver, record, retry, until told to stop.
+
+One asyncio process:
+  * the main loop routes new events, claims due deliveries (FOR UPDATE SKIP LOCKED, lease + claim
+    token) as long as there are free slots, and starts one task per delivery;
+  * delivery tasks POST outside any transaction and hand their result to the recorder;
+  * the recorder writes results back in batches, fenced by the claim token, retrying until the
+    database takes them (a result in memory is never dropped while the process lives);
+  * the listener keeps a LISTEN connection and wakes the main loop; the poll interval is the backstop.
+While idle, the worker registers in `idle_workers` so enqueue sends a NOTIFY; while busy it does not.
+
+PostgreSQL unreachable or restarting: every step waits and retries with backoff (tenacity), one log
+line per state change. SIGTERM/SIGINT: stop claiming, give in-flight HTTP up to the grace period,
+release what is left, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from outbox._sql import query
+from worker.http import Claimed, Result, deliver, make_client
+from worker.logs import log, redact
+from worker.router import route_once
+from worker.settings import WorkerSettings
+
+DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+T = TypeVar("T")
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, database_url: str) -> None:
+        self.settings = settings
+        self.schema = settings.db_schema
+        self._url = database_url
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._in_flight: dict[int, tuple[Claimed, asyncio.Task[None]]] = {}
+        self._per_subscription: Counter[uuid.UUID] = Counter()
+        self._results: list[Result] = []
+        self._results_ready = asyncio.Event()
+        self._database_ok = True
+        self._listen_pid: int | None = None
+        self._idle = False
+        self.delivered = 0  # counters for progress lines and tests
+        self.attempts = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; `run` then winds down and returns."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        self._pool = AsyncConnectionPool(
+            self._url,
+            min_size=2,
+            max_size=4,
+            open=False,
+            timeout=5.0,
+            configure=self._configure,
+            kwargs={"autocommit": False},
+        )
+        await self._pool.open(wait=False)
+        self._client = make_client(self.settings)
+        log(logging.INFO, "worker started", worker=self.settings.worker_id, schema=self.schema,
+            concurrency=self.settings.concurrency, batch_size=self.settings.batch_size)  # fmt: skip
+        listener = asyncio.create_task(self._listen(), name="listener")
+        recorder = asyncio.create_task(self._record_forever(), name="recorder")
+        try:
+            await self._main_loop()
+        finally:
+            await self._wind_down()
+            listener.cancel()
+            self._results_ready.set()
+            self._recorder_stop = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder
+            await self._client.aclose()
+            await self._pool.close()
+            log(logging.INFO, "worker stopped", worker=self.settings.worker_id, delivered=self.delivered)
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(query("worker_session", self.schema))
+        await conn.commit()
+
+    # -- database access with retries -------------------------------------------------------------
+
+    async def _db(self, step: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], *, forever: bool = True) -> T:
+        """Run `step` on a pooled connection; while the database is unreachable, wait and retry."""
+
+        def stop_retrying(state: RetryCallState) -> bool:
+            return not forever and self._stopping.is_set()
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(DATABASE_ERRORS),
+            wait=wait_random_exponential(multiplier=0.2, max=5.0),
+            stop=stop_retrying,
+            before_sleep=self._database_down,
+            reraise=True,
+        ):
+            with attempt:
+                async with self._pool.connection() as conn:
+                    result = await step(conn)
+                if not self._database_ok:
+                    self._database_ok = True
+                    log(logging.WARNING, "database reachable again", worker=self.settings.worker_id)
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _database_down(self, state: RetryCallState) -> None:
+        if self._database_ok:
+            self._database_ok = False
+            error = state.outcome.exception() if state.outcome else None
+            log(logging.WARNING, "database unreachable, retrying", worker=self.settings.worker_id,
+                error=type(error).__name__ if error else None)  # fmt: skip
+
+    # -- the main loop --------------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        return self.settings.concurrency - len(self._in_flight)
+
+    async def _main_loop(self) -> None:
+        batch = self.settings.batch_size
+        while not self._stopping.is_set():
+            self._wake.clear()
+            routed = await self._db(lambda c: route_once(c, self.schema, batch))
+            claimed = 0
+            limit = min(batch, self._free_slots())
+            if limit > 0 and not self._stopping.is_set():
+                claimed = await self._claim_and_start(limit)
+            busy = routed >= batch or (limit > 0 and claimed >= limit)
+            if busy:
+                await self._set_idle(False)
+                if self._free_slots() > 0:
+                    continue
+            if self._stopping.is_set():
+                break
+            if not busy and not self._idle and self._listen_pid is not None:
+                # Register as idle, then look once more: an event committed before the registration
+                # was visible to its host did not notify us, but this look finds it.
+                await self._set_idle(True)
+                continue
+            await self._sleep(await self._next_due() if not busy else self.settings.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, min(seconds, self.settings.poll_interval)))
+
+    async def _next_due(self) -> float:
+        async def step(conn: psycopg.AsyncConnection[Any]) -> float:
+            row = await (await conn.execute(query("next_due_in", self.schema))).fetchone()
+            await conn.commit()
+            if row is None or row[0] is None:
+                return self.settings.poll_interval
+            return max(0.0, float(row[0]))
+
+        return await self._db(step)
+
+    async def _set_idle(self, idle: bool) -> None:
+        if idle == self._idle:
+            return
+
+        async def step(conn: psycopg.AsyncConnection[Any]) -> None:
+            if idle:
+                await conn.execute(query("mark_idle", self.schema), (self.settings.worker_id, self._listen_pid))
+            else:
+                await conn.execute(query("mark_busy", self.schema), (self.settings.worker_id,))
+            await conn.commit()
+
+        await self._db(step, forever=not idle)
+        self._idle = idle
+
+    async def _claim_and_start(self, limit: int) -> int:
+        token = uuid.uuid4()
+        saturated = [s for s, n in self._per_subscription.items() if n >= self.settings.subscription_concurrency]
+
+        async def step(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            params = {"saturated": saturated, "limit": limit, "token": token, "lease": self.settings.lease_seconds}
+            rows = await (await conn.execute(query("claim", self.schema), params)).fetchall()
+            await conn.commit()
+            return rows
+
+        rows = await self._db(step)
+        for delivery_id, attempts, subscription_id, url, auth, mode, event in rows:
+            claimed = Claimed(delivery_id, attempts, subscription_id, url, auth, mode, event, token)
+            self._per_subscription[subscription_id] += 1
+            task = asyncio.create_task(self._deliver(claimed))
+            self._in_flight[delivery_id] = (claimed, task)
+        return len(rows)
+
+    async def _deliver(self, claimed: Claimed) -> None:
+        try:
+            result = await deliver(self._client, claimed, self.settings)
+        finally:
+            self._in_flight.pop(claimed.id, None)
+            self._per_subscription[claimed.subscription_id] -= 1
+            if self._per_subscription[claimed.subscription_id] <= 0:
+                del self._per_subscription[claimed.subscription_id]
+        self.attempts += 1
+        self._results.append(result)
+        self._results_ready.set()
+
+    # -- recording results ---------------------------------------------------------------------
+
+    async def _record_forever(self) -> None:
+        self._recorder_stop = False
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            if not self._results:
+                if self._recorder_stop:
+                    return
+                continue
+            await asyncio.sleep(0.001)  # let results that finish together share one transaction
+            await self._flush()
+            self._wake.set()  # finished deliveries may unblock the next of their ordering key
+
+    async def _flush(self) -> None:
+        """Write every result in hand; on failure they stay in hand for the next try."""
+        batch = self._results
+        self._results = []
+        try:
+            await self._db(lambda c: self._write_results(c, batch))
+        except BaseException:
+            self._results = batch + self._results
+            raise
+
+    async def _write_results(self, conn: psycopg.AsyncConnection[Any], batch: list[Result]) -> None:
+        ids, tokens, states, codes, errors, delays = [], [], [], [], [], []
+        retired: dict[uuid.UUID, str] = {}
+        for r in batch:
+            kind = r.outcome.kind
+            ids.append(r.claimed.id)
+            tokens.append(r.claimed.token)
+            states.append({"delivered": "delivered", "failed": "failed"}.get(kind, "pending"))
+            codes.append(r.status_code)
+            errors.append(None if kind == "delivered" else r.outcome.reason)
+            delays.append(r.outcome.delay)
+            if kind == "retired":
+                retired[r.claimed.subscription_id] = r.claimed.callback_url
+        async with conn.transaction():
+            recorded = await (
+                await conn.execute(query("record_results", self.schema), (ids, tokens, states, codes, errors, delays))
+            ).fetchall()
+            await conn.execute(
+                query("insert_attempts", self.schema),
+                (
+                    ids,
+                    [r.attempted_at for r in batch],
+                    [r.duration_ms for r in batch],
+                    codes,
+                    [r.error for r in batch],
+                    [r.body for r in batch],
+                ),
+            )
+            if retired:
+                paused = await (
+                    await conn.execute(
+                        query("retire_subscriptions", self.schema),
+                        ("the receiver answered 410 Gone: the target is retired", list(retired)),
+                    )
+                ).fetchall()
+                for subscription_id, url in paused:
+                    log(logging.WARNING, "subscription paused: 410 Gone", subscription=str(subscription_id),
+                        callbackUrl=redact(url))  # fmt: skip
+        fenced = len(batch) - len(recorded)
+        if fenced:
+            log(logging.WARNING, "results refused: claim no longer ours (lease expired)", count=fenced)
+        for r in batch:
+            if r.outcome.kind == "delivered":
+                self.delivered += 1
+            elif r.outcome.kind == "failed":
+                log(logging.WARNING, "delivery failed", delivery=r.claimed.id,
+                    subscription=str(r.claimed.subscription_id), attempts=r.claimed.attempts,
+                    reason=r.outcome.reason)  # fmt: skip
+
+    # -- waking -----------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        lost = False
+        while not self._stopping.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                    await conn.execute(query("listen", self.schema))
+                    await conn.execute(query("forget_dead_workers", self.schema))
+                    self._listen_pid = conn.info.backend_pid
+                    if lost:
+                        log(logging.WARNING, "listen connection re-established", worker=self.settings.worker_id)
+                        lost = False
+                        self._idle = False  # re-register with the new pid on the next idle pass
+                    self._wake.set()  # something may have been committed while we were not listening
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except DATABASE_ERRORS as exc:
+                self._listen_pid = None
+                if not lost:
+                    log(logging.WARNING, "listen connection lost, reconnecting", worker=self.settings.worker_id,
+                        error=type(exc).__name__)  # fmt: skip
+                    lost = True
+                self._wake.set()
+                await asyncio.sleep(1.0)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    async def _wind_down(self) -> None:
+        claims = {task: claimed for claimed, task in self._in_flight.values()}
+        if claims:
+            log(logging.INFO, "stopping: waiting for deliveries in flight", count=len(claims),
+                grace_seconds=self.settings.shutdown_grace)  # fmt: skip
+            _, pending = await asyncio.wait(claims, timeout=self.settings.shutdown_grace)
+            unfinished = [claims[task] for task in pending]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if unfinished:
+                await self._release(unfinished)
+        # Results already in hand are written before we go.
+        if self._results:
+            try:
+                await asyncio.wait_for(self._flush(), self.settings.shutdown_grace)
+            except (TimeoutError, *DATABASE_ERRORS):
+                log(logging.WARNING, "results not written: their leases will expire and they will be redone",
+                    count=len(self._results))  # fmt: skip
+        with contextlib.suppress(TimeoutError, *DATABASE_ERRORS):
+            await asyncio.wait_for(self._set_idle(False), 5.0)
+
+    async def _release(self, claims: list[Claimed]) -> None:
+        async def step(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                query("release_claims", self.schema), ([c.id for c in claims], [c.token for c in claims])
+            )
+            await conn.commit()
+
+        with contextlib.suppress(TimeoutError, *DATABASE_ERRORS):
+            await asyncio.wait_for(self._db(step, forever=False), 5.0)
+        log(logging.INFO, "released unfinished claims", count=len(claims))
+
+
+async def run_worker(settings: WorkerSettings, database_url: str) -> Worker:
+    worker = Worker(settings, database_url)
+    await worker.run()
+    return worker

@@ -1,0 +1,57 @@
+"""Operator maintenance: put failed deliveries back (`outbox retry`), delete old history (`outbox purge`).
+
+Each is idempotent SQL that any process may run at any time; purge works in small batches, each its
+own transaction, so it never holds long locks on a busy outbox.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from outbox._sql import query
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '15m', '12h', '30d', '2w'."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: use a number and a unit, e.g. 90s, 15m, 12h, 30d, 2w")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def retry_failed(
+    conn: psycopg.Connection[Any], schema: str, *, subscription_id: str | None = None, delivery_id: int | None = None
+) -> int:
+    """Failed deliveries back to pending (with fresh attempts); returns how many."""
+    params = {
+        "subscription": uuid.UUID(subscription_id) if subscription_id else None,
+        "delivery": delivery_id,
+    }
+    with conn.transaction():
+        return len(conn.execute(query("retry_failed", schema), params).fetchall())
+
+
+def purge(conn: psycopg.Connection[Any], schema: str, older_than: timedelta, batch_size: int = 1000) -> tuple[int, int]:
+    """Delete delivered deliveries (with their attempts) and fully delivered events older than
+    `older_than`, `batch_size` rows per transaction. Returns (deliveries, events) deleted."""
+    cutoff = datetime.now(UTC) - older_than
+    deliveries = events = 0
+    for name in ("purge_deliveries", "purge_events"):
+        while True:
+            with conn.transaction():
+                deleted = conn.execute(query(name, schema), (cutoff, batch_size)).rowcount
+            if name == "purge_deliveries":
+                deliveries += deleted
+            else:
+                events += deleted
+            if deleted < batch_size:
+                break
+    return deliveries, events

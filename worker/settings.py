@@ -1,0 +1,88 @@
+"""The worker's configuration: flags over environment (OUTBOX_*) over defaults, checked at start."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Self
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from outbox._sql import DEFAULT_SCHEMA, check_schema_name
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; `lines` holds one readable line per fault."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class WorkerSettings(BaseSettings):
+    """Every field is also an environment variable: OUTBOX_<FIELD NAME IN CAPITALS>."""
+
+    model_config = SettingsConfigDict(env_prefix="OUTBOX_", extra="forbid", validate_default=True)
+
+    database_url: str | None = Field(None, description="libpq URL; none = the embedded PostgreSQL")
+    db_schema: str = Field(DEFAULT_SCHEMA, validation_alias="OUTBOX_SCHEMA", description="outbox schema")
+    concurrency: int = Field(100, ge=1, le=10_000, description="HTTP requests in flight per process")
+    subscription_concurrency: int = Field(
+        50, ge=1, le=10_000, description="in flight per subscription, so slow receivers cannot take every slot"
+    )
+    batch_size: int = Field(100, ge=1, le=10_000, description="events routed / deliveries claimed per query")
+    poll_interval: float = Field(1.0, gt=0, le=3600, description="seconds between looks for work when idle")
+    lease_seconds: float = Field(60.0, gt=0, le=86_400, description="how long a claim is ours")
+    retry_base_delay: float = Field(1.0, gt=0, le=86_400, description="first backoff ceiling (seconds)")
+    retry_max_delay: float = Field(3600.0, gt=0, le=7 * 86_400, description="largest backoff (seconds)")
+    retry_max_attempts: int = Field(10, ge=1, le=1000, description="attempts before a delivery is failed")
+    retry_after_max: float = Field(3600.0, ge=0, le=7 * 86_400, description="cap on a 429's Retry-After (s)")
+    request_timeout: float = Field(10.0, gt=0, le=600, description="HTTP timeout per request (seconds)")
+    shutdown_grace: float = Field(30.0, ge=0, le=3600, description="on SIGTERM, wait this long for HTTP")
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}", min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        check_schema_name(self.db_schema)
+        if self.lease_seconds <= self.request_timeout:
+            raise ValueError(
+                f"OUTBOX_LEASE_SECONDS ({self.lease_seconds:g}) must be longer than "
+                f"OUTBOX_REQUEST_TIMEOUT ({self.request_timeout:g}), or deliveries in flight would be taken twice"
+            )
+        if self.retry_max_delay < self.retry_base_delay:
+            raise ValueError(
+                f"OUTBOX_RETRY_MAX_DELAY ({self.retry_max_delay:g}) must be at least "
+                f"OUTBOX_RETRY_BASE_DELAY ({self.retry_base_delay:g})"
+            )
+        return self
+
+    @classmethod
+    def load(cls, **overrides: Any) -> WorkerSettings:
+        """Environment and defaults, with `overrides` (flags; None = not given) on top.
+
+        Raises `SettingsError` with one line per fault, naming the variable and the rule.
+        """
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if "db_schema" in given:
+            given["OUTBOX_SCHEMA"] = given.pop("db_schema")
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise SettingsError([_line(error) for error in exc.errors()]) from None
+
+
+def _line(error: Any) -> str:
+    location = [str(part) for part in error.get("loc", ())]
+    message = str(error.get("msg", "invalid"))
+    if message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    if not location:
+        return message
+    name = location[0]
+    variable = name if name.startswith("OUTBOX_") else f"OUTBOX_{name.upper()}"
+    if name == "db_schema":
+        variable = "OUTBOX_SCHEMA"
+    given = error.get("input")
+    shown = f" (got {given!r})" if given is not None and not isinstance(given, dict) else ""
+    return f"{variable}: {message}{shown}"
