@@ -147,11 +147,23 @@ UPDATE {schema}.events SET routed_at = now() WHERE position = ANY (%b::int8[]) A
 -- Due deliveries (pending and due, or delivering with an expired lease: a dead worker's), skipping
 -- rows other workers hold (SKIP LOCKED), subscriptions this worker has saturated, paused subscriptions,
 -- and rows whose ordering key has an earlier unfinished delivery. Sets a fresh claim token and lease.
-WITH due AS (
+-- The due rows are read in deliveries_due_idx order up to a window (a few times the limit) and only
+-- then checked for order and locks: the cost follows the limit, not the number of pending rows, and
+-- delivered/failed rows are not in that index at all. If the window's head is all blocked (one long
+-- chain of one ordering key), fewer rows are claimed this time; the next claim looks again.
+WITH candidates AS (
+    -- The head of the due index, in order, without the subscriptions the worker passes as excluded
+    -- (paused ones, and those it has saturated), so they cannot crowd the window. The list is a
+    -- parameter, not a subquery: with a known list the planner estimates the filter from it and
+    -- keeps the ordered scan of deliveries_due_idx that stops at the window.
+    SELECT id FROM {schema}.deliveries
+     WHERE status = 'pending' AND next_attempt_at <= now() AND subscription_id <> ALL (%(excluded)s::uuid[])
+     ORDER BY next_attempt_at, id
+     LIMIT %(window)s
+), due AS (
     SELECT d.id
-      FROM {schema}.deliveries d
-     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-       AND d.subscription_id <> ALL (%(saturated)s::uuid[])
+      FROM candidates c JOIN {schema}.deliveries d ON d.id = c.id
+     WHERE d.status = 'pending'
        AND EXISTS (SELECT 1 FROM {schema}.subscriptions s WHERE s.id = d.subscription_id AND s.status = 'active')
        AND (d.ordering_key IS NULL OR NOT EXISTS (
                SELECT 1 FROM {schema}.deliveries e
@@ -163,8 +175,7 @@ WITH due AS (
 ), expired AS (
     SELECT d.id
       FROM {schema}.deliveries d
-     WHERE d.status = 'delivering' AND d.leased_until < now()
-       AND d.subscription_id <> ALL (%(saturated)s::uuid[])
+     WHERE d.status = 'delivering' AND d.leased_until < now() AND d.subscription_id <> ALL (%(excluded)s::uuid[])
        AND EXISTS (SELECT 1 FROM {schema}.subscriptions s WHERE s.id = d.subscription_id AND s.status = 'active')
      ORDER BY d.leased_until
      LIMIT %(limit)s
@@ -214,6 +225,10 @@ UPDATE {schema}.deliveries
    SET status = 'pending', claim_token = NULL, leased_until = NULL, next_attempt_at = now(),
        attempts = greatest(attempts - 1, 0), updated_at = now()
  WHERE id = ANY (%b::int8[]) AND claim_token = ANY (%b::uuid[]) AND status = 'delivering';
+
+-- name: inactive_subscriptions
+-- Paused subscriptions, which the claim leaves out of its window.
+SELECT id FROM {schema}.subscriptions WHERE status <> 'active';
 
 -- name: next_due_in
 -- Seconds until the next pending delivery or lease expiry is due (NULL: none), to sleep no longer.
@@ -266,4 +281,5 @@ LISTEN {channel};
 -- name: worker_session
 -- Worker connections commit without waiting for the WAL flush: a commit lost in a PostgreSQL crash
 -- only means a claim or result is redone, which at-least-once delivery allows; hosts keep full durability.
-SET synchronous_commit TO off;
+-- No JIT: the worker's queries are short, and compiling them costs more than it saves.
+SET synchronous_commit TO off; SET jit TO off;

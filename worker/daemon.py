@@ -30,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from outbox._sql import query
-from worker.http import Claimed, Result, deliver, make_client
+from worker.http import Claimed, Result, Sender
 from worker.logs import log, redact
 from worker.router import route_once
 from worker.settings import WorkerSettings
@@ -78,7 +78,7 @@ class Worker:
             kwargs={"autocommit": False},
         )
         await self._pool.open(wait=False)
-        self._client = make_client(self.settings)
+        self._sender = Sender(self.settings)
         log(logging.INFO, "worker started", worker=self.settings.worker_id, schema=self.schema,
             concurrency=self.settings.concurrency, batch_size=self.settings.batch_size)  # fmt: skip
         listener = asyncio.create_task(self._listen(), name="listener")
@@ -95,7 +95,7 @@ class Worker:
             recorder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recorder
-            await self._client.aclose()
+            await self._sender.aclose()
             await self._pool.close()
             log(logging.INFO, "worker stopped", worker=self.settings.worker_id, delivered=self.delivered)
 
@@ -195,7 +195,16 @@ class Worker:
         saturated = [s for s, n in self._per_subscription.items() if n >= self.settings.subscription_concurrency]
 
         async def step(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
-            params = {"saturated": saturated, "limit": limit, "token": token, "lease": self.settings.lease_seconds}
+            paused = [
+                row[0] for row in await (await conn.execute(query("inactive_subscriptions", self.schema))).fetchall()
+            ]
+            params = {
+                "excluded": paused + saturated,
+                "limit": limit,
+                "window": limit * 4,
+                "token": token,
+                "lease": self.settings.lease_seconds,
+            }
             rows = await (await conn.execute(query("claim", self.schema), params)).fetchall()
             await conn.commit()
             return rows
@@ -210,12 +219,15 @@ class Worker:
 
     async def _deliver(self, claimed: Claimed) -> None:
         try:
-            result = await deliver(self._client, claimed, self.settings)
+            result = await self._sender.deliver(claimed)
         finally:
             self._in_flight.pop(claimed.id, None)
             self._per_subscription[claimed.subscription_id] -= 1
             if self._per_subscription[claimed.subscription_id] <= 0:
                 del self._per_subscription[claimed.subscription_id]
+            # Claim again once half a batch of slots is free: keeps the pipe full without tiny claims.
+            if self._free_slots() * 2 >= min(self.settings.batch_size, self.settings.concurrency):
+                self._wake.set()
         self.attempts += 1
         self._results.append(result)
         self._results_ready.set()
