@@ -415,7 +415,7 @@ def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
         try:  # libuv's event loop: a good deal less CPU per request than asyncio's own
             import uvloop
 
-            runner = uvloop.run  # type: ignore[assignment]
+            runner = uvloop.run
         except ImportError:
             pass
         runner(run_worker(settings, url))
