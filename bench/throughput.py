@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -53,7 +54,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -157,7 +158,9 @@ class Children:
         self.live: list[subprocess.Popen[bytes]] = []
         self._seq = 0
 
-    def spawn(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+    def spawn(
+        self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         self._seq += 1
         log_path = self.log_dir / f"{self._seq:03d}-{name}.log"
         with log_path.open("wb") as log_file:
@@ -374,7 +377,9 @@ def scalar(url: str, sql: str) -> Any:
 def preload_outbox(url: str, n: int) -> None:
     with psycopg.connect(url) as conn:
         for start in range(0, n, ENQUEUE_BATCH):
-            outbox.enqueue_many(conn, [make_event() for _ in range(min(ENQUEUE_BATCH, n - start))], schema=OUTBOX_SCHEMA)
+            outbox.enqueue_many(
+                conn, [make_event() for _ in range(min(ENQUEUE_BATCH, n - start))], schema=OUTBOX_SCHEMA
+            )
             conn.commit()
 
 
@@ -417,6 +422,19 @@ def make_client(kind: str, in_flight: int) -> httpx.AsyncClient:
 
 
 CLIENT_LABEL = {"httpx": "httpx", "fast": "httpx+AiohttpTransport"}
+
+
+def loop_for(client: str, fast_loop: str) -> str:
+    """httpx's default client runs as PEERS.md says (asyncio's loop); the worker's transport on the worker's loop."""
+    return "asyncio" if client == "httpx" else fast_loop
+
+
+def run_on(loop: str, coro: Any) -> Any:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 # -- configurations and results ---------------------------------------------------------------------
@@ -509,6 +527,8 @@ class Bench:
             str(batch),
             "--mode",
             mode,
+            "--loop",
+            loop_for(client, self.args.fast_loop),
         ]
         proc, log = self.children.spawn(f"{system}-{mode}", cmd)
         self.logs.setdefault(system, []).append(log)
@@ -521,7 +541,9 @@ class Bench:
         analyze_checkpoint(self.url)
         self.receiver.reset()
 
-    def _drain(self, procs_start: Callable[[], list[subprocess.Popen[bytes]]]) -> tuple[Drain, list[subprocess.Popen[bytes]]]:
+    def _drain(
+        self, procs_start: Callable[[], list[subprocess.Popen[bytes]]]
+    ) -> tuple[Drain, list[subprocess.Popen[bytes]]]:
         start_ns = time.time_ns()
         procs = procs_start()
         counts = self.receiver.wait_for(self.n, procs, timeout=self.args.drain_timeout, stall=self.args.stall_timeout)
@@ -651,6 +673,8 @@ class Bench:
             str(in_flight),
             "--events",
             str(self.n),
+            "--loop",
+            loop_for(client, self.args.fast_loop),
         ]
         proc, log = self.children.spawn(f"bare-{client}-{in_flight}", cmd)
         self.logs.setdefault("bare", []).append(log)
@@ -696,3 +720,638 @@ class Bench:
         return latency
 
 
+async def _send_procrastinate_singles(url: str) -> dict[str, int]:
+    """Each event one `defer_async` (its own transaction, committed when the call returns), 10 ms apart."""
+    import procrastinate
+
+    sent: dict[str, int] = {}
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url, min_size=4, max_size=4))
+    async with app.open_async():
+        deferrer = app.configure_task(TASK)
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        for _ in range(WARMUP_EVENTS + LATENCY_EVENTS):
+            event = make_event()
+            await deferrer.defer_async(body=event.serialize())
+            sent[event.id] = time.time_ns()
+            due += LATENCY_SPACING
+            await asyncio.sleep(max(0.0, due - loop.time()))
+    return sent
+
+
+async def _send_pgqueuer_singles(url: str) -> dict[str, int]:
+    """Each event one `Queries.enqueue` on an autocommit asyncpg connection, 10 ms apart."""
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries
+
+    sent: dict[str, int] = {}
+    conn = await asyncpg.connect(url)
+    try:
+        queries = Queries(AsyncpgDriver(conn))
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        for _ in range(WARMUP_EVENTS + LATENCY_EVENTS):
+            event = make_event()
+            await queries.enqueue(TASK, event.serialize().encode(), 0)
+            sent[event.id] = time.time_ns()
+            due += LATENCY_SPACING
+            await asyncio.sleep(max(0.0, due - loop.time()))
+    finally:
+        await conn.close()
+    return sent
+
+
+# -- child process entry points: a peer worker, the bare loop ------------------------------------------
+
+
+async def _run_procrastinate(args: argparse.Namespace, client: httpx.AsyncClient) -> None:
+    import procrastinate
+
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=args.database_url, min_size=4, max_size=4)
+    )
+    target: str = args.target
+
+    @app.task(name=TASK)
+    async def post_event(body: str) -> None:
+        response = await client.post(target, content=body, headers=HEADERS)
+        response.raise_for_status()
+
+    async with app.open_async():
+        # drain: wait=False stops once the queue is caught up; idle: runs until SIGTERM.
+        await app.run_worker_async(concurrency=args.concurrency, wait=args.mode == "idle")
+
+
+async def _run_pgqueuer(args: argparse.Namespace, client: httpx.AsyncClient) -> None:
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
+    from pgqueuer.models import Job
+    from pgqueuer.types import QueueExecutionMode
+
+    conn = await asyncpg.connect(args.database_url)
+    manager = QueueManager(Queries(AsyncpgDriver(conn)))
+    target: str = args.target
+
+    @manager.entrypoint(TASK)
+    async def post_event(job: Job) -> None:
+        response = await client.post(target, content=job.payload, headers=HEADERS)
+        response.raise_for_status()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, manager.shutdown.set)
+    mode = QueueExecutionMode.drain if args.mode == "drain" else QueueExecutionMode.continuous
+    try:
+        await manager.run(batch_size=args.batch_size, max_concurrent_tasks=args.concurrency, mode=mode)
+    finally:
+        if not conn.is_closed():
+            await conn.close()
+
+
+async def _peer_worker(args: argparse.Namespace) -> None:
+    client = make_client(args.client, args.concurrency)
+    try:
+        if args.system == "procrastinate":
+            await _run_procrastinate(args, client)
+        else:
+            await _run_pgqueuer(args, client)
+    finally:
+        await client.aclose()
+
+
+def peer_worker_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="throughput.py _peer-worker", description="(internal) one peer worker")
+    parser.add_argument("system", choices=("procrastinate", "pgqueuer"))
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--client", choices=("httpx", "fast"), default="httpx")
+    parser.add_argument("--concurrency", type=int, default=10, help="procrastinate: C; pgqueuer: max_concurrent_tasks")
+    parser.add_argument("--batch-size", type=int, default=5, help="pgqueuer batch_size")
+    parser.add_argument("--mode", choices=("drain", "idle"), default="drain")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    args = parser.parse_args(argv)
+    run_on(args.loop, _peer_worker(args))
+    return 0
+
+
+async def _bare(args: argparse.Namespace) -> dict[str, float]:
+    bodies = [body.encode() for body in make_bodies(args.events)]
+    target: str = args.target
+    in_flight: int = args.in_flight
+    post: Callable[[bytes], Any]
+    if args.client == "transport":
+        # As worker.http.Sender.deliver: an httpx.Request handed straight to the transport.
+        from worker.transport import AiohttpTransport
+
+        transport = AiohttpTransport(max_connections=max(in_flight, 10))
+        extensions = {"timeout": httpx.Timeout(HTTP_TIMEOUT).as_dict()}
+
+        def post(body: bytes) -> Any:
+            request = httpx.Request("POST", target, headers=HEADERS, content=body, extensions=extensions)
+            return transport.handle_async_request(request)
+
+        close = transport.aclose
+    else:
+        client = make_client(args.client, in_flight)
+
+        def post(body: bytes) -> Any:
+            return client.post(target, content=body, headers=HEADERS)
+
+        close = client.aclose
+    pending = iter(bodies)
+    errors = 0
+
+    async def lane() -> None:
+        nonlocal errors
+        for body in pending:
+            try:
+                response = await post(body)
+                if response.status_code != 204:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    seconds = time.perf_counter() - start
+    await close()
+    return {"seconds": seconds, "errors": errors}
+
+
+def bare_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="throughput.py _bare", description="(internal) the bare POST loop")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--client", choices=("httpx", "fast", "transport"), required=True)
+    parser.add_argument("--in-flight", type=int, required=True)
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    args = parser.parse_args(argv)
+    print(json.dumps(run_on(args.loop, _bare(args))), flush=True)
+    return 0
+
+
+# -- what to run --------------------------------------------------------------------------------------
+
+BARE_LABEL = {
+    "httpx": "httpx default client, client.post",
+    "fast": "httpx + AiohttpTransport, client.post",
+    "transport": "AiohttpTransport.handle_async_request",
+}
+
+
+def build_configs(args: argparse.Namespace) -> tuple[list[Config], list[Config]]:
+    wanted = set(args.only or ("outbox", "peers", "bare", "latency"))
+    peers = not args.skip_peers
+    drains: list[Config] = []
+    latencies: list[Config] = []
+    if "outbox" in wanted:
+        for k in args.processes:
+            drains.append(Config(f"outbox-{k}", "outbox", f"outbox run ×{k}", lambda b, k=k: b.drain_outbox(k)))
+    if "peers" in wanted and peers:
+        for client in ("httpx", "fast"):
+            for c in (10, 50):
+                drains.append(
+                    Config(
+                        f"procrastinate-{client}-{c}",
+                        "peer",
+                        f"procrastinate C={c}, {CLIENT_LABEL[client]}, {loop_for(client, args.fast_loop)}",
+                        lambda b, client=client, c=c: b.drain_peer("procrastinate", client, c, 0),
+                    )
+                )
+        for client, batch, m in (("httpx", 5, 10), ("fast", 25, 50)):
+            drains.append(
+                Config(
+                    f"pgqueuer-{client}",
+                    "peer",
+                    f"pgqueuer B={batch}/M={m}, {CLIENT_LABEL[client]}, {loop_for(client, args.fast_loop)}",
+                    lambda b, client=client, batch=batch, m=m: b.drain_peer("pgqueuer", client, m, batch),
+                )
+            )
+    if "bare" in wanted:
+        for client in ("httpx", "fast", "transport"):
+            for k in args.bare_in_flight:
+                drains.append(
+                    Config(
+                        f"bare-{client}-{k}",
+                        "bare",
+                        f"bare, {BARE_LABEL[client]}, {loop_for(client, args.fast_loop)}, {k} in flight",
+                        lambda b, client=client, k=k: b.bare(client, k),
+                    )
+                )
+    if "latency" in wanted:
+        latencies.append(Config("outbox", "outbox", "outbox run ×1, idle", lambda b: b.latency_outbox()))
+        if peers:
+            for client in ("httpx", "fast"):
+                latencies.append(
+                    Config(
+                        f"procrastinate-{client}",
+                        "peer",
+                        f"procrastinate C=10, {CLIENT_LABEL[client]}, {loop_for(client, args.fast_loop)}",
+                        lambda b, client=client: b.latency_peer("procrastinate", client, 10, 0),
+                    )
+                )
+            for client, batch, m in (("httpx", 5, 10), ("fast", 25, 50)):
+                latencies.append(
+                    Config(
+                        f"pgqueuer-{client}",
+                        "peer",
+                        f"pgqueuer B={batch}/M={m}, {CLIENT_LABEL[client]}, {loop_for(client, args.fast_loop)}",
+                        lambda b, client=client, batch=batch, m=m: b.latency_peer("pgqueuer", client, m, batch),
+                    )
+                )
+    return drains, latencies
+
+
+def run_all(bench: Bench, drains: list[Config], latencies: list[Config], runs: int) -> None:
+    for r in range(runs):
+        for group in (drains, latencies):
+            if not group:
+                continue
+            shift = r % len(group)
+            for config in group[shift:] + group[:shift]:
+                print(f"[run {r + 1}/{runs}] {config.label} ...", file=sys.stderr, flush=True)
+                started = time.monotonic()
+                try:
+                    result = config.run(bench)
+                except RunFailed as exc:
+                    config.failures.append(str(exc))
+                    print(f"    FAILED: {exc}", file=sys.stderr, flush=True)
+                    continue
+                config.results.append(result)
+                took = time.monotonic() - started
+                if isinstance(result, Drain):
+                    summary = f"{result.rate:,.0f}/s (first→last {result.span_rate:,.0f}/s)"
+                else:
+                    summary = f"p50 {result.p50:.2f} ms, p99 {result.p99:.2f} ms"
+                notes = f"; {'; '.join(result.notes)}" if result.notes else ""
+                print(f"    {summary}{notes}  [{took:.0f} s]", file=sys.stderr, flush=True)
+
+
+# -- reporting ----------------------------------------------------------------------------------------
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def drain_median(config: Config) -> float:
+    return _median([d.rate for d in config.results])
+
+
+def _versions() -> str:
+    found = []
+    for name in LIBRARIES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found.append(f"{name} {importlib.metadata.version(name)}")
+    return ", ".join(found)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def _memory() -> str:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    return "? GiB"
+
+
+def code_digest() -> str:
+    """A digest of the worker's and library's code and SQL: tells whether they changed during the run."""
+    digest = hashlib.sha256()
+    for folder, pattern in (("outbox", "*.py"), ("worker", "*.py"), ("sql", "*.sql")):
+        for path in sorted((REPO / folder).glob(pattern)):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _git() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "outbox", "worker", "sql"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "git: unknown"
+    return f"git {head}" + (" + uncommitted changes in outbox/ worker/ sql/" if dirty else "")
+
+
+def print_header(args: argparse.Namespace, url: str, receiver: Receiver, digest: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT current_setting('server_version'), current_setting('synchronous_commit'), "
+            "current_setting('fsync'), current_setting('shared_buffers'), current_setting('max_connections'), "
+            "current_setting('wal_sync_method')"
+        ).fetchone()
+    assert row is not None
+    version, sync_commit, fsync, shared_buffers, max_conn, wal_sync = row
+    size = len(make_event().serialize().encode())
+    print("Delivery throughput: outbox run vs procrastinate, pgqueuer and a bare POST loop")
+    print(f"machine: {platform.platform()}, {_cpu_model()}, {os.cpu_count()} CPUs, {_memory()}")
+    print(
+        f"PostgreSQL {version} (database {BENCH_DB}): synchronous_commit={sync_commit} fsync={fsync} "
+        f"wal_sync_method={wal_sync} shared_buffers={shared_buffers} max_connections={max_conn}"
+    )
+    print(f"Python {platform.python_version()}; {_versions()}")
+    print(f"code: {_git()}; outbox/worker/sql digest {digest}")
+    print(
+        f"events: {args.events:,} × {size} B ({EVENT_TYPE}, each its own subject); runs: {args.runs} "
+        f"(median, interleaved); outbox run {' '.join(shlex.quote(a) for a in shlex.split(args.outbox_args))}"
+    )
+    print(f"receiver: uvicorn (1 process, uvloop, httptools, no access log) on {receiver.base}, answers 204")
+
+
+def _per_run(values: Sequence[float], fmt: str) -> str:
+    return " ".join(format(v, fmt) for v in values)
+
+
+def report_drains(drains: list[Config], n: int) -> None:
+    if not drains:
+        return
+    print(f"\nDeliveries per second: a backlog of {n:,} events, one subscription, receiver answers 204")
+    print("  outbox and peers: from spawning the worker process(es) to the last arrival (startup included);")
+    print("  bare loop: in-process, first request to last response. first→last: between the receiver's")
+    print("  first and last arrival. Median of the runs; per run: the main figure.")
+    width = max(len(c.label) for c in drains) + 2
+    print(f"  {'configuration':<{width}}{'median/s':>10}{'first→last/s':>14}   per run (/s)")
+    last_group = None
+    for config in drains:
+        if last_group is not None and config.group != last_group:
+            print()
+        last_group = config.group
+        rates = [d.rate for d in config.results]
+        spans = [d.span_rate for d in config.results]
+        line = f"  {config.label:<{width}}{_median(rates):>10,.0f}{_median(spans):>14,.0f}   {_per_run(rates, ',.0f')}"
+        notes = sorted({note for d in config.results for note in d.notes})
+        if config.failures:
+            line += f"   [{len(config.failures)} failed run(s)]"
+        print(line)
+        for note in notes:
+            print(f"  {'':<{width}}  note: {note}")
+        for failure in config.failures:
+            print(f"  {'':<{width}}  FAILED: {failure}")
+
+
+def report_latencies(latencies: list[Config]) -> None:
+    if not latencies:
+        return
+    print(
+        f"\nCommit-to-arrival latency: {LATENCY_EVENTS} single events, {LATENCY_SPACING * 1000:.0f} ms apart, "
+        f"{WARMUP_EVENTS} warm-up events excluded,"
+    )
+    print("  one idle worker in its own process; ms, median over runs of each run's figure")
+    width = max(len(c.label) for c in latencies) + 2
+    print(f"  {'configuration':<{width}}{'p50':>8}{'p99':>8}{'mean':>8}{'max':>8}   per run p50/p99")
+    for config in latencies:
+        results: list[Latency] = config.results
+        per_run = " ".join(f"{r.p50:.2f}/{r.p99:.2f}" for r in results)
+        figures = "".join(
+            f"{_median([getattr(r, name) for r in results]):>8.2f}" for name in ("p50", "p99", "mean", "max")
+        )
+        print(f"  {config.label:<{width}}{figures}   {per_run}")
+        for note in sorted({note for r in results for note in r.notes}):
+            print(f"  {'':<{width}}  note: {note}")
+        for failure in config.failures:
+            print(f"  {'':<{width}}  FAILED: {failure}")
+
+
+def _best(configs: list[Config], group: str, prefix: str = "") -> Config | None:
+    candidates = [c for c in configs if c.group == group and c.key.startswith(prefix) and c.results]
+    return max(candidates, key=drain_median) if candidates else None
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report_ratios_and_targets(drains: list[Config], latencies: list[Config]) -> None:
+    by_key = {c.key: c for c in drains}
+    one = by_key.get("outbox-1")
+    two = by_key.get("outbox-2")
+    one_rate = drain_median(one) if one and one.results else None
+    best_peer = _best(drains, "peer")
+    best_bare = _best(drains, "bare")
+    best_transport = _best(drains, "bare", "bare-transport")
+
+    print("\nRatios (medians)")
+    if one_rate is not None and best_peer is not None:
+        print(
+            f"  outbox ×1 / best peer ({best_peer.label}, {drain_median(best_peer):,.0f}/s) = "
+            f"{one_rate / drain_median(best_peer):.2f}"
+        )
+    for prefix, name in (("procrastinate", "procrastinate"), ("pgqueuer", "pgqueuer")):
+        peer = _best(drains, "peer", prefix)
+        if one_rate is not None and peer is not None:
+            print(f"  outbox ×1 / best {name} ({peer.label}) = {one_rate / drain_median(peer):.2f}")
+    if one_rate is not None and two is not None and two.results:
+        print(f"  outbox ×2 / outbox ×1 = {drain_median(two) / one_rate:.2f}")
+    if one_rate is not None and best_bare is not None:
+        print(
+            f"  outbox ×1 / bare ceiling ({best_bare.label}, {drain_median(best_bare):,.0f}/s) = "
+            f"{one_rate / drain_median(best_bare):.2f}"
+        )
+    if one_rate is not None and best_transport is not None and best_transport is not best_bare:
+        ratio = one_rate / drain_median(best_transport)
+        print(f"  outbox ×1 / bare, worker's transport ({best_transport.label}) = {ratio:.2f}")
+    if best_peer is not None and best_bare is not None:
+        print(f"  best peer / bare ceiling = {drain_median(best_peer) / drain_median(best_bare):.2f}")
+    lat = {c.key: c for c in latencies if c.results}
+    own = lat.get("outbox")
+    peer_lat = [c for c in latencies if c.group == "peer" and c.results]
+    if own is not None and peer_lat:
+        own_p50 = _median([r.p50 for r in own.results])
+        own_p99 = _median([r.p99 for r in own.results])
+        best_p50 = min(peer_lat, key=lambda c: _median([r.p50 for r in c.results]))
+        best_p99 = min(peer_lat, key=lambda c: _median([r.p99 for r in c.results]))
+        print(
+            f"  latency p50 outbox / best peer ({best_p50.label}) = "
+            f"{own_p50 / _median([r.p50 for r in best_p50.results]):.2f}"
+        )
+        print(
+            f"  latency p99 outbox / best peer ({best_p99.label}) = "
+            f"{own_p99 / _median([r.p99 for r in best_p99.results]):.2f}"
+        )
+
+    print("\nTargets")
+    if one_rate is not None:
+        print(f"  one outbox run process: {one_rate:,.0f} deliveries/s >= 4,000/s: {_verdict(one_rate >= 4000)}")
+        if best_peer is not None:
+            ratio = one_rate / drain_median(best_peer)
+            print(f"  one outbox run process / best peer in this run = {ratio:.2f} >= 1.5: {_verdict(ratio >= 1.5)}")
+        else:
+            print("  one outbox run process / best peer: not measured (peers skipped or failed)")
+    else:
+        print("  deliveries/s of one outbox run process: not measured")
+    if own is not None:
+        own_p50 = _median([r.p50 for r in own.results])
+        own_p99 = _median([r.p99 for r in own.results])
+        print(f"  latency p50 {own_p50:.2f} ms <= 3 ms: {_verdict(own_p50 <= 3.0)}")
+        print(f"  latency p99 {own_p99:.2f} ms <= 5 ms: {_verdict(own_p99 <= 5.0)}")
+        if peer_lat:
+            systems = sorted({c.key.split("-")[0] for c in peer_lat})
+            ahead = all(
+                own_p50 < _median([r.p50 for r in c.results]) and own_p99 < _median([r.p99 for r in c.results])
+                for c in peer_lat
+            )
+            print(
+                f"  latency ahead of both peers (p50 and p99 below every {' and '.join(systems)} configuration): "
+                f"{_verdict(ahead)}"
+            )
+    else:
+        print("  latency: not measured")
+
+
+def report_logs(logs: dict[str, list[Path]], log_dir: Path) -> None:
+    """What the workers said besides their start and stop lines."""
+    print(f"\nWorker logs ({log_dir})")
+    for system, paths in sorted(logs.items()):
+        tally: Counter[str] = Counter()
+        for path in paths:
+            with contextlib.suppress(OSError):
+                for line in path.read_text(errors="replace").splitlines():
+                    text = line.strip()
+                    if not text or (system == "bare" and text.startswith("{")):
+                        continue
+                    try:
+                        record = json.loads(text)
+                    except ValueError:
+                        record = None
+                    if isinstance(record, dict) and "level" in record:
+                        if record["level"] in ("debug", "info"):
+                            continue
+                        tally[f"{record['level']}: {record.get('event')}"] += 1
+                    else:
+                        tally[text[:160]] += 1
+        if not tally:
+            print(f"  {system}: {len(paths)} process(es), nothing but start/stop lines")
+            continue
+        print(f"  {system}: {len(paths)} process(es); {sum(tally.values())} other line(s), most frequent:")
+        for text, count in tally.most_common(8):
+            print(f"    {count:>6} × {text}")
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _check_peers_installed() -> None:
+    missing = [name for name in ("procrastinate", "pgqueuer", "asyncpg") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(
+            f"missing {', '.join(missing)}: install the bench extra (pip install -e '.[bench]') or pass --skip-peers"
+        )
+
+
+def _positive_list(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("a comma-separated list of positive whole numbers")
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_peer-worker":
+        return peer_worker_main(argv[1:])
+    if argv and argv[0] == "_bare":
+        return bare_main(argv[1:])
+
+    parser = argparse.ArgumentParser(
+        description="Delivery throughput and commit-to-arrival latency of `outbox run`, against "
+        "procrastinate, pgqueuer and a bare POST loop on the same local receiver.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("OUTBOX_DATABASE_URL") or DEFAULT_URL,
+        help=f"PostgreSQL URL of a superuser (default: $OUTBOX_DATABASE_URL, else {DEFAULT_URL}); "
+        f"the bench drops and creates the database {BENCH_DB} there",
+    )
+    parser.add_argument("--events", type=int, default=20_000, help="backlog size of every drain")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per configuration (the median is reported)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=("outbox", "peers", "bare", "latency"),
+        help="measure only these (default: all)",
+    )
+    parser.add_argument("--skip-peers", action="store_true", help="no procrastinate / pgqueuer runs")
+    parser.add_argument(
+        "--outbox-args",
+        default=DEFAULT_OUTBOX_ARGS,
+        help="flags passed to every `outbox run` (one string, shell-quoted)",
+    )
+    parser.add_argument(
+        "--processes", type=_positive_list, default=[1, 2], help="outbox run process counts to drain with"
+    )
+    parser.add_argument(
+        "--bare-in-flight", type=_positive_list, default=[10, 50], help="requests in flight of the bare loops"
+    )
+    parser.add_argument("--drain-timeout", type=float, default=600.0, help="abort a drain after this many seconds")
+    parser.add_argument(
+        "--stall-timeout", type=float, default=60.0, help="abort a drain with no new arrival for this many seconds"
+    )
+    parser.add_argument(
+        "--fast-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop of the peers and bare loops that use the worker's transport (`outbox run` runs on "
+        "uvloop when it is installed); those with httpx's default client use asyncio's, as in PEERS.md",
+    )
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds an idle worker gets before latency runs")
+    args = parser.parse_args(argv)
+    if args.events < 2 or args.runs < 1:
+        parser.error("--events must be at least 2 and --runs at least 1")
+    want_peers = not args.skip_peers and bool(set(args.only or ("peers", "latency")) & {"peers", "latency"})
+    if want_peers:
+        _check_peers_installed()
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    url = bench_url(args.database_url)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    children = Children(log_dir)
+    digest = code_digest()
+    started = time.perf_counter()
+    try:
+        recreate_database(args.database_url)
+        receiver = Receiver(children)
+        setup_database(url, receiver.hook, want_peers)
+        bench = Bench(args, url, children, receiver)
+        print_header(args, url, receiver, digest)
+        sys.stdout.flush()
+        drains, latencies = build_configs(args)
+        run_all(bench, drains, latencies, args.runs)
+        report_drains(drains, args.events)
+        report_latencies(latencies)
+        report_ratios_and_targets(drains, latencies)
+        report_logs(bench.logs, log_dir)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the workers and the receiver", file=sys.stderr)
+        return 130
+    finally:
+        children.stop_all()
+    if code_digest() != digest:
+        print("\nWARNING: the code in outbox/, worker/ or sql/ changed during the run: the figures mix versions")
+    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -421,5 +421,20 @@ def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
         runner(run_worker(settings, url))
 
 
+@cli.command("receiver")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--auth", envvar="OUTBOX_RECEIVER_AUTH", help="Authorization value to require [env OUTBOX_RECEIVER_AUTH]."
+)
+@click.option("--allowed-origin", default="*", show_default=True, help="Origin to allow in the handshake.")
+@click.option("--quiet", is_flag=True, help="Do not print a line per event.")
+def receiver_command(host: str, port: int, auth: str | None, allowed_origin: str, quiet: bool) -> None:
+    """A reference webhook receiver (handshake, bearer token, the three content modes, 415)."""
+    from worker.receiver import ReceiverConfig, serve
+
+    serve(host, port, ReceiverConfig(auth=auth, allowed_origin=allowed_origin, quiet=quiet))
+
+
 def main() -> None:
     cli(prog_name="outbox")

@@ -82,19 +82,14 @@ class Worker:
         log(logging.INFO, "worker started", worker=self.settings.worker_id, schema=self.schema,
             concurrency=self.settings.concurrency, batch_size=self.settings.batch_size)  # fmt: skip
         listener = asyncio.create_task(self._listen(), name="listener")
-        recorder = asyncio.create_task(self._record_forever(), name="recorder")
+        self._recorder = asyncio.create_task(self._record_forever(), name="recorder")
         try:
             await self._main_loop()
         finally:
             await self._wind_down()
             listener.cancel()
-            self._results_ready.set()
-            self._recorder_stop = True
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-            recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recorder
             await self._sender.aclose()
             await self._pool.close()
             log(logging.INFO, "worker stopped", worker=self.settings.worker_id, delivered=self.delivered)
@@ -235,17 +230,16 @@ class Worker:
     # -- recording results ---------------------------------------------------------------------
 
     async def _record_forever(self) -> None:
-        self._recorder_stop = False
+        """Write results as they come; after `stop`, write what is left and return."""
         while True:
             await self._results_ready.wait()
             self._results_ready.clear()
-            if not self._results:
-                if self._recorder_stop:
-                    return
-                continue
-            await asyncio.sleep(0.001)  # let results that finish together share one transaction
-            await self._flush()
-            self._wake.set()  # finished deliveries may unblock the next of their ordering key
+            if self._results:
+                await asyncio.sleep(0.001)  # let results that finish together share one transaction
+                await self._flush()
+                self._wake.set()  # finished deliveries may unblock the next of their ordering key
+            if self._stopping.is_set() and not self._in_flight and not self._results:
+                return
 
     async def _flush(self) -> None:
         """Write every result in hand; on failure they stay in hand for the next try."""
@@ -335,24 +329,24 @@ class Worker:
     # -- stopping -----------------------------------------------------------------------------
 
     async def _wind_down(self) -> None:
+        grace = self.settings.shutdown_grace
         claims = {task: claimed for claimed, task in self._in_flight.values()}
         if claims:
-            log(logging.INFO, "stopping: waiting for deliveries in flight", count=len(claims),
-                grace_seconds=self.settings.shutdown_grace)  # fmt: skip
-            _, pending = await asyncio.wait(claims, timeout=self.settings.shutdown_grace)
-            unfinished = [claims[task] for task in pending]
+            log(logging.INFO, "stopping: waiting for deliveries in flight", count=len(claims), grace_seconds=grace)
+            _, pending = await asyncio.wait(claims, timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            if unfinished:
-                await self._release(unfinished)
-        # Results already in hand are written before we go.
-        if self._results:
-            try:
-                await asyncio.wait_for(self._flush(), self.settings.shutdown_grace)
-            except (TimeoutError, *DATABASE_ERRORS):
-                log(logging.WARNING, "results not written: their leases will expire and they will be redone",
-                    count=len(self._results))  # fmt: skip
+            if pending:
+                await self._release([claims[task] for task in pending])
+        # The recorder writes the results in hand, then returns; if the database will not take them
+        # within the grace period, their leases expire and they are redone (at least once).
+        self._results_ready.set()
+        try:
+            await asyncio.wait_for(self._recorder, timeout=max(grace, 1.0))
+        except (TimeoutError, *DATABASE_ERRORS):
+            log(logging.WARNING, "results not written: their leases will expire and they will be redone",
+                count=len(self._results))  # fmt: skip
         with contextlib.suppress(TimeoutError, *DATABASE_ERRORS):
             await asyncio.wait_for(self._set_idle(False), 5.0)
 

@@ -1,0 +1,213 @@
+"""Real parts for worker tests: an HTTP receiver on 127.0.0.1 and `outbox run` as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from aiohttp import web
+
+import outbox
+from outbox import CloudEvent, Subscription
+from worker import subscription_store
+
+# A worker tuned for tests: quick polls and retries, short leases and timeouts.
+FAST = {
+    "OUTBOX_POLL_INTERVAL": "0.2",
+    "OUTBOX_RETRY_BASE_DELAY": "0.05",
+    "OUTBOX_RETRY_MAX_DELAY": "0.2",
+    "OUTBOX_RETRY_MAX_ATTEMPTS": "4",
+    "OUTBOX_LEASE_SECONDS": "3",
+    "OUTBOX_REQUEST_TIMEOUT": "1",
+    "OUTBOX_SHUTDOWN_GRACE": "5",
+}
+
+
+@dataclass
+class Received:
+    arrived: float
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def event(self) -> dict[str, Any]:
+        document = json.loads(self.body)
+        assert isinstance(document, dict)
+        return document
+
+
+Answer = tuple[int, dict[str, str], float]  # status, headers, delay in seconds before answering
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server in a thread. `answer(request_number, received) -> (status, headers, delay)`."""
+
+    answer: Callable[[int, Received], Answer] = lambda n, r: (204, {}, 0.0)
+    received: list[Received] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def events(self) -> list[dict[str, Any]]:
+        return [r.event for r in list(self.received)]
+
+    def ids(self) -> list[str]:
+        return [e["id"] for e in self.events()]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Receiver]:
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        runner_box: list[web.AppRunner] = []
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            item = Received(time.time(), request.path, dict(request.headers), body)
+            number = len(self.received)
+            self.received.append(item)
+            status, headers, delay = self.answer(number, item)
+            if delay:
+                await asyncio.sleep(delay)
+            return web.Response(status=status, headers=headers)
+
+        async def start() -> None:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", self.port)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            runner_box.append(runner)
+            started.set()
+
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        started.wait(10)
+        try:
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(runner_box[0].cleanup(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+
+class WorkerProcess:
+    """`python -m worker run` against a database, with its JSON log lines kept in a file."""
+
+    def __init__(self, database_url: str, log_path: Path, env: dict[str, str] | None = None, *args: str) -> None:
+        self.log_path = log_path
+        environment = {**os.environ, **FAST, "OUTBOX_DATABASE_URL": database_url, **(env or {})}
+        environment.pop("OUTBOX_SCHEMA", None)
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker", "run", *args], env=environment, stdout=self._log, stderr=self._log
+        )
+
+    def logs(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log_path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(line))
+        return lines
+
+    def wait_logged(self, event: str, timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.logs():
+                if line.get("event") == event:
+                    return line
+            assert self.process.poll() is None, f"worker exited early: {self.log_path.read_text()}"
+            time.sleep(0.05)
+        raise AssertionError(f"no {event!r} in the worker's log: {self.log_path.read_text()}")
+
+    def terminate(self, timeout: float = 15) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def wait(self, timeout: float = 15) -> int:
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._log.close()
+
+    def stop_quietly(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20, message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(0.05)
+
+
+def subscribe(database_url: str, callback_url: str, **fields: Any) -> str:
+    fields.setdefault("types", ["*"])
+    subscription = Subscription.create(callback_url=callback_url, allow_insecure=True, **fields)
+    with psycopg.connect(database_url) as conn:
+        return subscription_store.add(conn, subscription, "outbox")
+
+
+def zaak_event(subject: str, n: int = 0, **extra: Any) -> CloudEvent:
+    return CloudEvent(
+        type="nl.overheid.zaken.zaak-gekoppeld",
+        source="urn:nld:oin:01823288444:openklant",
+        subject=subject,
+        datacontenttype="application/json",
+        data={"zaak": f"urn:uuid:{subject}", "n": n},
+        **extra,
+    )
+
+
+def enqueue(database_url: str, events: list[CloudEvent]) -> None:
+    with psycopg.connect(database_url) as conn:
+        outbox.enqueue_many(conn, events)
+
+
+def deliveries(database_url: str) -> list[dict[str, Any]]:
+    with psycopg.connect(database_url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            "SELECT d.*, e.event->>'id' AS event_id, e.event->>'subject' AS subject FROM outbox.deliveries d "
+            "JOIN outbox.events e ON e.position = d.event_position ORDER BY d.id"
+        ).fetchall()
+
+
+def attempts(database_url: str) -> list[dict[str, Any]]:
+    with psycopg.connect(database_url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute("SELECT * FROM outbox.delivery_attempts ORDER BY id").fetchall()
+
+
+def count_delivered(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'").fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,311 @@
+"""The worker daemon end to end: a real `outbox run` process, real PostgreSQL, a real HTTP receiver."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import outbox
+from tests.support import (
+    Answer,
+    Received,
+    Receiver,
+    WorkerProcess,
+    attempts,
+    count_delivered,
+    deliveries,
+    enqueue,
+    subscribe,
+    wait_until,
+    zaak_event,
+)
+
+WorkerFactory = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver().running() as r:
+        yield r
+
+
+@pytest.fixture
+def start_worker(database_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str] | None = None, *args: str) -> WorkerProcess:
+        worker = WorkerProcess(database_url, tmp_path / f"worker-{len(started)}.log", env, *args)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop_quietly()
+
+
+def scripted(answers: dict[int, Answer], default: Answer = (204, {}, 0.0)) -> Callable[[int, Received], Answer]:
+    return lambda n, _: answers.get(n, default)
+
+
+def test_committed_events_arrive_rolled_back_ones_do_not(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    subscribe(database_url, receiver.url, auth="Bearer s3cret-token-value")
+    worker = start_worker()
+    worker.wait_logged("worker started")
+    kept = [zaak_event(str(uuid.uuid4()), n) for n in range(20)]
+    with psycopg.connect(database_url) as conn:
+        for n, event in enumerate(kept):
+            outbox.enqueue(conn, event)
+            conn.commit()
+            outbox.enqueue(conn, zaak_event(f"rolled-back-{n}"))
+            conn.rollback()
+    wait_until(lambda: len(receiver.received) >= 20, message="20 deliveries")
+    assert sorted(receiver.ids()) == sorted(e.id for e in kept)
+    first = receiver.received[0]
+    assert first.headers["Content-Type"] == "application/cloudevents+json; charset=utf-8"
+    assert first.headers["Authorization"] == "Bearer s3cret-token-value"
+    assert outbox.CloudEvent.from_dict(first.event) in kept  # the JSON event format, as stored
+    wait_until(lambda: count_delivered(database_url) == 20, message="recorded as delivered")
+    rows = deliveries(database_url)
+    assert {r["status"] for r in rows} == {"delivered"}
+    assert all(r["last_status_code"] == 204 and r["delivered_at"] and r["attempts"] == 1 for r in rows)
+    tries = attempts(database_url)
+    assert len(tries) == 20 and all(t["status_code"] == 204 and t["duration_ms"] >= 0 for t in tries)
+    assert worker.terminate() == 0
+    logged = worker.log_path.read_text()
+    assert "s3cret-token-value" not in logged
+
+
+def test_only_matching_active_subscriptions_get_deliveries(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    wanted = subscribe(database_url, receiver.url + "/zaken", types=["nl.overheid.zaken.*"])
+    subscribe(database_url, receiver.url + "/besluiten", types=["nl.overheid.besluiten.*"])
+    start_worker()
+    enqueue(database_url, [zaak_event("z1"), zaak_event("z2")])
+    wait_until(lambda: count_delivered(database_url) == 2, message="two deliveries")
+    assert {r["subscription_id"] for r in deliveries(database_url)} == {uuid.UUID(wanted)}
+    assert {r.path for r in receiver.received} == {"/hook/zaken"}
+
+
+def test_500_is_retried_with_backoff_then_delivered(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    receiver.answer = scripted({0: (500, {}, 0.0), 1: (503, {}, 0.0)})
+    subscribe(database_url, receiver.url)
+    start_worker()
+    enqueue(database_url, [zaak_event("z1")])
+    wait_until(lambda: count_delivered(database_url) == 1, message="delivered after retries")
+    [row] = deliveries(database_url)
+    assert row["attempts"] == 3
+    assert [t["status_code"] for t in attempts(database_url)] == [500, 503, 204]
+    assert len({r.event["id"] for r in receiver.received}) == 1
+
+
+def test_retries_exhausted_fail_with_the_last_error(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    receiver.answer = lambda n, r: (502, {}, 0.0)
+    subscribe(database_url, receiver.url)
+    worker = start_worker()
+    enqueue(database_url, [zaak_event("z1")])
+    wait_until(lambda: [r["status"] for r in deliveries(database_url)] == ["failed"], message="failed")
+    [row] = deliveries(database_url)
+    assert row["attempts"] == 4  # OUTBOX_RETRY_MAX_ATTEMPTS in tests
+    assert row["last_status_code"] == 502
+    assert "gave up after 4 attempts" in row["last_error"]
+    assert len(receiver.received) == 4
+    failed = worker.wait_logged("delivery failed")
+    assert failed["delivery"] == row["id"]
+
+
+def test_415_fails_at_once(database_url: str, receiver: Receiver, start_worker: WorkerFactory) -> None:
+    receiver.answer = lambda n, r: (415, {}, 0.0)
+    subscribe(database_url, receiver.url)
+    start_worker()
+    enqueue(database_url, [zaak_event("z1")])
+    wait_until(lambda: [r["status"] for r in deliveries(database_url)] == ["failed"], message="failed")
+    [row] = deliveries(database_url)
+    assert row["attempts"] == 1
+    assert "415" in row["last_error"]
+    assert len(receiver.received) == 1
+
+
+def test_410_pauses_the_subscription_and_its_deliveries_wait(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    receiver.answer = lambda n, r: (410, {}, 0.0)
+    sub = subscribe(database_url, receiver.url)
+    worker = start_worker()
+    enqueue(database_url, [zaak_event("z1"), zaak_event("z2"), zaak_event("z3")])
+    worker.wait_logged("subscription paused: 410 Gone")
+    with psycopg.connect(database_url) as conn:
+        status = conn.execute("SELECT status, paused_reason FROM outbox.subscriptions WHERE id = %s", (sub,)).fetchone()
+    assert status is not None
+    assert status[0] == "paused"
+    assert "410" in status[1]
+    sent = len(receiver.received)
+    assert 1 <= sent <= 3
+    rows = deliveries(database_url)
+    assert {r["status"] for r in rows} == {"pending"}, "nothing lost, nothing failed: they wait"
+    # Resumed (and the receiver back), they go out.
+    receiver.answer = lambda n, r: (204, {}, 0.0)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE outbox.subscriptions SET status = 'active', paused_reason = NULL WHERE id = %s", (sub,))
+    wait_until(lambda: count_delivered(database_url) == 3, message="delivered after resume")
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_429_waits_for_retry_after(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory, form: str
+) -> None:
+    def answer(n: int, r: Received) -> Answer:
+        if n > 0:
+            return (204, {}, 0.0)
+        when = "2" if form == "seconds" else format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
+        return (429, {"Retry-After": when}, 0.0)
+
+    receiver.answer = answer
+    subscribe(database_url, receiver.url)
+    start_worker()
+    enqueue(database_url, [zaak_event("z1")])
+    wait_until(lambda: count_delivered(database_url) == 1, timeout=15, message="delivered after Retry-After")
+    first, second = receiver.received[0], receiver.received[1]
+    waited = second.arrived - first.arrived
+    assert waited >= 1.9, f"retried after {waited:.2f}s, before Retry-After"
+    assert waited < 6
+    assert [t["status_code"] for t in attempts(database_url)] == [429, 204]
+
+
+def test_429_retry_after_is_capped(database_url: str, receiver: Receiver, start_worker: WorkerFactory) -> None:
+    receiver.answer = scripted({0: (429, {"Retry-After": "86400"}, 0.0)})
+    subscribe(database_url, receiver.url)
+    start_worker({"OUTBOX_RETRY_AFTER_MAX": "1"})
+    enqueue(database_url, [zaak_event("z1")])
+    wait_until(lambda: count_delivered(database_url) == 1, timeout=10, message="delivered despite a day's Retry-After")
+
+
+def test_timeouts_redirects_and_refused_connections_are_retried(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    receiver.answer = scripted({0: (204, {}, 2.5), 1: (302, {"Location": "https://example.org/"}, 0.0)})
+    subscribe(database_url, receiver.url)
+    subscribe(database_url, "http://127.0.0.1:9/nobody-listens")
+    start_worker({"OUTBOX_RETRY_MAX_ATTEMPTS": "3"})
+    enqueue(database_url, [zaak_event("z1")])
+    wait_until(lambda: {r["status"] for r in deliveries(database_url)} == {"delivered", "failed"}, message="outcomes")
+    errors = [(t["status_code"], t["error"]) for t in attempts(database_url)]
+    assert (None, "timeout") in errors
+    assert (302, None) in errors
+    assert any(code is None and error and error.startswith("ConnectError") for code, error in errors)
+    assert all(r.path == "/hook" for r in receiver.received), "the redirect was not followed"
+
+
+def test_per_key_order_holds_under_retries(database_url: str, receiver: Receiver, start_worker: WorkerFactory) -> None:
+    # Every third request fails: retries must not let a later event of the same Zaak overtake.
+    receiver.answer = lambda n, r: (500, {}, 0.0) if n % 3 == 0 else (204, {}, 0.0)
+    subscribe(database_url, receiver.url)
+    start_worker({"OUTBOX_RETRY_MAX_ATTEMPTS": "20"})
+    zaken = [str(uuid.uuid4()) for _ in range(4)]
+    events = [zaak_event(zaken[i % 4], n=i) for i in range(40)]
+    enqueue(database_url, events)
+    wait_until(lambda: count_delivered(database_url) == 40, timeout=30, message="all delivered")
+    _assert_order_per_subject(receiver, events)
+
+
+def _assert_order_per_subject(receiver: Receiver, events: list[outbox.CloudEvent]) -> None:
+    """Per subject, every request is for the oldest event not yet answered 2xx: a later event is not
+    even attempted while an earlier one is pending or retrying."""
+    queues: dict[str, list[str]] = {}
+    for event in events:
+        assert event.subject is not None
+        queues.setdefault(event.subject, []).append(event.id)
+    for number, item in enumerate(receiver.received):
+        subject, event_id = item.event["subject"], item.event["id"]
+        queue = queues[subject]
+        assert queue and queue[0] == event_id, f"request {number}: {event_id} overtook {queue[:1]} of {subject}"
+        if receiver.answer(number, item)[0] == 204:
+            queue.pop(0)
+    assert all(not q for q in queues.values())
+
+
+def test_two_workers_deliver_2000_events_exactly_once_in_order(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    subscribe(database_url, receiver.url)
+    zaken = [str(uuid.uuid4()) for _ in range(50)]
+    events = [zaak_event(zaken[i % 50], n=i) for i in range(2000)]
+    enqueue(database_url, events)
+    first, second = start_worker(), start_worker()
+    wait_until(lambda: count_delivered(database_url) == 2000, timeout=60, message="2000 delivered")
+    ids = receiver.ids()
+    assert len(ids) == 2000
+    assert sorted(ids) == sorted(e.id for e in events), "each event exactly once"
+    rows = deliveries(database_url)
+    assert len(rows) == 2000 and all(r["attempts"] == 1 for r in rows)
+    position = {event_id: i for i, event_id in enumerate(ids)}
+    for zaak in zaken:
+        mine = [position[e.id] for e in events if e.subject == zaak]
+        assert mine == sorted(mine), "per-key order across two workers"
+    assert first.terminate() == 0
+    assert second.terminate() == 0
+    assert sum(w.logs()[-1].get("delivered", 0) for w in (first, second)) == 2000
+
+
+def test_sigkill_mid_delivery_loses_nothing(database_url: str, receiver: Receiver, start_worker: WorkerFactory) -> None:
+    # Slow answers so deliveries are in flight when the worker dies.
+    receiver.answer = lambda n, r: (204, {}, 0.5)
+    subscribe(database_url, receiver.url)
+    events = [zaak_event(str(uuid.uuid4()), n) for n in range(30)]
+    enqueue(database_url, events)
+    doomed = start_worker()
+    wait_until(lambda: len(receiver.received) >= 5, message="deliveries in flight")
+    doomed.kill()
+    in_flight = [r for r in deliveries(database_url) if r["status"] == "delivering"]
+    assert in_flight, "the kill should leave claimed deliveries behind"
+    receiver.answer = lambda n, r: (204, {}, 0.0)
+    start_worker()  # takes over once the leases (3 s in tests) expire
+    wait_until(lambda: count_delivered(database_url) == 30, timeout=30, message="all delivered after the kill")
+    assert set(receiver.ids()) == {e.id for e in events}, "nothing lost (repeats allowed: at least once)"
+
+
+def test_sigterm_exits_0_within_the_grace_period_and_releases_claims(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    receiver.answer = lambda n, r: (204, {}, 0.8)
+    subscribe(database_url, receiver.url)
+    enqueue(database_url, [zaak_event(str(uuid.uuid4()), n) for n in range(200)])
+    worker = start_worker({"OUTBOX_SHUTDOWN_GRACE": "2", "OUTBOX_REQUEST_TIMEOUT": "1"})
+    wait_until(lambda: len(receiver.received) >= 10, message="deliveries in flight")
+    began = time.monotonic()
+    assert worker.terminate(timeout=10) == 0
+    assert time.monotonic() - began < 5
+    rows = deliveries(database_url)
+    assert not [r for r in rows if r["status"] == "delivering"], "in-flight work finished or released"
+    assert any(e.get("event") == "worker stopped" for e in worker.logs())
+
+
+def test_bad_configuration_stops_at_start_with_one_line_per_fault(
+    database_url: str, start_worker: WorkerFactory
+) -> None:
+    worker = start_worker({"OUTBOX_CONCURRENCY": "0", "OUTBOX_POLL_INTERVAL": "soon"})
+    assert worker.wait(15) == 2
+    lines = worker.log_path.read_text().strip().splitlines()
+    assert lines == [
+        "error: OUTBOX_CONCURRENCY: Input should be greater than or equal to 1 (got '0')",
+        "error: OUTBOX_POLL_INTERVAL: Input should be a valid number, unable to parse string as a number (got 'soon')",
+    ]
+
+
+def test_flags_override_the_environment(database_url: str, start_worker: WorkerFactory) -> None:
+    worker = start_worker({"OUTBOX_CONCURRENCY": "7"}, "--concurrency", "3", "--batch-size", "9")
+    started = worker.wait_logged("worker started")
+    assert (started["concurrency"], started["batch_size"]) == (3, 9)
