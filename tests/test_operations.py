@@ -1,0 +1,119 @@
+"""Operator commands against real deliveries: `outbox status`, `outbox retry`, `outbox purge`."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support import (
+    Receiver,
+    WorkerProcess,
+    count_delivered,
+    deliveries,
+    enqueue,
+    subscribe,
+    wait_until,
+    zaak_event,
+)
+
+
+@pytest.fixture
+def failing_then_ok(database_url: str, tmp_path: Path) -> Any:
+    """Two subscriptions: one receiver fails everything (→ failed), one accepts (→ delivered)."""
+    with Receiver(answer=lambda n, r: (500, {}, 0.0)).running() as bad, Receiver().running() as good:
+        bad_id = subscribe(database_url, bad.url)
+        good_id = subscribe(database_url, good.url)
+        enqueue(database_url, [zaak_event(str(uuid.uuid4()), n) for n in range(5)])
+        worker = WorkerProcess(database_url, tmp_path / "worker.log", {"OUTBOX_RETRY_MAX_ATTEMPTS": "2"})
+        try:
+            wait_until(
+                lambda: sorted(r["status"] for r in deliveries(database_url)) == ["delivered"] * 5 + ["failed"] * 5,
+                message="5 delivered, 5 failed",
+            )
+        finally:
+            assert worker.terminate() == 0
+        yield {"bad": bad_id, "good": good_id, "bad_receiver": bad, "good_receiver": good}
+
+
+def test_status_json_counts_everything(run_cli: Any, failing_then_ok: dict[str, Any]) -> None:
+    result = run_cli("status", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["events"] == {"total": 5, "unrouted": 0}
+    assert document["deliveries"] == {"pending": 0, "delivering": 0, "delivered": 5, "failed": 5}
+    per = {s["id"]: s for s in document["subscriptions"]}
+    assert (per[failing_then_ok["bad"]]["failed"], per[failing_then_ok["bad"]]["delivered"]) == (5, 0)
+    assert (per[failing_then_ok["good"]]["delivered"], per[failing_then_ok["good"]]["pending"]) == (5, 0)
+    assert document["oldestPendingSeconds"] is None
+
+
+def test_retry_puts_failed_back_and_they_deliver(
+    run_cli: Any, database_url: str, failing_then_ok: dict[str, Any], tmp_path: Path
+) -> None:
+    bad = failing_then_ok["bad"]
+    one = next(r["id"] for r in deliveries(database_url) if r["status"] == "failed")
+    result = run_cli("retry", "--delivery", str(one))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1 failed delivery back to pending"
+    result = run_cli("retry", "--subscription", bad, "--all-failed")
+    assert result.stdout.strip() == "4 failed deliveries back to pending"
+    rows = deliveries(database_url)
+    assert sorted(r["status"] for r in rows) == ["delivered"] * 5 + ["pending"] * 5
+    assert all(r["attempts"] == 0 for r in rows if r["status"] == "pending")
+    status = json.loads(run_cli("status", "--json").stdout)
+    assert status["deliveries"]["pending"] == 5
+    assert status["oldestPendingSeconds"] is not None
+    # The receiver recovered: a worker now delivers them.
+    failing_then_ok["bad_receiver"].answer = lambda n, r: (204, {}, 0.0)
+    worker = WorkerProcess(database_url, tmp_path / "again.log")
+    try:
+        wait_until(lambda: count_delivered(database_url) == 10, message="all 10 delivered")
+    finally:
+        assert worker.terminate() == 0
+    assert run_cli("retry", "--all-failed").stdout.strip() == "0 failed deliveries back to pending"
+
+
+def test_retry_needs_a_choice(run_cli: Any) -> None:
+    result = run_cli("retry")
+    assert result.returncode == 2
+    assert "--all-failed or --delivery" in result.stderr
+
+
+def test_purge_deletes_old_delivered_history_only(
+    run_cli: Any, database_url: str, failing_then_ok: dict[str, Any]
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE outbox.deliveries SET delivered_at = now() - interval '40 days' WHERE status = 'delivered'"
+        )
+        conn.execute("UPDATE outbox.events SET enqueued_at = now() - interval '40 days'")
+    assert run_cli("purge", "--older-than", "60d").stdout.strip() == "purged 0 deliveries and 0 events older than 60d"
+    result = run_cli("purge", "--older-than", "30d", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    # Events still have their failed deliveries: kept. The delivered deliveries and their attempts: gone.
+    assert result.stdout.strip() == "purged 5 deliveries and 0 events older than 30d"
+    with psycopg.connect(database_url) as conn:
+        left = conn.execute("SELECT status, count(*) FROM outbox.deliveries GROUP BY status").fetchall()
+        attempts = conn.execute(
+            "SELECT count(*) FROM outbox.delivery_attempts a JOIN outbox.deliveries d ON d.id = a.delivery_id"
+        ).fetchone()
+        orphans = conn.execute(
+            "SELECT count(*) FROM outbox.delivery_attempts a "
+            "WHERE NOT EXISTS (SELECT 1 FROM outbox.deliveries d WHERE d.id = a.delivery_id)"
+        ).fetchone()
+        conn.execute("DELETE FROM outbox.deliveries WHERE status = 'failed'")
+    assert left == [("failed", 5)]
+    assert attempts == (10,) and orphans == (0,)
+    assert run_cli("purge", "--older-than", "30d").stdout.strip() == "purged 0 deliveries and 5 events older than 30d"
+
+
+@pytest.mark.parametrize("bad", ["30", "thirty days", "5y", "-1d"])
+def test_purge_refuses_a_bad_duration(run_cli: Any, bad: str) -> None:
+    result = run_cli("purge", "--older-than", bad)
+    assert result.returncode == 2
+    assert "is not a duration" in result.stderr
