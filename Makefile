@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest install bench-enqueue clean
+.PHONY: test lint typecheck pytest install demo bench-enqueue bench-throughput clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(BIN)/outbox demo
 
 bench-enqueue: $(STAMP)
 	$(BIN)/python bench/enqueue.py

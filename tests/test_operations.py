@@ -117,3 +117,17 @@ def test_purge_refuses_a_bad_duration(run_cli: Any, bad: str) -> None:
     result = run_cli("purge", "--older-than", bad)
     assert result.returncode == 2
     assert "is not a duration" in result.stderr
+
+
+def test_demo_runs_the_whole_flow(run_cli: Any) -> None:
+    result = run_cli("demo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "306/306 delivered" in out
+    assert "0 pending, 0 delivering, 306 delivered, 0 failed" in out
+    story = [line.split() for line in out.splitlines() if "nl.overheid.zaken.zaak-" in line]
+    per_zaak: dict[str, list[str]] = {}
+    for row in story:
+        per_zaak.setdefault(row[2], []).append(row[1].rsplit(".", 1)[1])
+    # Per Zaak, the order of commit: linked, then unlinked.
+    assert per_zaak == {z: ["zaak-gekoppeld", "zaak-ontkoppeld"] for z in "ABC"}

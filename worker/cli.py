@@ -421,6 +421,16 @@ def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
         runner(run_worker(settings, url))
 
 
+@cli.command("demo")
+@click.pass_obj
+def demo_command(obj: Context) -> None:
+    """The main job, end to end, on the embedded PostgreSQL (schema outbox_demo)."""
+    from worker import demo
+
+    with database_url(obj.database_url, obj.data_dir) as url:
+        demo.run(url)
+
+
 @cli.command("receiver")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
