@@ -110,10 +110,15 @@ def test_every_query_prepares_against_the_schema(conn: psycopg.Connection[Any]) 
         if name in {"migrate_lock", "migrate_unlock", "create_schema", "create_migrations_table"}:
             continue
         statement = query(name, "outbox").decode()
-        if statement.startswith("SET LOCAL"):
+        if statement.startswith(("SET", "LISTEN")):
             continue
-        pieces = re.split(r"%[sb]", statement)
-        numbered = "".join(f"{piece}${i}" for i, piece in enumerate(pieces[:-1], start=1)) + pieces[-1]
+        numbers: dict[str, int] = {}
+
+        def number(match: re.Match[str]) -> str:
+            key = match.group(1) or f"#{len(numbers)}"
+            return f"${numbers.setdefault(key, len(numbers) + 1)}"
+
+        numbered = re.sub(r"%(?:\((\w+)\))?[sb]", number, statement)
         conn.execute(("PREPARE probe AS " + numbered).encode())
         conn.execute("DEALLOCATE probe")
     conn.rollback()
