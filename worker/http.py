@@ -1,7 +1,8 @@
 """HTTP delivery: one shared httpx client per process, the content modes, one attempt → one result.
 
-The client's transport is `worker.transport.AiohttpTransport` (httpx's API, aiohttp's pool):
-httpx's own transport is CPU-bound and slows down with many requests in flight (encode/httpx#3215).
+The client's transport is `worker.transport.WebhookTransport` (httpx's API, asyncio protocols and
+httptools underneath): httpx's own transport is CPU-bound and slows down with many requests in
+flight (encode/httpx#3215).
 Deliveries are sent as `httpx.Request`s straight to that transport: the client layer above it
 adds what webhook delivery must not have (one cookie jar shared by all receivers, redirect
 handling, auth flows) and costs about a third of the throughput. Redirects are not followed, TLS
@@ -23,7 +24,7 @@ import orjson
 
 from worker.outcome import Outcome, from_error, from_status
 from worker.settings import WorkerSettings
-from worker.transport import AiohttpTransport
+from worker.transport import WebhookTransport
 
 USER_AGENT = "nlgov-outbox/0.1"
 STRUCTURED = "application/cloudevents+json; charset=utf-8"
@@ -61,7 +62,7 @@ class Sender:
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self.transport = AiohttpTransport(max_connections=settings.concurrency, max_body=MAX_BODY_KEPT)
+        self.transport = WebhookTransport(max_idle_per_host=settings.concurrency, max_body=MAX_BODY_KEPT)
         self.client = httpx.AsyncClient(
             transport=self.transport,
             timeout=httpx.Timeout(settings.request_timeout),
