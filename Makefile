@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest install demo bench-enqueue bench-throughput clean
+.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-throughput clean
 
 install: $(STAMP)
 
@@ -31,6 +31,13 @@ demo: $(STAMP)
 
 bench-enqueue: $(STAMP)
 	$(BIN)/python bench/enqueue.py
+
+bench-claim: $(STAMP)
+	$(BIN)/python bench/claim.py
+
+bench-throughput: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/throughput.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -151,6 +151,9 @@ UPDATE {schema}.events SET routed_at = now() WHERE position = ANY (%b::int8[]) A
 -- then checked for order and locks: the cost follows the limit, not the number of pending rows, and
 -- delivered/failed rows are not in that index at all. If the window's head is all blocked (one long
 -- chain of one ordering key), fewer rows are claimed this time; the next claim looks again.
+-- Measured with EXPLAIN ANALYZE (bench/claim.py, PostgreSQL 15, 2 cores): 100 of 1,000 due rows in
+-- 2.7 ms next to 1,000 delivered rows, 3.4 ms next to 1,000,000 (the deeper primary-key btree);
+-- the first version, with the paused-subscription filter as a subquery, took 1.1 s on 20,000 pending.
 WITH candidates AS (
     -- The head of the due index, in order, without the subscriptions the worker passes as excluded
     -- (paused ones, and those it has saturated), so they cannot crowd the window. The list is a
