@@ -126,13 +126,6 @@ SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0));
 -- Committed events without deliveries yet, oldest first (events_unrouted_idx).
 SELECT position, event::text FROM {schema}.events WHERE routed_at IS NULL ORDER BY position LIMIT %s;
 
--- name: active_subscriptions
--- What the router matches events against.
-SELECT id, callback_url, auth, kanalen, types, content_mode, status, paused_reason, ordering_key,
-       allow_insecure, handshake_at, created_at, updated_at
-  FROM {schema}.subscriptions
- WHERE status = 'active';
-
 -- name: insert_deliveries
 -- One delivery per (event, subscription); a second router can never duplicate one.
 INSERT INTO {schema}.deliveries (event_position, subscription_id, ordering_key)
@@ -228,10 +221,6 @@ UPDATE {schema}.deliveries
    SET status = 'pending', claim_token = NULL, leased_until = NULL, next_attempt_at = now(),
        attempts = greatest(attempts - 1, 0), updated_at = now()
  WHERE id = ANY (%b::int8[]) AND claim_token = ANY (%b::uuid[]) AND status = 'delivering';
-
--- name: inactive_subscriptions
--- Paused subscriptions, which the claim leaves out of its window.
-SELECT id FROM {schema}.subscriptions WHERE status <> 'active';
 
 -- name: next_due_in
 -- Seconds until the next pending delivery or lease expiry is due (NULL: none), to sleep no longer.

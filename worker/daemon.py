@@ -26,14 +26,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from outbox._sql import query
+from worker import router
 from worker.http import Claimed, Result, Sender
 from worker.logs import log, redact
-from worker.router import route_once
 from worker.settings import WorkerSettings
+from worker.subscription_store import from_row
 
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 T = TypeVar("T")
@@ -138,11 +140,8 @@ class Worker:
         batch = self.settings.batch_size
         while not self._stopping.is_set():
             self._wake.clear()
-            routed = await self._db(lambda c: route_once(c, self.schema, batch))
-            claimed = 0
             limit = min(batch, self._free_slots())
-            if limit > 0 and not self._stopping.is_set():
-                claimed = await self._claim_and_start(limit)
+            routed, claimed = await self._route_claim_and_start(limit)
             busy = routed >= batch or (limit > 0 and claimed >= limit)
             if busy:
                 await self._set_idle(False)
@@ -185,32 +184,50 @@ class Worker:
         await self._db(step, forever=not idle)
         self._idle = idle
 
-    async def _claim_and_start(self, limit: int) -> int:
+    async def _route_claim_and_start(self, limit: int) -> tuple[int, int]:
+        """Route new events and claim due deliveries in one transaction of three round trips
+        (pipelined), then start a task per claimed delivery. Returns (events routed, claimed)."""
         token = uuid.uuid4()
         saturated = [s for s, n in self._per_subscription.items() if n >= self.settings.subscription_concurrency]
+        schema, batch = self.schema, self.settings.batch_size
 
-        async def step(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
-            paused = [
-                row[0] for row in await (await conn.execute(query("inactive_subscriptions", self.schema))).fetchall()
-            ]
-            params = {
-                "excluded": paused + saturated,
-                "limit": limit,
-                "window": limit * 4,
-                "token": token,
-                "lease": self.settings.lease_seconds,
-            }
-            rows = await (await conn.execute(query("claim", self.schema), params)).fetchall()
-            await conn.commit()
-            return rows
+        async def step(conn: psycopg.AsyncConnection[Any]) -> tuple[int, list[tuple[Any, ...]]]:
+            async with conn.transaction(), conn.pipeline() as pipeline:
+                locked_cursor = await conn.execute(query("route_lock", schema), (router.lock_key(schema),))
+                events_cursor = await conn.execute(query("unrouted_events", schema), (batch,))
+                subscriptions_cursor = conn.cursor(row_factory=dict_row)
+                await subscriptions_cursor.execute(query("list_subscriptions", schema))
+                await pipeline.sync()
+                locked = await locked_cursor.fetchone()
+                events = await events_cursor.fetchall() if locked and locked[0] else []
+                subscriptions = [from_row(r) for r in await subscriptions_cursor.fetchall()]
+                if events:
+                    routes = router.plan(events, subscriptions)
+                    if routes.positions:
+                        await conn.execute(
+                            query("insert_deliveries", schema), (routes.positions, routes.subscription_ids, routes.keys)
+                        )
+                    await conn.execute(query("mark_routed", schema), ([row[0] for row in events],))
+                claimed: list[tuple[Any, ...]] = []
+                if limit > 0 and not self._stopping.is_set():
+                    paused = [uuid.UUID(str(s.id)) for s in subscriptions if s.status != "active"]
+                    params = {
+                        "excluded": paused + saturated,
+                        "limit": limit,
+                        "window": limit * 4,
+                        "token": token,
+                        "lease": self.settings.lease_seconds,
+                    }
+                    claimed = await (await conn.execute(query("claim", schema), params)).fetchall()
+            return len(events), claimed
 
-        rows = await self._db(step)
+        routed, rows = await self._db(step)
         for delivery_id, attempts, subscription_id, url, auth, mode, event in rows:
             claimed = Claimed(delivery_id, attempts, subscription_id, url, auth, mode, event, token)
             self._per_subscription[subscription_id] += 1
             task = asyncio.create_task(self._deliver(claimed))
             self._in_flight[delivery_id] = (claimed, task)
-        return len(rows)
+        return routed, len(rows)
 
     async def _deliver(self, claimed: Claimed) -> None:
         try:

@@ -8,16 +8,14 @@ ids follow event order, which the per-key ordering of the claim relies on. The u
 from __future__ import annotations
 
 import logging
-from typing import Any
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import orjson
-import psycopg
-from psycopg.rows import dict_row
 
 from outbox import CloudEvent, InvalidEventError, Subscription
-from outbox._sql import query
 from worker.logs import log
-from worker.subscription_store import from_row
 
 
 def ordering_key(subscription: Subscription, event: CloudEvent) -> str | None:
@@ -30,35 +28,33 @@ def ordering_key(subscription: Subscription, event: CloudEvent) -> str | None:
     return str(value)
 
 
-async def route_once(conn: psycopg.AsyncConnection[Any], schema: str, batch_size: int) -> int:
-    """Route up to `batch_size` events; returns how many were routed (0 if none, or another router is busy)."""
-    async with conn.transaction():
-        locked = await (await conn.execute(query("route_lock", schema), (f"nlgov-outbox route {schema}",))).fetchone()
-        if not locked or not locked[0]:
-            return 0
-        rows = await (await conn.execute(query("unrouted_events", schema), (batch_size,))).fetchall()
-        if not rows:
-            return 0
-        async with conn.cursor(row_factory=dict_row) as cur:
-            subscriptions = [
-                from_row(r) for r in await (await cur.execute(query("active_subscriptions", schema))).fetchall()
-            ]
-        positions: list[int] = []
-        subscription_ids: list[str] = []
-        keys: list[str | None] = []
-        for position, text in rows:
-            try:
-                event = CloudEvent.from_dict(orjson.loads(text))
-            except (InvalidEventError, orjson.JSONDecodeError) as exc:
-                # Only rows written around enqueue can be broken; they cannot be delivered. Say so, go on.
-                log(logging.ERROR, "event not routable", position=position, reason=str(exc))
-                continue
-            for subscription in subscriptions:
-                if subscription.wants(event):
-                    positions.append(position)
-                    subscription_ids.append(str(subscription.id))
-                    keys.append(ordering_key(subscription, event))
-        if positions:
-            await conn.execute(query("insert_deliveries", schema), (positions, subscription_ids, keys))
-        await conn.execute(query("mark_routed", schema), ([row[0] for row in rows],))
-        return len(rows)
+@dataclass
+class Routes:
+    """The deliveries to create for a batch of events, as columns for one INSERT."""
+
+    positions: list[int] = field(default_factory=list)
+    subscription_ids: list[uuid.UUID] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)
+
+
+def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription]) -> Routes:
+    """Match each (position, JSON event) against the active subscriptions."""
+    routes = Routes()
+    active = [s for s in subscriptions if s.status == "active"]
+    for position, text in rows:
+        try:
+            event = CloudEvent.from_dict(orjson.loads(text))
+        except (InvalidEventError, orjson.JSONDecodeError) as exc:
+            # Only rows written around enqueue can be broken; they cannot be delivered. Say so, go on.
+            log(logging.ERROR, "event not routable", position=position, reason=str(exc))
+            continue
+        for subscription in active:
+            if subscription.wants(event):
+                routes.positions.append(position)
+                routes.subscription_ids.append(uuid.UUID(str(subscription.id)))
+                routes.keys.append(ordering_key(subscription, event))
+    return routes
+
+
+def lock_key(schema: str) -> str:
+    return f"nlgov-outbox route {schema}"
