@@ -55,6 +55,7 @@ class Worker:
         self._database_ok = True
         self._listen_pid: int | None = None
         self._idle = False
+        self._next_due_in: float | None = None  # seconds until the next retry or lease expiry
         self.delivered = 0  # counters for progress lines and tests
         self.attempts = 0
 
@@ -154,21 +155,17 @@ class Worker:
                 # was visible to its host did not notify us, but this look finds it.
                 await self._set_idle(True)
                 continue
-            await self._sleep(await self._next_due() if not busy else self.settings.poll_interval)
+            # Sleep until the next retry is due, or the poll interval. Rows due now that this pass did
+            # not claim are blocked (an earlier delivery of their key is in flight, or their
+            # subscription is saturated): finishing deliveries wake us, so do not spin on them.
+            due = self._next_due_in
+            if busy or due is None or (due <= 0 and claimed == 0):
+                due = self.settings.poll_interval
+            await self._sleep(max(0.0, due))
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, min(seconds, self.settings.poll_interval)))
-
-    async def _next_due(self) -> float:
-        async def step(conn: psycopg.AsyncConnection[Any]) -> float:
-            row = await (await conn.execute(query("next_due_in", self.schema))).fetchone()
-            await conn.commit()
-            if row is None or row[0] is None:
-                return self.settings.poll_interval
-            return max(0.0, float(row[0]))
-
-        return await self._db(step)
 
     async def _set_idle(self, idle: bool) -> None:
         if idle == self._idle:
@@ -192,7 +189,9 @@ class Worker:
         schema, batch = self.schema, self.settings.batch_size
 
         async def step(conn: psycopg.AsyncConnection[Any]) -> tuple[int, list[tuple[Any, ...]]]:
-            async with conn.transaction(), conn.pipeline() as pipeline:
+            # One transaction (the advisory lock lasts until its commit), three flights: read, then
+            # write + claim + COMMIT together, then the answers.
+            async with conn.pipeline() as pipeline:
                 locked_cursor = await conn.execute(query("route_lock", schema), (router.lock_key(schema),))
                 events_cursor = await conn.execute(query("unrouted_events", schema), (batch,))
                 subscriptions_cursor = conn.cursor(row_factory=dict_row)
@@ -208,7 +207,7 @@ class Worker:
                             query("insert_deliveries", schema), (routes.positions, routes.subscription_ids, routes.keys)
                         )
                     await conn.execute(query("mark_routed", schema), ([row[0] for row in events],))
-                claimed: list[tuple[Any, ...]] = []
+                claim_cursor = None
                 if limit > 0 and not self._stopping.is_set():
                     paused = [uuid.UUID(str(s.id)) for s in subscriptions if s.status != "active"]
                     params = {
@@ -218,7 +217,13 @@ class Worker:
                         "token": token,
                         "lease": self.settings.lease_seconds,
                     }
-                    claimed = await (await conn.execute(query("claim", schema), params)).fetchall()
+                    claim_cursor = await conn.execute(query("claim", schema), params)
+                next_due_cursor = await conn.execute(query("next_due_in", schema))
+                await conn.commit()
+                await pipeline.sync()
+                claimed = await claim_cursor.fetchall() if claim_cursor is not None else []
+                next_due = await next_due_cursor.fetchone()
+            self._next_due_in = float(next_due[0]) if next_due and next_due[0] is not None else None
             return len(events), claimed
 
         routed, rows = await self._db(step)
@@ -281,10 +286,10 @@ class Worker:
             delays.append(r.outcome.delay)
             if kind == "retired":
                 retired[r.claimed.subscription_id] = r.claimed.callback_url
-        async with conn.transaction():
-            recorded = await (
-                await conn.execute(query("record_results", self.schema), (ids, tokens, states, codes, errors, delays))
-            ).fetchall()
+        async with conn.pipeline() as pipeline:
+            recorded_cursor = await conn.execute(
+                query("record_results", self.schema), (ids, tokens, states, codes, errors, delays)
+            )
             await conn.execute(
                 query("insert_attempts", self.schema),
                 (
@@ -296,14 +301,17 @@ class Worker:
                     [r.body for r in batch],
                 ),
             )
+            retired_cursor = None
             if retired:
-                paused = await (
-                    await conn.execute(
-                        query("retire_subscriptions", self.schema),
-                        ("the receiver answered 410 Gone: the target is retired", list(retired)),
-                    )
-                ).fetchall()
-                for subscription_id, url in paused:
+                retired_cursor = await conn.execute(
+                    query("retire_subscriptions", self.schema),
+                    ("the receiver answered 410 Gone: the target is retired", list(retired)),
+                )
+            await conn.commit()
+            await pipeline.sync()
+            recorded = await recorded_cursor.fetchall()
+            if retired_cursor is not None:
+                for subscription_id, url in await retired_cursor.fetchall():
                     log(logging.WARNING, "subscription paused: 410 Gone", subscription=str(subscription_id),
                         callbackUrl=redact(url))  # fmt: skip
         fenced = len(batch) - len(recorded)
