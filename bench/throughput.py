@@ -7,10 +7,12 @@ What the issue asks, measured the way /work/shared/PEERS.md says the peer figure
   204; deliveries per second for 1 and 2 `outbox run` processes, from the moment the processes are
   spawned until the receiver has seen every event (startup included), and from first to last arrival;
 * the same backlog through procrastinate 3.10 and pgqueuer 1.6, each job one POST of the same
-  JSON document (httpx's default client; and again with the transport the outbox worker uses,
-  `worker.transport.AiohttpTransport` under `httpx.AsyncClient`, so the comparison is fair);
-* a bare asyncio loop that only POSTs the same bodies: the HTTP-client ceiling, with httpx's
-  default client, httpx over AiohttpTransport, and AiohttpTransport called as the worker does;
+  JSON document (httpx's default client on asyncio's loop, as in PEERS.md; and again with the
+  outbox worker's own client, `worker.http.Sender(...).client`: httpx over the worker's transport,
+  on uvloop as `outbox run`, so the comparison is fair);
+* a bare loop that only POSTs the same bodies: the HTTP-client ceiling, with httpx's default
+  client, the worker's client (client.post), and the worker's transport called as the worker does
+  (`transport.handle_async_request(httpx.Request(...))`), at 10 and 50 requests in flight;
 * latency: commit-to-arrival of 500 single events, 10 ms apart, one idle worker in its own
   process (10 warm-up events excluded); p50 and p99, for the outbox and both peers.
 
@@ -44,6 +46,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import signal
 import socket
@@ -51,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -216,6 +220,162 @@ def _free_port() -> int:
         return port
 
 
+# -- CPU accounting ----------------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0.0 when it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs)."""
+    with contextlib.suppress(OSError, ValueError):
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+        return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+    return 0.0
+
+
+_BACKEND_TITLE = re.compile(r"(\S+) (\S+) (\[local\]|\S+\(\d+\))")
+
+
+def _ours(title: str) -> bool:
+    """A PostgreSQL process that works for the bench: a backend of its database, or one of the server's
+    own (WAL writer, checkpointer, ...), not a backend of another database (other people's tests).
+    A backend's title is "postgres: [cluster: ]user database host(port) state"."""
+    backend = _BACKEND_TITLE.search(title)
+    return backend is None or backend.group(2) == BENCH_DB
+
+
+class PostgresCpu:
+    """CPU of the local PostgreSQL's processes that work for the bench, sampled in the background (a
+    backend that exits keeps the last value seen). Off when the server is not on this machine."""
+
+    def __init__(self, url: str) -> None:
+        self.uid: int | None = None
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_backend_pid()").fetchone()
+            assert row is not None
+            with contextlib.suppress(OSError):
+                self.uid = os.stat(f"/proc/{row[0]}").st_uid
+        self._seen: dict[int, float] = {}
+        self._pids: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _scan(self) -> None:
+        pids = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    with contextlib.suppress(OSError):
+                        if entry.stat().st_uid != self.uid:
+                            continue
+                        title = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                        if _ours(title.strip()):
+                            pids.append(int(entry.name))
+        self._pids = pids
+
+    def _sample(self) -> None:
+        for pid in self._pids:
+            cpu = process_cpu(pid)
+            if cpu:
+                self._seen[pid] = cpu
+
+    def _run(self) -> None:
+        ticks = 0
+        while not self._stop.wait(0.2):
+            ticks += 1
+            if ticks % 5 == 0:
+                self._scan()
+            self._sample()
+
+    def start(self) -> dict[int, float]:
+        """Begin sampling; returns the CPU of every PostgreSQL process now."""
+        if self._thread is not None:  # a run that failed half-way left it running
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        if self.uid is None:
+            return {}
+        self._scan()
+        self._seen = {}
+        self._sample()
+        baseline = dict(self._seen)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return baseline
+
+    def stop(self, baseline: dict[int, float]) -> float | None:
+        """CPU seconds PostgreSQL used since `start` (None: not measurable here)."""
+        if self.uid is None or self._thread is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        self._scan()
+        self._sample()
+        return sum(cpu - baseline.get(pid, 0.0) for pid, cpu in self._seen.items())
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds during one timed run, by whom; `wall` in seconds."""
+
+    wall: float
+    worker: float
+    postgres: float | None
+    receiver: float
+    harness: float
+    machine: float
+
+    @property
+    def other(self) -> float:
+        """What else ran on the machine meanwhile (other people's work, the kernel), in CPU seconds."""
+        return max(0.0, self.machine - self.worker - (self.postgres or 0.0) - self.receiver - self.harness)
+
+
+class Meter:
+    """Measures a timed run's CPU: started before the workers are spawned, read before they are stopped."""
+
+    def __init__(self, postgres: PostgresCpu, receiver_pid: int) -> None:
+        self.postgres = postgres
+        self.receiver_pid = receiver_pid
+
+    def start(self) -> None:
+        self._baseline = self.postgres.start()
+        self._receiver = process_cpu(self.receiver_pid)
+        self._machine = machine_busy()
+        self._harness = time.process_time()
+        self._wall = time.monotonic()
+
+    def stop(self, worker_cpu: float) -> CpuUse:
+        return CpuUse(
+            wall=time.monotonic() - self._wall,
+            worker=worker_cpu,
+            postgres=self.postgres.stop(self._baseline),
+            receiver=process_cpu(self.receiver_pid) - self._receiver,
+            harness=time.process_time() - self._harness,
+            machine=machine_busy() - self._machine,
+        )
+
+
+def reported_cpu(log: Path) -> float:
+    """The CPU seconds a peer worker or bare loop printed as its last line ({"cpu": ...})."""
+    with contextlib.suppress(OSError, ValueError, IndexError, KeyError, TypeError):
+        return float(json.loads(log.read_text().strip().splitlines()[-1])["cpu"])
+    return math.nan
+
+
 # -- the receiver ---------------------------------------------------------------------------------
 
 
@@ -316,12 +476,27 @@ def recreate_database(admin_url: str) -> None:
         conn.execute(f"CREATE DATABASE {BENCH_DB}")
 
 
+def _procrastinate_app(url: str, min_size: int, max_size: int) -> Any:
+    """A procrastinate App on a psycopg pool; the tasks are defined in this script, which is __main__
+    in the peer worker process: procrastinate's warning about that is beside the point here."""
+    import logging
+
+    import procrastinate
+
+    def not_main_module_warning(record: logging.LogRecord) -> bool:
+        return getattr(record, "action", None) != "app_defined_in___main__"
+
+    logging.getLogger("procrastinate.blueprints").addFilter(not_main_module_warning)
+    return procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=url, min_size=min_size, max_size=max_size)
+    )
+
+
 async def _install_peers(url: str) -> None:
     import asyncpg
-    import procrastinate
     from pgqueuer import AsyncpgDriver, Queries
 
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=2))
+    app = _procrastinate_app(url, 1, 2)
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
     conn = await asyncpg.connect(url)
@@ -368,6 +543,16 @@ def analyze_checkpoint(url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
+def db_transactions(url: str) -> int:
+    """Transactions committed or rolled back in the bench database so far (a backend reports its own when
+    it ends, or at most a second after its last one)."""
+    count: int = scalar(
+        url,
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+    )
+    return count
+
+
 def scalar(url: str, sql: str) -> Any:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(sql).fetchone()
@@ -384,9 +569,8 @@ def preload_outbox(url: str, n: int) -> None:
 
 
 async def preload_procrastinate(url: str, bodies: list[str]) -> None:
-    import procrastinate
 
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=4))
+    app = _procrastinate_app(url, 1, 4)
     async with app.open_async():
         deferrer = app.configure_task(TASK)
         for start in range(0, len(bodies), ENQUEUE_BATCH):
@@ -410,18 +594,33 @@ async def preload_pgqueuer(url: str, bodies: list[str]) -> None:
 # -- HTTP clients (the peers' and the bare loop's) --------------------------------------------------
 
 
+def worker_sender(in_flight: int) -> Any:
+    """The worker's own HTTP side (`worker.http.Sender`: its httpx client over its transport), built as
+    `outbox run --concurrency max(in_flight, 10) --request-timeout 10` builds it, whatever transport that is."""
+    from worker.http import Sender
+    from worker.settings import WorkerSettings
+
+    return Sender(WorkerSettings.load(concurrency=max(in_flight, 10), request_timeout=HTTP_TIMEOUT))
+
+
+def worker_transport_name() -> str:
+    sender = worker_sender(10)
+    transport = type(sender.transport)
+    return f"{transport.__module__}.{transport.__qualname__}"
+
+
 def make_client(kind: str, in_flight: int) -> httpx.AsyncClient:
-    """httpx's default client, or httpx over the worker's transport; pool = max(in flight, 10), 10 s timeout."""
-    pool = max(in_flight, 10)
+    """httpx's default client, or the worker's client (httpx over the worker's transport); pool = max(in
+    flight, 10), 10 s timeout."""
     if kind == "httpx":
+        pool = max(in_flight, 10)
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         return httpx.AsyncClient(limits=limits, timeout=HTTP_TIMEOUT)
-    from worker.transport import AiohttpTransport
+    client: httpx.AsyncClient = worker_sender(in_flight).client
+    return client
 
-    return httpx.AsyncClient(transport=AiohttpTransport(max_connections=pool), timeout=HTTP_TIMEOUT)
 
-
-CLIENT_LABEL = {"httpx": "httpx", "fast": "httpx+AiohttpTransport"}
+CLIENT_LABEL = {"httpx": "httpx", "fast": "httpx+worker transport"}
 
 
 def loop_for(client: str, fast_loop: str) -> str:
@@ -446,6 +645,9 @@ class Drain:
     seconds: float  # from spawn (or, bare: first request) to the last arrival
     span: float  # first to last arrival
     duplicates: int = 0
+    startup: float = math.nan  # spawn to first arrival
+    cpu: CpuUse | None = None
+    transactions: float = math.nan  # database transactions per delivery
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -463,6 +665,8 @@ class Latency:
     p99: float
     mean: float
     max: float
+    cpu: CpuUse | None = None
+    transactions: float = math.nan  # database transactions per event besides the enqueuing one
     notes: list[str] = field(default_factory=list)
 
 
@@ -494,6 +698,7 @@ class Bench:
         self.n: int = args.events
         self.outbox_args = shlex.split(args.outbox_args)
         self.logs: dict[str, list[Path]] = {}
+        self.meter = Meter(PostgresCpu(url), receiver.proc.pid)
 
     # - helpers
 
@@ -509,7 +714,9 @@ class Bench:
         self.logs.setdefault("outbox", []).append(log)
         return proc
 
-    def _spawn_peer(self, system: str, client: str, concurrency: int, batch: int, mode: str) -> subprocess.Popen[bytes]:
+    def _spawn_peer(
+        self, system: str, client: str, concurrency: int, batch: int, mode: str
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         cmd = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -532,7 +739,7 @@ class Bench:
         ]
         proc, log = self.children.spawn(f"{system}-{mode}", cmd)
         self.logs.setdefault(system, []).append(log)
-        return proc
+        return proc, log
 
     def _prepare(self, preload: Callable[[], None] | None) -> None:
         reset_database(self.url)
@@ -544,6 +751,8 @@ class Bench:
     def _drain(
         self, procs_start: Callable[[], list[subprocess.Popen[bytes]]]
     ) -> tuple[Drain, list[subprocess.Popen[bytes]]]:
+        self._tx_before = db_transactions(self.url)
+        self.meter.start()
         start_ns = time.time_ns()
         procs = procs_start()
         counts = self.receiver.wait_for(self.n, procs, timeout=self.args.drain_timeout, stall=self.args.stall_timeout)
@@ -552,6 +761,7 @@ class Bench:
             seconds=(counts["last"] - start_ns) / 1e9,
             span=(counts["last"] - counts["first"]) / 1e9,
             duplicates=counts["duplicates"],
+            startup=(counts["first"] - start_ns) / 1e9,
         )
         if counts["duplicates"]:
             drain.notes.append(f"{counts['duplicates']} duplicate deliveries")
@@ -571,6 +781,8 @@ class Bench:
 
         try:
             drain, _ = self._drain(start)
+            # Read before they stop: the whole life of the workers so far, startup included.
+            drain.cpu = self.meter.stop(sum(process_cpu(p.pid) for p in procs))
             # The deliveries are recorded after they arrive: wait for the database to say so too.
             recorded_start = time.monotonic()
             delivered = 0
@@ -588,21 +800,19 @@ class Bench:
                 drain.notes.append(f"{attempts:,} attempts recorded for {self.n:,} events")
         finally:
             codes = [self.children.stop(p) for p in procs]
+        drain.transactions = self._transactions_since()
         if any(code != 0 for code in codes):
             drain.notes.append(f"worker exit codes after SIGTERM: {codes}")
         return drain
 
+    def _transactions_since(self) -> float:
+        time.sleep(1.1)  # backends report their counts at most a second late
+        return (db_transactions(self.url) - self._tx_before) / self.n
+
     def latency_outbox(self) -> Latency:
         self._prepare(None)
         proc = self._spawn_outbox("outbox-idle")
-        try:
-            self._settle([proc])
-            sent = self._send_outbox_singles()
-            return self._latency(sent, [proc])
-        finally:
-            code = self.children.stop(proc)
-            if code != 0:
-                raise RunFailed(f"the idle outbox worker exited {code} after SIGTERM")
+        return self._latency_run("outbox", proc, self._send_outbox_singles)
 
     def _send_outbox_singles(self) -> dict[str, int]:
         sent: dict[str, int] = {}
@@ -624,15 +834,22 @@ class Bench:
         preload = preload_procrastinate if system == "procrastinate" else preload_pgqueuer
         self._prepare(lambda: asyncio.run(preload(self.url, bodies)))
         procs: list[subprocess.Popen[bytes]] = []
+        logs: list[Path] = []
 
         def start() -> list[subprocess.Popen[bytes]]:
-            procs.append(self._spawn_peer(system, client, concurrency, batch, "drain"))
+            proc, log = self._spawn_peer(system, client, concurrency, batch, "drain")
+            procs.append(proc)
+            logs.append(log)
             return procs
 
         try:
             drain, _ = self._drain(start)
+            meter_stop = self.meter.stop
         finally:
             codes = [self.children.wait_exit(p, 60.0) for p in procs]
+        # A drain-mode peer exits by itself: it prints its own CPU time on the way out.
+        drain.cpu = meter_stop(sum(reported_cpu(log) for log in logs))
+        drain.transactions = self._transactions_since()
         if any(code != 0 for code in codes):
             drain.notes.append(f"worker exit codes (drain mode, expected 0): {codes}")
         if system == "procrastinate":
@@ -646,16 +863,9 @@ class Bench:
 
     def latency_peer(self, system: str, client: str, concurrency: int, batch: int) -> Latency:
         self._prepare(None)
-        proc = self._spawn_peer(system, client, concurrency, batch, "idle")
-        try:
-            self._settle([proc])
-            sender = _send_procrastinate_singles if system == "procrastinate" else _send_pgqueuer_singles
-            sent = asyncio.run(sender(self.url))
-            return self._latency(sent, [proc])
-        finally:
-            code = self.children.stop(proc)
-            if code != 0:
-                raise RunFailed(f"the idle {system} worker exited {code} after SIGTERM")
+        proc, _ = self._spawn_peer(system, client, concurrency, batch, "idle")
+        sender = _send_procrastinate_singles if system == "procrastinate" else _send_pgqueuer_singles
+        return self._latency_run(system, proc, lambda: asyncio.run(sender(self.url)))
 
     # - bare loop
 
@@ -676,18 +886,21 @@ class Bench:
             "--loop",
             loop_for(client, self.args.fast_loop),
         ]
+        self.meter.start()
         proc, log = self.children.spawn(f"bare-{client}-{in_flight}", cmd)
         self.logs.setdefault("bare", []).append(log)
         rc = self.children.wait_exit(proc, self.args.drain_timeout)
         if rc != 0:
             raise RunFailed(f"the bare loop exited {rc}; see {log}")
         report = json.loads(log.read_text().strip().splitlines()[-1])
+        cpu = self.meter.stop(float(report["cpu"]))
         counts = self.receiver.count()
         drain = Drain(
             events=self.n,
             seconds=report["seconds"],
             span=(counts["last"] - counts["first"]) / 1e9,
             duplicates=counts["duplicates"],
+            cpu=cpu,
         )
         if report["errors"]:
             drain.notes.append(f"{report['errors']} requests failed")
@@ -703,8 +916,26 @@ class Bench:
             if p.poll() is not None:
                 raise RunFailed(f"the idle worker exited {p.returncode} while settling")
 
-    def _latency(self, sent: dict[str, int], procs: Sequence[subprocess.Popen[bytes]]) -> Latency:
-        self.receiver.wait_for(len(sent), procs, timeout=60.0, stall=30.0)
+    def _latency_run(self, system: str, proc: subprocess.Popen[bytes], send: Callable[[], dict[str, int]]) -> Latency:
+        """An idle worker gets `--settle` seconds, then the events go out one by one; the worker is stopped."""
+        try:
+            self._settle([proc])
+            self._tx_before = db_transactions(self.url)
+            self.meter.start()
+            cpu_before = process_cpu(proc.pid)
+            sent = send()
+            latency = self._latency(sent, proc, cpu_before)
+        finally:
+            code = self.children.stop(proc)
+        if code != 0:
+            raise RunFailed(f"the idle {system} worker exited {code} after SIGTERM")
+        time.sleep(1.1)  # backends report their counts at most a second late
+        latency.transactions = (db_transactions(self.url) - self._tx_before - len(sent)) / len(sent)
+        return latency
+
+    def _latency(self, sent: dict[str, int], proc: subprocess.Popen[bytes], cpu_before: float) -> Latency:
+        self.receiver.wait_for(len(sent), [proc], timeout=60.0, stall=30.0)
+        cpu = self.meter.stop(process_cpu(proc.pid) - cpu_before)
         arrived = self.receiver.arrivals()
         measured = list(sent.items())[WARMUP_EVENTS:]
         values = sorted((arrived[i] - t) / 1e6 for i, t in measured)
@@ -713,19 +944,19 @@ class Bench:
             p99=percentile(values, 99),
             mean=statistics.fmean(values),
             max=values[-1],
+            cpu=cpu,
         )
         negative = sum(1 for v in values if v < 0)
         if negative:
-            latency.notes.append(f"{negative} arrivals before their commit returned")
+            latency.notes.append(f"{negative} arrived before the enqueuing commit returned (negative latency, kept)")
         return latency
 
 
 async def _send_procrastinate_singles(url: str) -> dict[str, int]:
     """Each event one `defer_async` (its own transaction, committed when the call returns), 10 ms apart."""
-    import procrastinate
 
     sent: dict[str, int] = {}
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url, min_size=4, max_size=4))
+    app = _procrastinate_app(url, 4, 4)
     async with app.open_async():
         deferrer = app.configure_task(TASK)
         loop = asyncio.get_running_loop()
@@ -765,11 +996,8 @@ async def _send_pgqueuer_singles(url: str) -> dict[str, int]:
 
 
 async def _run_procrastinate(args: argparse.Namespace, client: httpx.AsyncClient) -> None:
-    import procrastinate
 
-    app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(conninfo=args.database_url, min_size=4, max_size=4)
-    )
+    app = _procrastinate_app(args.database_url, 4, 4)
     target: str = args.target
 
     @app.task(name=TASK)
@@ -830,7 +1058,10 @@ def peer_worker_main(argv: Sequence[str]) -> int:
     parser.add_argument("--mode", choices=("drain", "idle"), default="drain")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
-    run_on(args.loop, _peer_worker(args))
+    try:
+        run_on(args.loop, _peer_worker(args))
+    finally:
+        print(json.dumps({"cpu": time.process_time()}), flush=True)
     return 0
 
 
@@ -840,17 +1071,16 @@ async def _bare(args: argparse.Namespace) -> dict[str, float]:
     in_flight: int = args.in_flight
     post: Callable[[bytes], Any]
     if args.client == "transport":
-        # As worker.http.Sender.deliver: an httpx.Request handed straight to the transport.
-        from worker.transport import AiohttpTransport
-
-        transport = AiohttpTransport(max_connections=max(in_flight, 10))
+        # As worker.http.Sender.deliver: an httpx.Request handed straight to the worker's transport.
+        sender = worker_sender(in_flight)
+        transport = sender.transport
         extensions = {"timeout": httpx.Timeout(HTTP_TIMEOUT).as_dict()}
 
         def post(body: bytes) -> Any:
             request = httpx.Request("POST", target, headers=HEADERS, content=body, extensions=extensions)
             return transport.handle_async_request(request)
 
-        close = transport.aclose
+        close = sender.aclose
     else:
         client = make_client(args.client, in_flight)
 
@@ -871,11 +1101,13 @@ async def _bare(args: argparse.Namespace) -> dict[str, float]:
             except httpx.HTTPError:
                 errors += 1
 
+    cpu = time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(in_flight)))
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     await close()
-    return {"seconds": seconds, "errors": errors}
+    return {"seconds": seconds, "errors": errors, "cpu": cpu}
 
 
 def bare_main(argv: Sequence[str]) -> int:
@@ -894,8 +1126,8 @@ def bare_main(argv: Sequence[str]) -> int:
 
 BARE_LABEL = {
     "httpx": "httpx default client, client.post",
-    "fast": "httpx + AiohttpTransport, client.post",
-    "transport": "AiohttpTransport.handle_async_request",
+    "fast": "httpx + worker transport, client.post",
+    "transport": "worker transport.handle_async_request",
 }
 
 
@@ -1073,6 +1305,10 @@ def print_header(args: argparse.Namespace, url: str, receiver: Receiver, digest:
         f"(median, interleaved); outbox run {' '.join(shlex.quote(a) for a in shlex.split(args.outbox_args))}"
     )
     print(f"receiver: uvicorn (1 process, uvloop, httptools, no access log) on {receiver.base}, answers 204")
+    print(
+        f"worker transport: {worker_transport_name()}; peers and bare loops with it run on {args.fast_loop}, "
+        "with httpx's default client on asyncio"
+    )
 
 
 def _per_run(values: Sequence[float], fmt: str) -> str:
@@ -1087,7 +1323,7 @@ def report_drains(drains: list[Config], n: int) -> None:
     print("  bare loop: in-process, first request to last response. first→last: between the receiver's")
     print("  first and last arrival. Median of the runs; per run: the main figure.")
     width = max(len(c.label) for c in drains) + 2
-    print(f"  {'configuration':<{width}}{'median/s':>10}{'first→last/s':>14}   per run (/s)")
+    print(f"  {'configuration':<{width}}{'median/s':>10}{'first→last/s':>14}{'startup s':>11}   per run (/s)")
     last_group = None
     for config in drains:
         if last_group is not None and config.group != last_group:
@@ -1095,7 +1331,12 @@ def report_drains(drains: list[Config], n: int) -> None:
         last_group = config.group
         rates = [d.rate for d in config.results]
         spans = [d.span_rate for d in config.results]
-        line = f"  {config.label:<{width}}{_median(rates):>10,.0f}{_median(spans):>14,.0f}   {_per_run(rates, ',.0f')}"
+        startup = _median([d.startup for d in config.results])
+        shown = "" if math.isnan(startup) else f"{startup:.2f}"
+        line = (
+            f"  {config.label:<{width}}{_median(rates):>10,.0f}{_median(spans):>14,.0f}{shown:>11}"
+            f"   {_per_run(rates, ',.0f')}"
+        )
         notes = sorted({note for d in config.results for note in d.notes})
         if config.failures:
             line += f"   [{len(config.failures)} failed run(s)]"
@@ -1104,6 +1345,54 @@ def report_drains(drains: list[Config], n: int) -> None:
             print(f"  {'':<{width}}  note: {note}")
         for failure in config.failures:
             print(f"  {'':<{width}}  FAILED: {failure}")
+
+
+def report_cpu(drains: list[Config], latencies: list[Config], cpus: int) -> None:
+    """Where the CPU went: per delivery, by process, and how busy the machine was (medians over runs)."""
+    measured = [c for c in drains if any(d.cpu for d in c.results)]
+    if measured:
+        print("\nCPU per delivery (µs; worker: the process(es) from spawn, startup included; bare: the loop alone;")
+        print(f"  PostgreSQL: all its processes). busy: the machine's {cpus} CPUs; other: CPUs taken by anything")
+        print("  else meanwhile (other people's work, the kernel). Medians over runs.")
+        width = max(len(c.label) for c in measured) + 2
+        print(
+            f"  {'configuration':<{width}}{'worker':>8}{'postgres':>10}{'receiver':>10}{'total':>8}"
+            f"{'busy':>7}{'other':>7}{'db tx':>7}"
+        )
+        for config in measured:
+            uses = [d.cpu for d in config.results if d.cpu is not None]
+            n = config.results[0].events
+
+            def per(name: str, uses: list[CpuUse] = uses, n: int = n) -> float:
+                values = [getattr(u, name) for u in uses]
+                return _median([v for v in values if v is not None]) / n * 1e6
+
+            worker, postgres, receiver = per("worker"), per("postgres"), per("receiver")
+            total = worker + (0.0 if math.isnan(postgres) else postgres) + receiver
+            busy = _median([u.machine / u.wall / cpus for u in uses]) * 100
+            other = _median([u.other / u.wall for u in uses])
+            tx = _median([d.transactions for d in config.results if not math.isnan(d.transactions)])
+            shown_tx = "" if math.isnan(tx) else f"{tx:.2f}"
+            print(
+                f"  {config.label:<{width}}{worker:>8.0f}{postgres:>10.0f}{receiver:>10.0f}{total:>8.0f}"
+                f"{busy:>6.0f}%{other:>7.2f}{shown_tx:>7}"
+            )
+    lat = [c for c in latencies if any(r.cpu for r in c.results)]
+    if lat:
+        print("\n  latency runs (medians): worker and PostgreSQL CPU per event (µs), the worker's database")
+        print("  transactions per event (besides the enqueuing one), machine busy, other CPUs meanwhile")
+        width = max(len(c.label) for c in lat) + 2
+        print(f"  {'configuration':<{width}}{'worker':>8}{'postgres':>10}{'db tx':>7}{'busy':>7}{'other':>7}")
+        for config in lat:
+            results = [r for r in config.results if r.cpu is not None]
+            uses = [r.cpu for r in results if r.cpu is not None]
+            events = WARMUP_EVENTS + LATENCY_EVENTS
+            worker = _median([u.worker for u in uses]) / events * 1e6
+            postgres = _median([u.postgres for u in uses if u.postgres is not None]) / events * 1e6
+            tx = _median([r.transactions for r in results])
+            busy = _median([u.machine / u.wall / cpus for u in uses]) * 100
+            other = _median([u.other / u.wall for u in uses])
+            print(f"  {config.label:<{width}}{worker:>8.0f}{postgres:>10.0f}{tx:>7.2f}{busy:>6.0f}%{other:>7.2f}")
 
 
 def report_latencies(latencies: list[Config]) -> None:
@@ -1224,12 +1513,14 @@ def report_logs(logs: dict[str, list[Path]], log_dir: Path) -> None:
             with contextlib.suppress(OSError):
                 for line in path.read_text(errors="replace").splitlines():
                     text = line.strip()
-                    if not text or (system == "bare" and text.startswith("{")):
+                    if not text:
                         continue
                     try:
                         record = json.loads(text)
                     except ValueError:
                         record = None
+                    if isinstance(record, dict) and "cpu" in record:  # a peer's or bare loop's own report
+                        continue
                     if isinstance(record, dict) and "level" in record:
                         if record["level"] in ("debug", "info"):
                             continue
@@ -1340,6 +1631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_all(bench, drains, latencies, args.runs)
         report_drains(drains, args.events)
         report_latencies(latencies)
+        report_cpu(drains, latencies, os.cpu_count() or 1)
         report_ratios_and_targets(drains, latencies)
         report_logs(bench.logs, log_dir)
     except KeyboardInterrupt:
