@@ -77,19 +77,27 @@ CREATE TABLE subscriptions (
 );
 
 -- One delivery per (event, matching subscription). States:
---   pending    -- created by the router; waiting for next_attempt_at; also
---                 after a retryable failure, or after `outbox retry`.
+--   blocked    -- created by the router behind an unfinished delivery of the same
+--                 subscription and ordering key; the recorder makes the oldest
+--                 blocked one pending when its predecessor is delivered or failed.
+--                 So each (subscription, key) has at most one pending/delivering
+--                 head, and the claim never has to skip over waiting rows.
+--   pending    -- created by the router (head of its key, or unordered); waiting
+--                 for next_attempt_at; also after a retryable failure, a 410
+--                 (its subscription is paused), or `outbox retry`.
 --   delivering -- claimed by a worker (claim_token, leased_until). A worker
 --                 that dies leaves it here; once leased_until passes, the
 --                 claim query takes it again.
 --   delivered  -- a 2xx answer was recorded (delivered_at set).
 --   failed     -- 415, or retries exhausted. `outbox retry` moves it back.
+-- Moves between blocked and pending/delivering of one key take a per-key
+-- advisory lock (router, recorder, retry), so none can miss another's row.
 CREATE TABLE deliveries (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_position   bigint      NOT NULL REFERENCES events (position) ON DELETE CASCADE,
     subscription_id  uuid        NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
     status           text        NOT NULL DEFAULT 'pending'
-                                 CHECK (status IN ('pending', 'delivering', 'delivered', 'failed')),
+                                 CHECK (status IN ('blocked', 'pending', 'delivering', 'delivered', 'failed')),
     -- Copied from the event at routing time (subject, or the subscription's
     -- ordering attribute); NULL means unordered.
     ordering_key     text,
@@ -108,18 +116,20 @@ CREATE TABLE deliveries (
     CHECK ((status = 'delivering') = (claim_token IS NOT NULL AND leased_until IS NOT NULL))
 );
 
--- The claim query: "pending rows whose next_attempt_at has come, oldest
--- first". Partial, so it holds only the live work: delivered and failed rows
--- (the millions) are not in it, and the claim cost does not grow with history.
-CREATE INDEX deliveries_due_idx ON deliveries (next_attempt_at, id) WHERE status = 'pending';
+-- The claim: per active subscription, "pending rows whose next_attempt_at has
+-- come, oldest first". Partial, so it holds only the live heads: blocked,
+-- delivered and failed rows (the millions) are not in it, and the claim cost
+-- does not grow with history. Per subscription, so a paused or saturated
+-- subscription's backlog is never scanned for the others.
+CREATE INDEX deliveries_due_idx ON deliveries (subscription_id, next_attempt_at, id) WHERE status = 'pending';
 
 -- The same claim also rescues rows whose lease expired (a killed worker).
 CREATE INDEX deliveries_leased_idx ON deliveries (leased_until) WHERE status = 'delivering';
 
--- Per-key order: "is there an earlier unfinished delivery with the same key
--- for this subscription?" is one probe of this small partial index.
+-- Per-key order: "does this key have an unfinished delivery?" (router) and
+-- "which blocked delivery of this key is next?" (recorder) are one probe each.
 CREATE INDEX deliveries_ordering_idx ON deliveries (subscription_id, ordering_key, id)
-    WHERE status IN ('pending', 'delivering') AND ordering_key IS NOT NULL;
+    WHERE status IN ('blocked', 'pending', 'delivering') AND ordering_key IS NOT NULL;
 
 -- Status per subscription and `outbox retry --subscription`.
 CREATE INDEX deliveries_subscription_status_idx ON deliveries (subscription_id, status);

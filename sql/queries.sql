@@ -102,7 +102,7 @@ INSERT INTO {schema}.schema_migrations (version, name, checksum) VALUES (%s, %s,
 -- name: subscription_delivery_counts
 -- `outbox status`: per subscription, deliveries waiting, done and failed.
 SELECT s.id, s.callback_url, s.status,
-       count(d.id) FILTER (WHERE d.status IN ('pending', 'delivering')) AS pending,
+       count(d.id) FILTER (WHERE d.status IN ('blocked', 'pending', 'delivering')) AS pending,
        count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
        count(d.id) FILTER (WHERE d.status = 'failed') AS failed
   FROM {schema}.subscriptions s
@@ -114,7 +114,7 @@ SELECT s.id, s.callback_url, s.status,
 -- `outbox status`: age of the oldest event still waiting (unrouted, or with an unfinished delivery).
 SELECT extract(epoch FROM now() - least(
            (SELECT min(enqueued_at) FROM {schema}.events WHERE routed_at IS NULL),
-           (SELECT min(created_at) FROM {schema}.deliveries WHERE status IN ('pending', 'delivering'))));
+           (SELECT min(created_at) FROM {schema}.deliveries WHERE status IN ('blocked', 'pending', 'delivering'))));
 
 -- ==== the worker ====
 
@@ -126,10 +126,30 @@ SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0));
 -- Committed events without deliveries yet, oldest first (events_unrouted_idx).
 SELECT position, event::text FROM {schema}.events WHERE routed_at IS NULL ORDER BY position LIMIT %s;
 
+-- name: lock_keys
+-- Per-key advisory locks for (subscription, ordering key) pairs, taken in one fixed order so two
+-- takers never deadlock. Router, recorder and retry take them before they decide blocked/pending.
+SELECT pg_advisory_xact_lock(h)
+  FROM (SELECT DISTINCT hashtextextended(%s || k.subscription_id::text || '/' || k.ordering_key, 0) AS h
+          FROM unnest(%b::uuid[], %b::text[]) AS k(subscription_id, ordering_key)
+         WHERE k.ordering_key IS NOT NULL
+         ORDER BY 1) AS locks;
+
 -- name: insert_deliveries
--- One delivery per (event, subscription); a second router can never duplicate one.
-INSERT INTO {schema}.deliveries (event_position, subscription_id, ordering_key)
-SELECT * FROM unnest(%b::int8[], %b::uuid[], %b::text[])
+-- One delivery per (event, subscription), in event order (ids follow it); a second router can never
+-- duplicate one. A delivery behind an unfinished one of its key (in the table or earlier in this
+-- batch) starts blocked. Subscriptions removed meanwhile are skipped, not an error.
+INSERT INTO {schema}.deliveries (event_position, subscription_id, ordering_key, status)
+SELECT r.position, r.subscription_id, r.ordering_key,
+       CASE WHEN r.ordering_key IS NOT NULL AND (r.nth > 1 OR EXISTS (
+                SELECT 1 FROM {schema}.deliveries e
+                 WHERE e.subscription_id = r.subscription_id AND e.ordering_key = r.ordering_key
+                   AND e.status IN ('blocked', 'pending', 'delivering')))
+            THEN 'blocked' ELSE 'pending' END
+  FROM (SELECT u.*, row_number() OVER (PARTITION BY u.subscription_id, u.ordering_key ORDER BY u.position) AS nth
+          FROM unnest(%b::int8[], %b::uuid[], %b::text[]) AS u(position, subscription_id, ordering_key)) AS r
+  JOIN {schema}.subscriptions s ON s.id = r.subscription_id
+ ORDER BY r.position, r.subscription_id
 ON CONFLICT (event_position, subscription_id) DO NOTHING;
 
 -- name: mark_routed
@@ -137,54 +157,38 @@ ON CONFLICT (event_position, subscription_id) DO NOTHING;
 UPDATE {schema}.events SET routed_at = now() WHERE position = ANY (%b::int8[]) AND routed_at IS NULL;
 
 -- name: claim
--- Due deliveries (pending and due, or delivering with an expired lease: a dead worker's), skipping
--- rows other workers hold (SKIP LOCKED), subscriptions this worker has saturated, paused subscriptions,
--- and rows whose ordering key has an earlier unfinished delivery. Sets a fresh claim token and lease.
--- The due rows are read in deliveries_due_idx order up to a window (a few times the limit) and only
--- then checked for order and locks: the cost follows the limit, not the number of pending rows, and
--- delivered/failed rows are not in that index at all. If the window's head is all blocked (one long
--- chain of one ordering key), fewer rows are claimed this time; the next claim looks again.
--- Measured with EXPLAIN ANALYZE (bench/claim.py, PostgreSQL 15, 2 cores): 100 of 1,000 due rows in
--- 2.7 ms next to 1,000 delivered rows, 3.4 ms next to 1,000,000 (the deeper primary-key btree);
--- the first version, with the paused-subscription filter as a subquery, took 1.1 s on 20,000 pending.
-WITH candidates AS (
-    -- The head of the due index, in order, without the subscriptions the worker passes as excluded
-    -- (paused ones, and those it has saturated), so they cannot crowd the window. The list is a
-    -- parameter, not a subquery: with a known list the planner estimates the filter from it and
-    -- keeps the ordered scan of deliveries_due_idx that stops at the window.
-    SELECT id FROM {schema}.deliveries
-     WHERE status = 'pending' AND next_attempt_at <= now() AND subscription_id <> ALL (%(excluded)s::uuid[])
-     ORDER BY next_attempt_at, id
-     LIMIT %(window)s
-), due AS (
-    SELECT d.id
-      FROM candidates c JOIN {schema}.deliveries d ON d.id = c.id
-     WHERE d.status = 'pending'
-       AND EXISTS (SELECT 1 FROM {schema}.subscriptions s WHERE s.id = d.subscription_id AND s.status = 'active')
-       AND (d.ordering_key IS NULL OR NOT EXISTS (
-               SELECT 1 FROM {schema}.deliveries e
-                WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
-                  AND e.id < d.id AND e.status IN ('pending', 'delivering')))
-     ORDER BY d.next_attempt_at, d.id
+-- Due deliveries, per active subscription up to its free capacity (a paused or saturated one is not
+-- in the list, so its backlog is never scanned), plus rows whose lease expired (a dead worker's),
+-- skipping rows other workers hold (SKIP LOCKED). Only heads of their ordering key are pending, so
+-- nothing needs skipping for order. Sets a fresh claim token and lease.
+WITH due AS (
+    SELECT d.id, false AS rescued
+      FROM unnest(%(subscriptions)s::uuid[], %(caps)s::int4[]) AS q(subscription_id, cap)
+     CROSS JOIN LATERAL (
+           SELECT id FROM {schema}.deliveries
+            WHERE subscription_id = q.subscription_id AND status = 'pending' AND next_attempt_at <= now()
+            ORDER BY next_attempt_at, id
+            LIMIT q.cap
+              FOR UPDATE SKIP LOCKED) AS d
      LIMIT %(limit)s
-       FOR UPDATE OF d SKIP LOCKED
 ), expired AS (
-    SELECT d.id
+    SELECT d.id, true AS rescued
       FROM {schema}.deliveries d
-     WHERE d.status = 'delivering' AND d.leased_until < now() AND d.subscription_id <> ALL (%(excluded)s::uuid[])
-       AND EXISTS (SELECT 1 FROM {schema}.subscriptions s WHERE s.id = d.subscription_id AND s.status = 'active')
+     WHERE d.status = 'delivering' AND d.leased_until < now()
+       AND d.subscription_id = ANY (%(subscriptions)s::uuid[])
      ORDER BY d.leased_until
      LIMIT %(limit)s
        FOR UPDATE OF d SKIP LOCKED
 ), picked AS (
-    SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT %(limit)s
+    SELECT id, rescued FROM expired UNION ALL SELECT id, rescued FROM due LIMIT %(limit)s
 )
 UPDATE {schema}.deliveries d
    SET status = 'delivering', claim_token = %(token)s, leased_until = now() + make_interval(secs => %(lease)s),
        attempts = d.attempts + 1, updated_at = now()
   FROM picked p, {schema}.events ev, {schema}.subscriptions s
  WHERE d.id = p.id AND ev.position = d.event_position AND s.id = d.subscription_id
-RETURNING d.id, d.attempts, d.subscription_id, s.callback_url, s.auth, s.content_mode, ev.event::text;
+RETURNING d.id, d.attempts, d.subscription_id, s.callback_url, s.auth, s.content_mode, ev.event::text,
+          d.ordering_key, p.rescued;
 
 -- name: record_results
 -- Writes outcomes back, only where the claim is still ours (same token, still delivering): a worker
@@ -208,6 +212,22 @@ SELECT a.* FROM unnest(%b::int8[], %b::timestamptz[], %b::float8[], %b::int4[], 
        AS a(delivery_id, attempted_at, duration_ms, status_code, error, response_body)
  WHERE EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.id = a.delivery_id);
 
+-- name: promote_next
+-- After deliveries finished (delivered or failed): the oldest blocked delivery of each of their keys
+-- becomes pending, unless the key already has a head (e.g. put back by `outbox retry`).
+UPDATE {schema}.deliveries d
+   SET status = 'pending', next_attempt_at = now(), updated_at = now()
+  FROM (SELECT DISTINCT ON (b.subscription_id, b.ordering_key) b.id
+          FROM {schema}.deliveries b
+          JOIN unnest(%b::uuid[], %b::text[]) AS k(subscription_id, ordering_key)
+            ON b.subscription_id = k.subscription_id AND b.ordering_key = k.ordering_key
+         WHERE b.status = 'blocked'
+         ORDER BY b.subscription_id, b.ordering_key, b.id) AS n
+ WHERE d.id = n.id
+   AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries e
+                    WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                      AND e.status IN ('pending', 'delivering'));
+
 -- name: retire_subscriptions
 -- A 410 Gone: the subscription is paused with the reason; its deliveries wait.
 UPDATE {schema}.subscriptions
@@ -223,9 +243,14 @@ UPDATE {schema}.deliveries
  WHERE id = ANY (%b::int8[]) AND claim_token = ANY (%b::uuid[]) AND status = 'delivering';
 
 -- name: next_due_in
--- Seconds until the next pending delivery or lease expiry is due (NULL: none), to sleep no longer.
+-- Seconds until the next pending delivery (of the active subscriptions) or lease expiry is due
+-- (NULL: none), so the worker sleeps no longer than that.
 SELECT extract(epoch FROM least(
-           (SELECT min(next_attempt_at) FROM {schema}.deliveries WHERE status = 'pending'),
+           (SELECT min(n.next_attempt_at)
+              FROM unnest(%s::uuid[]) AS q(subscription_id)
+             CROSS JOIN LATERAL (SELECT next_attempt_at FROM {schema}.deliveries
+                                  WHERE subscription_id = q.subscription_id AND status = 'pending'
+                                  ORDER BY next_attempt_at LIMIT 1) AS n),
            (SELECT min(leased_until) FROM {schema}.deliveries WHERE status = 'delivering')) - now());
 
 -- name: mark_idle
@@ -242,14 +267,28 @@ DELETE FROM {schema}.idle_workers WHERE worker_id = %s;
 DELETE FROM {schema}.idle_workers w
  WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.listen_pid);
 
--- name: retry_failed
--- `outbox retry`: failed deliveries back to pending with a fresh set of attempts.
-UPDATE {schema}.deliveries
-   SET status = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
+-- name: failed_for_retry
+-- `outbox retry`: the failed deliveries asked for, locked until the retry commits.
+SELECT id, subscription_id, ordering_key FROM {schema}.deliveries
  WHERE status = 'failed'
    AND (%(subscription)s::uuid IS NULL OR subscription_id = %(subscription)s::uuid)
    AND (%(delivery)s::bigint IS NULL OR id = %(delivery)s::bigint)
-RETURNING id;
+   FOR UPDATE;
+
+-- name: retry_failed
+-- `outbox retry`: back with a fresh set of attempts; pending if it is the head of its key, else
+-- blocked behind the unfinished one (the oldest of several retried together goes first).
+UPDATE {schema}.deliveries d
+   SET status = CASE WHEN d.ordering_key IS NOT NULL AND (r.nth > 1 OR EXISTS (
+                         SELECT 1 FROM {schema}.deliveries e
+                          WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                            AND e.status IN ('blocked', 'pending', 'delivering')))
+                     THEN 'blocked' ELSE 'pending' END,
+       attempts = 0, next_attempt_at = now(), updated_at = now()
+  FROM (SELECT id, row_number() OVER (PARTITION BY subscription_id, ordering_key ORDER BY id) AS nth
+          FROM {schema}.deliveries WHERE id = ANY (%b::int8[])) AS r
+ WHERE d.id = r.id AND d.status = 'failed'
+RETURNING d.id;
 
 -- name: purge_deliveries
 -- `outbox purge`: a small batch of delivered deliveries older than the cutoff (attempts go with them).

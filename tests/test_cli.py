@@ -160,7 +160,7 @@ def test_status_json_counts_events(run_cli: Any, database_url: str) -> None:
         outbox.enqueue_many(c, [outbox.CloudEvent(type="t", source="s") for _ in range(3)])
     document = json.loads(run_cli("status", "--json").stdout)
     assert document["events"] == {"total": 3, "unrouted": 3}
-    assert document["deliveries"] == {"pending": 0, "delivering": 0, "delivered": 0, "failed": 0}
+    assert document["deliveries"] == {"pending": 0, "delivering": 0, "delivered": 0, "failed": 0, "blocked": 0}
     assert document["oldestPendingSeconds"] >= 0
     human = run_cli("status").stdout
     assert "3 total, 3 not yet routed" in human

@@ -83,12 +83,12 @@ def test_backoff_is_full_jitter_exponential_and_capped() -> None:
     assert min(samples[10]) < 5 < max(samples[10]), "full jitter spreads over [0, cap]"
 
 
-def test_settings_refuse_a_lease_shorter_than_the_timeout() -> None:
+def test_settings_refuse_a_lease_not_twice_the_timeout() -> None:
     with pytest.raises(SettingsError) as caught:
-        WorkerSettings.load(lease_seconds=5, request_timeout=10)
+        WorkerSettings.load(lease_seconds=20, request_timeout=10)
     assert caught.value.lines == [
-        "OUTBOX_LEASE_SECONDS (5) must be longer than OUTBOX_REQUEST_TIMEOUT (10), "
-        "or deliveries in flight would be taken twice"
+        "OUTBOX_LEASE_SECONDS (20) must be more than twice OUTBOX_REQUEST_TIMEOUT (10) (a connect and a read "
+        "may each take that long), or deliveries in flight would be taken twice"
     ]
 
 

@@ -45,7 +45,7 @@ def test_status_json_counts_everything(run_cli: Any, failing_then_ok: dict[str, 
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["events"] == {"total": 5, "unrouted": 0}
-    assert document["deliveries"] == {"pending": 0, "delivering": 0, "delivered": 5, "failed": 5}
+    assert document["deliveries"] == {"pending": 0, "delivering": 0, "delivered": 5, "failed": 5, "blocked": 0}
     per = {s["id"]: s for s in document["subscriptions"]}
     assert (per[failing_then_ok["bad"]]["failed"], per[failing_then_ok["bad"]]["delivered"]) == (5, 0)
     assert (per[failing_then_ok["good"]]["delivered"], per[failing_then_ok["good"]]["pending"]) == (5, 0)

@@ -23,6 +23,7 @@ import signal
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -34,6 +35,7 @@ from outbox._sql import query
 from worker import router
 from worker.http import Claimed, Result, Sender
 from worker.logs import log, redact
+from worker.outcome import Outcome
 from worker.settings import WorkerSettings
 from worker.subscription_store import from_row
 
@@ -56,6 +58,7 @@ class Worker:
         self._listen_pid: int | None = None
         self._idle = False
         self._next_due_in: float | None = None  # seconds until the next retry or lease expiry
+        self._cycles = 0
         self.delivered = 0  # counters for progress lines and tests
         self.attempts = 0
 
@@ -89,6 +92,7 @@ class Worker:
         try:
             await self._main_loop()
         finally:
+            self._stopping.set()  # also when the loop ended by an error: the recorder must finish
             await self._wind_down()
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -138,30 +142,45 @@ class Worker:
         return self.settings.concurrency - len(self._in_flight)
 
     async def _main_loop(self) -> None:
-        batch = self.settings.batch_size
         while not self._stopping.is_set():
-            self._wake.clear()
-            limit = min(batch, self._free_slots())
-            routed, claimed = await self._route_claim_and_start(limit)
-            busy = routed >= batch or (limit > 0 and claimed >= limit)
-            if busy:
-                await self._set_idle(False)
-                if self._free_slots() > 0:
-                    continue
-            if self._stopping.is_set():
-                break
-            if not busy and not self._idle and self._listen_pid is not None:
-                # Register as idle, then look once more: an event committed before the registration
-                # was visible to its host did not notify us, but this look finds it.
-                await self._set_idle(True)
-                continue
-            # Sleep until the next retry is due, or the poll interval. Rows due now that this pass did
-            # not claim are blocked (an earlier delivery of their key is in flight, or their
-            # subscription is saturated): finishing deliveries wake us, so do not spin on them.
-            due = self._next_due_in
-            if busy or due is None or (due <= 0 and claimed == 0):
-                due = self.settings.poll_interval
-            await self._sleep(max(0.0, due))
+            try:
+                await self._pass()
+            except DATABASE_ERRORS:
+                if self._stopping.is_set():
+                    break  # told to stop while the database is away: nothing to wait for
+                raise
+            except Exception as exc:  # never crash-loop: say what failed, look again later
+                log(logging.ERROR, "worker pass failed, retrying", worker=self.settings.worker_id,
+                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")  # fmt: skip
+                await self._sleep(self.settings.poll_interval)
+
+    async def _pass(self) -> None:
+        """Route, claim and start deliveries; then decide whether to go on at once or sleep."""
+        batch = self.settings.batch_size
+        self._wake.clear()
+        if self._recorder.done():  # the recorder must never be gone while deliveries finish
+            self._recorder = asyncio.create_task(self._record_forever(), name="recorder")
+        limit = min(batch, self._free_slots())
+        routed, claimed = await self._route_claim_and_start(limit)
+        busy = routed >= batch or (limit > 0 and claimed >= limit)
+        if busy:
+            await self._set_idle(False)
+            if self._free_slots() > 0:
+                return
+        if self._stopping.is_set():
+            return
+        if not busy and not self._idle and self._listen_pid is not None:
+            # Register as idle, then look once more: an event committed before the registration
+            # was visible to its host did not notify us, but this look finds it.
+            await self._set_idle(True)
+            return
+        # Sleep until the next retry is due, or the poll interval. Rows due now that this pass did
+        # not claim are blocked (their subscription is saturated, or another worker holds them):
+        # finishing deliveries wake us, so do not spin on them.
+        due = self._next_due_in
+        if busy or due is None or (due <= 0 and claimed == 0):
+            due = self.settings.poll_interval
+        await self._sleep(max(0.0, due))
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -182,15 +201,16 @@ class Worker:
         self._idle = idle
 
     async def _route_claim_and_start(self, limit: int) -> tuple[int, int]:
-        """Route new events and claim due deliveries in one transaction of three round trips
-        (pipelined), then start a task per claimed delivery. Returns (events routed, claimed)."""
+        """Route new events and claim due deliveries in one transaction of two flights (pipelined),
+        then start a task per claimed delivery. Returns (events routed, deliveries claimed)."""
         token = uuid.uuid4()
-        saturated = [s for s, n in self._per_subscription.items() if n >= self.settings.subscription_concurrency]
         schema, batch = self.schema, self.settings.batch_size
+        key_lock = router.key_lock_prefix(schema)
+        self._cycles += 1
 
         async def step(conn: psycopg.AsyncConnection[Any]) -> tuple[int, list[tuple[Any, ...]]]:
-            # One transaction (the advisory lock lasts until its commit), three flights: read, then
-            # write + claim + COMMIT together, then the answers.
+            # One transaction (the advisory locks last until its commit). Flight 1 reads; flight 2
+            # writes the routes, claims, asks when next to look, and commits.
             async with conn.pipeline() as pipeline:
                 locked_cursor = await conn.execute(query("route_lock", schema), (router.lock_key(schema),))
                 events_cursor = await conn.execute(query("unrouted_events", schema), (batch,))
@@ -203,22 +223,27 @@ class Worker:
                 if events:
                     routes = router.plan(events, subscriptions)
                     if routes.positions:
+                        await conn.execute(query("lock_keys", schema), (key_lock, routes.subscription_ids, routes.keys))
                         await conn.execute(
                             query("insert_deliveries", schema), (routes.positions, routes.subscription_ids, routes.keys)
                         )
                     await conn.execute(query("mark_routed", schema), ([row[0] for row in events],))
+                active = [uuid.UUID(str(s.id)) for s in subscriptions if s.status == "active"]
                 claim_cursor = None
-                if limit > 0 and not self._stopping.is_set():
-                    paused = [uuid.UUID(str(s.id)) for s in subscriptions if s.status != "active"]
+                if limit > 0 and active and not self._stopping.is_set():
+                    # Start with a different subscription each pass, so none is always served last.
+                    turn = self._cycles % len(active)
+                    order = active[turn:] + active[:turn]
+                    caps = [self.settings.subscription_concurrency - self._per_subscription[s] for s in order]
                     params = {
-                        "excluded": paused + saturated,
+                        "subscriptions": [s for s, cap in zip(order, caps, strict=True) if cap > 0],
+                        "caps": [min(cap, limit) for cap in caps if cap > 0],
                         "limit": limit,
-                        "window": limit * 4,
                         "token": token,
                         "lease": self.settings.lease_seconds,
                     }
                     claim_cursor = await conn.execute(query("claim", schema), params)
-                next_due_cursor = await conn.execute(query("next_due_in", schema))
+                next_due_cursor = await conn.execute(query("next_due_in", schema), (active,))
                 await conn.commit()
                 await pipeline.sync()
                 claimed = await claim_cursor.fetchall() if claim_cursor is not None else []
@@ -226,9 +251,9 @@ class Worker:
             self._next_due_in = float(next_due[0]) if next_due and next_due[0] is not None else None
             return len(events), claimed
 
-        routed, rows = await self._db(step)
-        for delivery_id, attempts, subscription_id, url, auth, mode, event in rows:
-            claimed = Claimed(delivery_id, attempts, subscription_id, url, auth, mode, event, token)
+        routed, rows = await self._db(step, forever=False)
+        for delivery_id, attempts, subscription_id, url, auth, mode, event, key, rescued in rows:
+            claimed = Claimed(delivery_id, attempts, subscription_id, url, auth, mode, event, token, key, rescued)
             self._per_subscription[subscription_id] += 1
             task = asyncio.create_task(self._deliver(claimed))
             self._in_flight[delivery_id] = (claimed, task)
@@ -236,7 +261,12 @@ class Worker:
 
     async def _deliver(self, claimed: Claimed) -> None:
         try:
-            result = await self._sender.deliver(claimed)
+            if claimed.rescued and claimed.attempts > self.settings.retry_max_attempts:
+                # Taken back from dead workers more often than it may be tried: stop here, visibly.
+                reason = f"abandoned: claimed {claimed.attempts} times without a recorded result (lease expired)"
+                result = Result(claimed, Outcome("failed", reason=reason), datetime.now(UTC), 0.0, error="abandoned")
+            else:
+                result = await self._sender.deliver(claimed)
         finally:
             self._in_flight.pop(claimed.id, None)
             self._per_subscription[claimed.subscription_id] -= 1
@@ -258,7 +288,14 @@ class Worker:
             self._results_ready.clear()
             if self._results:
                 await asyncio.sleep(0.001)  # let results that finish together share one transaction
-                await self._flush()
+                try:
+                    await self._flush()
+                except Exception as exc:  # keep the results, say why, try again
+                    log(logging.ERROR, "writing results failed, retrying", count=len(self._results),
+                        error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")  # fmt: skip
+                    await asyncio.sleep(self.settings.poll_interval)
+                    self._results_ready.set()
+                    continue
                 self._wake.set()  # finished deliveries may unblock the next of their ordering key
             if self._stopping.is_set() and not self._in_flight and not self._results:
                 return
@@ -286,7 +323,15 @@ class Worker:
             delays.append(r.outcome.delay)
             if kind == "retired":
                 retired[r.claimed.subscription_id] = r.claimed.callback_url
+        finished = [r.claimed for r in batch if r.outcome.kind in ("delivered", "failed") and r.claimed.key]
+        finished_subscriptions = [c.subscription_id for c in finished]
+        finished_keys = [c.key for c in finished]
         async with conn.pipeline() as pipeline:
+            if finished:
+                await conn.execute(
+                    query("lock_keys", self.schema),
+                    (router.key_lock_prefix(self.schema), finished_subscriptions, finished_keys),
+                )
             recorded_cursor = await conn.execute(
                 query("record_results", self.schema), (ids, tokens, states, codes, errors, delays)
             )
@@ -301,6 +346,8 @@ class Worker:
                     [r.body for r in batch],
                 ),
             )
+            if finished:
+                await conn.execute(query("promote_next", self.schema), (finished_subscriptions, finished_keys))
             retired_cursor = None
             if retired:
                 retired_cursor = await conn.execute(

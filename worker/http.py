@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -40,10 +40,12 @@ class Claimed:
     attempts: int
     subscription_id: UUID
     callback_url: str
-    auth: str | None
+    auth: str | None = field(repr=False)  # a secret: never in a repr or a traceback's locals
     content_mode: str
     event: str  # the JSON event format, as stored
     token: UUID
+    key: str | None = None  # the ordering key
+    rescued: bool = False  # claimed again after a lease expired
 
 
 @dataclass(frozen=True)
@@ -84,26 +86,26 @@ class Sender:
         await self.client.aclose()
 
     async def deliver(self, claimed: Claimed) -> Result:
-        """One POST. Never raises for what the receiver or the network does: that is the result."""
-        headers, body = request_parts(claimed)
-        headers["User-Agent"] = USER_AGENT
+        """One POST. Never raises: what the receiver, the network or the event does is the result."""
         attempted_at = datetime.now(UTC)
         start = time.perf_counter()
         try:
+            headers, body = request_parts(claimed)
+            headers["User-Agent"] = USER_AGENT
             request = httpx.Request(
                 "POST", self._url(claimed.callback_url), headers=headers, content=body, extensions=self._timeout
             )
             response = await self.transport.handle_async_request(request)
-        except (httpx.HTTPError, OSError, ValueError) as exc:
+            outcome = from_status(
+                response.status_code, response.headers.get("Retry-After"), claimed.attempts, self.settings
+            )
+        except Exception as exc:  # every failure must become a recorded attempt
             duration = (time.perf_counter() - start) * 1000
             error = _error_class(exc)
             return Result(
                 claimed, from_error(error, claimed.attempts, self.settings), attempted_at, duration, error=error
             )
         duration = (time.perf_counter() - start) * 1000
-        outcome = from_status(
-            response.status_code, response.headers.get("Retry-After"), claimed.attempts, self.settings
-        )
         return Result(
             claimed,
             outcome,
@@ -163,6 +165,8 @@ def _error_class(exc: BaseException) -> str:
     """A short, secret-free name for what went wrong (no URL query strings, no headers)."""
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
+    if not isinstance(exc, httpx.HTTPError | OSError):
+        return f"internal error ({type(exc).__name__})"
     name = type(exc).__name__
     cause = exc.__cause__
     if cause is not None and type(cause).__name__ != name:

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from outbox._sql import query
+from worker.router import key_lock_prefix
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -30,13 +31,19 @@ def parse_duration(text: str) -> timedelta:
 def retry_failed(
     conn: psycopg.Connection[Any], schema: str, *, subscription_id: str | None = None, delivery_id: int | None = None
 ) -> int:
-    """Failed deliveries back to pending (with fresh attempts); returns how many."""
+    """Failed deliveries back (with fresh attempts): pending, or blocked behind an unfinished
+    delivery of their ordering key, so a key never has two in flight. Returns how many."""
     params = {
         "subscription": uuid.UUID(subscription_id) if subscription_id else None,
         "delivery": delivery_id,
     }
     with conn.transaction():
-        return len(conn.execute(query("retry_failed", schema), params).fetchall())
+        rows = conn.execute(query("failed_for_retry", schema), params).fetchall()
+        if not rows:
+            return 0
+        ids, subscriptions, keys = (list(column) for column in zip(*rows, strict=True))
+        conn.execute(query("lock_keys", schema), (key_lock_prefix(schema), subscriptions, keys))
+        return len(conn.execute(query("retry_failed", schema), (ids,)).fetchall())
 
 
 def purge(conn: psycopg.Connection[Any], schema: str, older_than: timedelta, batch_size: int = 1000) -> tuple[int, int]:

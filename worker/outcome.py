@@ -32,7 +32,7 @@ class Outcome:
 
 def backoff(attempts: int, settings: WorkerSettings, rng: random.Random | None = None) -> float:
     """Full jitter: uniform in [0, min(max_delay, base * 2^(attempts-1))]."""
-    ceiling = min(settings.retry_max_delay, settings.retry_base_delay * 2 ** max(attempts - 1, 0))
+    ceiling = min(settings.retry_max_delay, settings.retry_base_delay * 2.0 ** min(max(attempts - 1, 0), 60))
     return (rng or random).uniform(0, ceiling)
 
 
@@ -41,11 +41,11 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

@@ -44,7 +44,7 @@ def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription])
     for position, text in rows:
         try:
             event = CloudEvent.from_dict(orjson.loads(text))
-        except (InvalidEventError, orjson.JSONDecodeError) as exc:
+        except (InvalidEventError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
             # Only rows written around enqueue can be broken; they cannot be delivered. Say so, go on.
             log(logging.ERROR, "event not routable", position=position, reason=str(exc))
             continue
@@ -57,4 +57,10 @@ def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription])
 
 
 def lock_key(schema: str) -> str:
+    """The advisory lock that makes one worker at a time the router of a schema."""
     return f"nlgov-outbox route {schema}"
+
+
+def key_lock_prefix(schema: str) -> str:
+    """Prefix of the per-(subscription, ordering key) advisory locks (see `lock_keys` in queries.sql)."""
+    return f"nlgov-outbox key {schema} "

@@ -45,10 +45,11 @@ class WorkerSettings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         check_schema_name(self.db_schema)
-        if self.lease_seconds <= self.request_timeout:
+        if self.lease_seconds <= 2 * self.request_timeout:
             raise ValueError(
-                f"OUTBOX_LEASE_SECONDS ({self.lease_seconds:g}) must be longer than "
-                f"OUTBOX_REQUEST_TIMEOUT ({self.request_timeout:g}), or deliveries in flight would be taken twice"
+                f"OUTBOX_LEASE_SECONDS ({self.lease_seconds:g}) must be more than twice "
+                f"OUTBOX_REQUEST_TIMEOUT ({self.request_timeout:g}) (a connect and a read may each take that "
+                "long), or deliveries in flight would be taken twice"
             )
         if self.retry_max_delay < self.retry_base_delay:
             raise ValueError(

@@ -12,13 +12,16 @@ import psycopg
 from outbox._sql import query
 
 DELIVERY_STATES = ("pending", "delivering", "delivered", "failed")
+# "pending" counts every delivery still waiting to go out, the blocked ones (behind an earlier
+# delivery of their ordering key) included; "blocked" says how many of those are blocked.
 
 
 def collect(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
     total, unrouted = conn.execute(query("count_events", schema)).fetchone() or (0, 0)
-    deliveries = dict.fromkeys(DELIVERY_STATES, 0)
+    deliveries = dict.fromkeys((*DELIVERY_STATES, "blocked"), 0)
     for state, n in conn.execute(query("count_deliveries", schema)).fetchall():
         deliveries[state] = int(n)
+    deliveries["pending"] += deliveries["blocked"]
     subscriptions = [
         {
             "id": str(sub_id),
@@ -46,7 +49,9 @@ def render(document: dict[str, Any]) -> str:
     events, deliveries = document["events"], document["deliveries"]
     lines = [
         f"events       {events['total']} total, {events['unrouted']} not yet routed",
-        "deliveries   " + ", ".join(f"{deliveries[s]} {s}" for s in DELIVERY_STATES),
+        "deliveries   "
+        + ", ".join(f"{deliveries[s]} {s}" for s in DELIVERY_STATES)
+        + (f" ({deliveries['blocked']} of the pending wait behind an earlier one)" if deliveries["blocked"] else ""),
     ]
     oldest = document["oldestPendingSeconds"]
     lines.append(f"oldest pending  {oldest:.1f} s" if oldest is not None else "oldest pending  -")
