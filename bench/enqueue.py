@@ -525,7 +525,9 @@ def bench(url: str, args: argparse.Namespace) -> tuple[float | None, float | Non
     outbox.migrate(url, schema=IDLE_SCHEMA)
     with psycopg.connect(url, autocommit=True) as c:
         c.execute(f"DELETE FROM {OUTBOX_SCHEMA}.idle_workers")
-        c.execute(f"INSERT INTO {IDLE_SCHEMA}.idle_workers (worker_id, listen_pid) VALUES ('bench', 0) ON CONFLICT DO NOTHING")
+        c.execute(
+            f"INSERT INTO {IDLE_SCHEMA}.idle_workers (worker_id, listen_pid) VALUES ('bench', 0) ON CONFLICT DO NOTHING"
+        )
     k = args.concurrency
     chosen = {
         "single": single_section_with_floor(args.transactions),

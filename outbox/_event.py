@@ -42,6 +42,8 @@ _RESERVED = frozenset({"specversion", "id", "source", "type", "data", "data_base
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 _RFC3339 = re.compile(r"^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
 _NO_SPACE = re.compile(r"^\S+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=(\"[^\"]*\"|[\w.+-]+))*$")
 _INT32 = (-(2**31), 2**31 - 1)
 
 ExtensionValue = str | int | bool
@@ -71,15 +73,24 @@ def _format_time(value: datetime | str) -> str:
 def _check_string(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidEventError(name, "must be a non-empty string")
+    if _CONTROL.search(value):
+        # They end up in HTTP headers (binary mode) and PostgreSQL text, which cannot hold NUL.
+        raise InvalidEventError(name, "must not contain control characters (CR, LF, NUL, ...)")
     if name in _URI_ATTRIBUTES and not _NO_SPACE.match(value):
         raise InvalidEventError(name, "must be a URI-reference (no whitespace)")
+    if name == "datacontenttype" and not _MEDIA_TYPE.match(value):
+        raise InvalidEventError(name, "must be a media type, e.g. application/json")
     return value
 
 
 def _check_extension(name: str, value: object) -> ExtensionValue:
     if not _EXTENSION_NAME.match(name):
         raise InvalidEventError(name, "extension attribute names must be lowercase a-z0-9, at most 20 characters")
-    if isinstance(value, bool | str):
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise InvalidEventError(name, "must not contain control characters (CR, LF, NUL, ...)")
+        return value
+    if isinstance(value, bool):
         return value
     if isinstance(value, int):
         if not _INT32[0] <= value <= _INT32[1]:
@@ -180,7 +191,13 @@ class CloudEvent:
             if not isinstance(key, str):
                 raise InvalidEventError(repr(key), "attribute names must be strings")
         present.setdefault("time", _KEEP_UNSET)
-        return cls(**present)
+        known = {key: value for key, value in present.items() if key in _RESERVED}
+        event = cls(**known)
+        # Extension names such as "self" or "cls" are legal: they do not go through keyword arguments.
+        event._extensions = {
+            name: _check_extension(name, value) for name, value in present.items() if name not in _RESERVED
+        }
+        return event
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CloudEvent:

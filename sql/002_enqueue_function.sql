@@ -6,9 +6,12 @@
 --
 -- Same rules as the Python `outbox.CloudEvent`: null attributes are unset,
 -- `specversion` is "1.0", `id` defaults to a new UUID and `time` to now (UTC,
--- RFC 3339 with Z), `id`/`source`/`type` are non-empty strings, extension
--- names are lowercase a-z0-9 of at most 20 characters, `data` and
--- `data_base64` never both, and the serialized event is at most `max_bytes`.
+-- RFC 3339 with Z, a real date), `id`/`source`/`type` are non-empty strings,
+-- attribute strings hold no control characters, `source`/`dataschema`/`dataref`
+-- no whitespace, `datacontenttype` is a media type, extension names are
+-- lowercase a-z0-9 of at most 20 characters with string, 32-bit integer or
+-- boolean values, `data` and `data_base64` never both, and the serialized event
+-- is at most `max_bytes`.
 -- A broken event raises invalid_parameter_value (22023) naming the attribute
 -- and the rule, before anything is written. Like the Python enqueue it writes
 -- in the caller's transaction and wakes idle workers at commit.
@@ -71,18 +74,47 @@ BEGIN
             IF jsonb_typeof(val) <> 'string' OR val = '""' THEN
                 RAISE EXCEPTION '%: must be a non-empty string', attr USING ERRCODE = 'invalid_parameter_value';
             END IF;
-            IF attr = 'time' AND (val #>> '{}') !~
-                 '^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$' THEN
-                RAISE EXCEPTION 'time: must be an RFC 3339 timestamp, e.g. 2025-10-10T00:00:00Z'
+            IF (val #>> '{}') ~ '[[:cntrl:]]' THEN
+                RAISE EXCEPTION '%: must not contain control characters (CR, LF, NUL, ...)', attr
                     USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF attr IN ('source', 'dataschema', 'dataref') AND (val #>> '{}') ~ '\s' THEN
+                RAISE EXCEPTION '%: must be a URI-reference (no whitespace)', attr
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF attr = 'datacontenttype' AND (val #>> '{}') !~
+                 '^[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=("[^"]*"|[\w.+-]+))*$' THEN
+                RAISE EXCEPTION 'datacontenttype: must be a media type, e.g. application/json'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF attr = 'time' THEN
+                IF (val #>> '{}') !~ '^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$' THEN
+                    RAISE EXCEPTION 'time: must be an RFC 3339 timestamp, e.g. 2025-10-10T00:00:00Z'
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                BEGIN
+                    PERFORM (val #>> '{}')::timestamptz;
+                EXCEPTION WHEN others THEN
+                    RAISE EXCEPTION 'time: must be an RFC 3339 timestamp with a real date and time'
+                        USING ERRCODE = 'invalid_parameter_value';
+                END;
             END IF;
         ELSE
             IF attr !~ '^[a-z0-9]{1,20}$' THEN
                 RAISE EXCEPTION '%: extension attribute names must be lowercase a-z0-9, at most 20 characters',
                     attr USING ERRCODE = 'invalid_parameter_value';
             END IF;
-            IF jsonb_typeof(val) NOT IN ('string', 'number', 'boolean') THEN
+            IF jsonb_typeof(val) NOT IN ('string', 'number', 'boolean')
+               OR (jsonb_typeof(val) = 'number' AND (val::numeric <> trunc(val::numeric))) THEN
                 RAISE EXCEPTION '%: extension attribute values must be a string, integer or boolean', attr
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF jsonb_typeof(val) = 'number' AND val::numeric NOT BETWEEN -2147483648 AND 2147483647 THEN
+                RAISE EXCEPTION '%: an integer extension value must fit in 32 bits (signed)', attr
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF jsonb_typeof(val) = 'string' AND (val #>> '{}') ~ '[[:cntrl:]]' THEN
+                RAISE EXCEPTION '%: must not contain control characters (CR, LF, NUL, ...)', attr
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
         END IF;

@@ -3,6 +3,7 @@ and the reference receiver over real HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
@@ -190,3 +191,84 @@ async def test_receiver_accepts_the_three_modes_and_refuses_the_rest(receiver_ur
         assert broken.status_code == 400
         listed = (await client.get(url.rsplit("/", 1)[0] + "/events")).json()
         assert len(listed) == 3
+
+
+def test_odd_retry_after_and_endless_429s_do_not_break_the_rules() -> None:
+    assert retry_after_seconds("²") is None
+    assert retry_after_seconds("9" * 400) is not None
+    odd = from_status(429, "²", 3, SETTINGS)
+    assert odd.kind == "retry"
+    assert 0 <= odd.delay <= 4
+    assert backoff(5000, SETTINGS) <= 30
+
+
+async def test_a_broken_claim_becomes_a_recorded_error_not_an_exception() -> None:
+    from worker.http import Sender
+
+    sender = Sender(SETTINGS)
+    try:
+        broken = Claimed(1, 1, uuid.uuid4(), "http://127.0.0.1:9/x", None, "binary", "{not json", uuid.uuid4())
+        result = await sender.deliver(broken)
+        assert result.outcome.kind == "retry"
+        assert result.error == "internal error (JSONDecodeError)"
+    finally:
+        await sender.aclose()
+
+
+def test_claimed_repr_hides_the_secret() -> None:
+    assert "Bearer abc" not in repr(claimed("structured"))
+
+
+async def _raw_server(answer: bytes) -> tuple[asyncio.AbstractServer, str]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await answer_all(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def answer_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            writer.write(answer)
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/hook"
+
+
+async def test_transport_never_takes_stray_bytes_for_the_next_answer() -> None:
+    from worker.transport import WebhookTransport
+
+    two_answers = b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
+    server, url = await _raw_server(two_answers)
+    transport = WebhookTransport()
+    try:
+        for _ in range(3):
+            answer = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+            assert answer.status_code == 204
+    finally:
+        await transport.aclose()
+        await asyncio.sleep(0.05)  # let the server see the connections close
+        server.close()
+        await server.wait_closed()
+
+
+async def test_transport_refuses_header_injection() -> None:
+    from worker.transport import WebhookTransport
+
+    transport = WebhookTransport()
+    request = httpx.Request("POST", "http://127.0.0.1:9/x", headers={"Authorization": "Bearer a\r\nX-Evil: 1"})
+    with pytest.raises(httpx.LocalProtocolError):
+        await transport.handle_async_request(request)

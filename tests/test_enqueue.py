@@ -322,6 +322,15 @@ def test_sql_function_enqueues_with_the_same_defaults(
         ({"type": "t", "source": "s", "data": 1, "data_base64": "YQ=="}, "data_base64: must not be present"),
         ({"type": "t", "source": "s", "Bad-Name": "x"}, "Bad-Name: extension attribute names"),
         ({"type": "t", "source": "s", "ext": {"a": 1}}, "ext: extension attribute values"),
+        ({"type": "t", "source": "s", "prio": 1.5}, "prio: extension attribute values"),
+        ({"type": "t", "source": "s", "prio": 3000000000}, "prio: an integer extension value must fit in 32 bits"),
+        (
+            {"type": "t", "source": "s", "time": "2025-02-30T00:00:00Z"},
+            "time: must be an RFC 3339 timestamp with a real",
+        ),
+        ({"type": "t", "source": "has space"}, "source: must be a URI-reference"),
+        ({"type": "t", "source": "s", "subject": "a\nb"}, "subject: must not contain control characters"),
+        ({"type": "t", "source": "s", "datacontenttype": "nonsense"}, "datacontenttype: must be a media type"),
         ([1, 2], "event: must be a JSON object"),
     ],
 )
@@ -341,6 +350,16 @@ def test_sql_function_size_limit(conn: psycopg.Connection[Any]) -> None:
             "SELECT outbox.enqueue(%s::jsonb, 100)",
             (json.dumps({"type": "t", "source": "s", "data": "x" * 200}),),
         )
+
+
+def test_sql_function_accepts_what_python_accepts(
+    conn: psycopg.Connection[Any], reader: psycopg.Connection[Any]
+) -> None:
+    document = {"type": "t", "source": "s", "self": "x", "prio": 7, "flag": True, "time": "2025-02-28T23:59:59.5+01:00"}
+    conn.execute("SELECT outbox.enqueue(%s::jsonb)", (json.dumps(document),))
+    conn.commit()
+    [stored] = _stored(reader)
+    assert CloudEvent.from_dict(stored["event"]).extensions == {"self": "x", "prio": 7, "flag": True}
 
 
 def test_sql_function_works_whatever_the_search_path(

@@ -104,6 +104,17 @@ def test_constraints_tie_columns_to_states(conn: psycopg.Connection[Any]) -> Non
         )
 
 
+def _numbered_placeholders(statement: str) -> str:
+    """psycopg's %s / %b / %(name)s as PostgreSQL's $1, $2 ... (a name keeps its number)."""
+    numbers: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        key = match.group(1) or f"#{len(numbers)}"
+        return f"${numbers.setdefault(key, len(numbers) + 1)}"
+
+    return re.sub(r"%(?:\((\w+)\))?[sb]", number, statement)
+
+
 def test_every_query_prepares_against_the_schema(conn: psycopg.Connection[Any]) -> None:
     # Each named query parses and refers only to existing tables and columns.
     for name in raw_queries():
@@ -112,13 +123,7 @@ def test_every_query_prepares_against_the_schema(conn: psycopg.Connection[Any]) 
         statement = query(name, "outbox").decode()
         if statement.startswith(("SET", "LISTEN")):
             continue
-        numbers: dict[str, int] = {}
-
-        def number(match: re.Match[str]) -> str:
-            key = match.group(1) or f"#{len(numbers)}"
-            return f"${numbers.setdefault(key, len(numbers) + 1)}"
-
-        numbered = re.sub(r"%(?:\((\w+)\))?[sb]", number, statement)
+        numbered = _numbered_placeholders(statement)
         conn.execute(("PREPARE probe AS " + numbered).encode())
         conn.execute("DEALLOCATE probe")
     conn.rollback()

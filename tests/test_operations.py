@@ -10,6 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
+import outbox
+from outbox._sql import query
 from tests.support import (
     Receiver,
     WorkerProcess,
@@ -131,3 +133,28 @@ def test_demo_runs_the_whole_flow(run_cli: Any) -> None:
         per_zaak.setdefault(row[2], []).append(row[1].rsplit(".", 1)[1])
     # Per Zaak, the order of commit: linked, then unlinked.
     assert per_zaak == {z: ["zaak-gekoppeld", "zaak-ontkoppeld"] for z in "ABC"}
+
+
+def test_retry_of_an_earlier_failed_delivery_waits_behind_the_one_in_flight(database_url: str) -> None:
+    from worker import maintenance
+
+    sub = subscribe(database_url, "http://127.0.0.1:9/hook")
+    with psycopg.connect(database_url) as conn:
+        positions = outbox.enqueue_many(conn, [zaak_event("k", 1), zaak_event("k", 2)])
+        conn.execute(
+            "INSERT INTO outbox.deliveries (event_position, subscription_id, ordering_key, status, attempts, "
+            "claim_token, leased_until) VALUES (%s, %s, 'k', 'failed', 4, NULL, NULL), "
+            "(%s, %s, 'k', 'delivering', 1, gen_random_uuid(), now() + interval '1 minute')",
+            (positions[0], sub, positions[1], sub),
+        )
+        conn.execute("UPDATE outbox.events SET routed_at = now()")
+        conn.commit()
+        assert maintenance.retry_failed(conn, "outbox", delivery_id=None, subscription_id=sub) == 1
+        states = conn.execute("SELECT status FROM outbox.deliveries ORDER BY id").fetchall()
+        assert states == [("blocked",), ("delivering",)], "never two of one key in flight"
+        # The one in flight finishes: the retried one is next.
+        conn.execute("UPDATE outbox.deliveries SET status = 'delivered', delivered_at = now(), claim_token = NULL, "
+                     "leased_until = NULL WHERE status = 'delivering'")  # fmt: skip
+        conn.execute(query("promote_next", "outbox"), ([uuid.UUID(sub)], ["k"]))
+        states = conn.execute("SELECT status FROM outbox.deliveries ORDER BY id").fetchall()
+    assert states == [("pending",), ("delivered",)]

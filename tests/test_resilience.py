@@ -86,3 +86,22 @@ def test_postgres_restart_under_a_running_worker_loses_nothing(postgres: Restart
         events = [line["event"] for line in worker.logs()]
         assert events.count("database unreachable, retrying") == 1, "one line per state change"
         assert "listen connection re-established" in events
+
+
+def test_sigterm_while_postgres_is_down_still_exits_0(postgres: RestartablePostgres, tmp_path: Path) -> None:
+    with Receiver(answer=lambda n, r: (204, {}, 0.2)).running() as receiver:
+        subscribe(postgres.url, receiver.url)
+        enqueue(postgres.url, [zaak_event(str(uuid.uuid4()), n) for n in range(20)])
+        worker = WorkerProcess(postgres.url, tmp_path / "worker.log", {"OUTBOX_SHUTDOWN_GRACE": "2"})
+        try:
+            wait_until(lambda: len(receiver.received) >= 3, message="deliveries under way")
+            postgres.stop()
+            worker.wait_logged("database unreachable, retrying")
+            began = time.monotonic()
+            assert worker.terminate(timeout=20) == 0
+            assert time.monotonic() - began < 10
+        finally:
+            worker.stop_quietly()
+            postgres.start()
+        events = [line.get("event") for line in worker.logs()]
+        assert "worker stopped" in events

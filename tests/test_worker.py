@@ -309,3 +309,32 @@ def test_flags_override_the_environment(database_url: str, start_worker: WorkerF
     worker = start_worker({"OUTBOX_CONCURRENCY": "7"}, "--concurrency", "3", "--batch-size", "9")
     started = worker.wait_logged("worker started")
     assert (started["concurrency"], started["batch_size"]) == (3, 9)
+
+
+def test_a_long_blocked_chain_does_not_hold_back_other_keys(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    receiver.answer = lambda n, r: (500, {}, 0.0) if r.event["subject"] == "stuck" else (204, {}, 0.0)
+    subscribe(database_url, receiver.url)
+    stuck = [zaak_event("stuck", n) for n in range(300)]
+    others = [zaak_event(str(uuid.uuid4()), n) for n in range(20)]
+    enqueue(database_url, stuck + others)
+    start_worker({"OUTBOX_RETRY_BASE_DELAY": "30", "OUTBOX_RETRY_MAX_DELAY": "60", "OUTBOX_RETRY_MAX_ATTEMPTS": "50"})
+    wait_until(lambda: count_delivered(database_url) == 20, timeout=20, message="the other keys delivered")
+    by_status: dict[str, int] = {}
+    for row in deliveries(database_url):
+        if row["subject"] == "stuck":
+            by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    assert by_status == {"pending": 1, "blocked": 299}, "one head retrying, the rest waiting behind it"
+    assert sum(1 for r in receiver.received if r.event["subject"] == "stuck") >= 1
+
+
+def test_extension_named_self_from_the_sql_function_is_delivered(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    subscribe(database_url, receiver.url)
+    start_worker()
+    with psycopg.connect(database_url) as conn:
+        conn.execute("""SELECT outbox.enqueue('{"type": "t", "source": "s", "self": "x", "subject": "z"}')""")
+    wait_until(lambda: count_delivered(database_url) == 1, message="delivered")
+    assert receiver.events()[0]["self"] == "x"

@@ -27,12 +27,15 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "INFO") -> None:
+    """JSON lines for everything the process logs (psycopg_pool, asyncio, ...), ours at `level`."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("outbox")
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    root.setLevel(logging.WARNING)
+    logging.getLogger("outbox").setLevel(level.upper())
+    # The pool says every failed reconnection; the worker already says the state change once.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def log(level: int, event: str, **fields: Any) -> None:

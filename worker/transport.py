@@ -8,8 +8,9 @@ httpx's exceptions.
 
 Deliberately narrow, for delivery: one request per connection at a time (no pipelining), no
 redirects, no cookies, no proxies, no decompression, no Expect/100-continue, HTTP/1.1 only. At
-most `max_body` bytes of an answer are kept; an answer over 1 MiB is cut off and its connection
-closed. A kept-alive connection the server closed meanwhile is retried once on a fresh connection,
+most `max_body` bytes of an answer are kept; an answer over 1 MiB, or with over 100 headers or
+64 KiB of them, is cut off and its connection closed, and so is a connection that sends bytes
+nobody asked for. A kept-alive connection the server closed meanwhile is retried once on a fresh connection,
 but only when the server sent nothing back.
 """
 
@@ -27,6 +28,8 @@ import httptools
 import httpx
 
 MAX_ANSWER = 1024 * 1024
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 64 * 1024
 
 
 def default_ssl_context() -> ssl.SSLContext:
@@ -52,7 +55,7 @@ class _Connection(asyncio.Protocol):
         self.max_body = max_body
         self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[bool] | None = None
+        self.waiter: asyncio.Future[_Answer] | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
         self.body_seen = 0
@@ -61,6 +64,7 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.closed = False
         self.idle_since = 0.0
+        self.header_bytes = 0
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -72,11 +76,16 @@ class _Connection(asyncio.Protocol):
         self.pool.forget(self)
         if self.waiter is not None and not self.waiter.done():
             if self.headers_done:  # an answer delimited by the end of the connection
-                self.waiter.set_result(False)
+                self._answer(keep_alive=False)
             else:
                 self.waiter.set_exception(ConnectionResetError("the server closed the connection"))
 
     def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():
+            # Bytes nobody asked for (a second answer, or talk on an idle connection): never let
+            # them pass for the answer to the next request.
+            self.close()
+            return
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
@@ -86,6 +95,10 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if len(self.headers) >= MAX_HEADERS or self.header_bytes > MAX_HEADER_BYTES:
+            self._fail(httpx.RemoteProtocolError("the answer's headers are too many or too large"))
+            return
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -97,15 +110,20 @@ class _Connection(asyncio.Protocol):
         if room > 0:
             self.body += body[:room]
         self.body_seen += len(body)
-        if self.body_seen > MAX_ANSWER and self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(False)  # enough: the rest is dropped with the connection
+        if self.body_seen > MAX_ANSWER:
+            self._answer(keep_alive=False)  # enough: the rest is dropped with the connection
+            self.close()
 
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200:  # an interim answer (e.g. 103): the real one follows
-            self.headers, self.headers_done = [], False
+            self.headers, self.headers_done, self.header_bytes = [], False, 0
             return
+        self._answer(keep_alive=self.parser.should_keep_alive())
+
+    def _answer(self, keep_alive: bool) -> None:
+        """Resolve the exchange with what arrived, copied now: later bytes cannot change it."""
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(self.parser.should_keep_alive())
+            self.waiter.set_result(_Answer(self.status, self.headers, bytes(self.body), keep_alive))
 
     # -- use -------------------------------------------------------------------------------------
 
@@ -120,22 +138,20 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     async def exchange(self, raw: bytes, timeout: float | None, loop: asyncio.AbstractEventLoop) -> _Answer:
-        self.headers, self.body, self.body_seen = [], bytearray(), 0
+        self.headers, self.body, self.body_seen, self.header_bytes = [], bytearray(), 0, 0
         self.status, self.headers_done, self.got_bytes = 0, False, False
-        self.waiter = waiter = loop.create_future()
-        assert self.transport is not None
+        waiter: asyncio.Future[_Answer] = loop.create_future()
+        self.waiter = waiter
         self.transport.write(raw)
         timer = loop.call_later(timeout, _time_out, waiter) if timeout else None
         try:
-            keep_alive = await waiter
+            return await waiter
         finally:
             if timer is not None:
                 timer.cancel()
-            self.waiter = None
-        return _Answer(self.status, self.headers, bytes(self.body), keep_alive)
 
 
-def _time_out(waiter: asyncio.Future[bool]) -> None:
+def _time_out(waiter: asyncio.Future[_Answer]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 
@@ -212,6 +228,8 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
         parts = [request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n"]
         for name, value in request.headers.raw:
+            if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name or b":" in name:
+                raise httpx.LocalProtocolError(f"header {name!r} would break the request", request=request)
             parts += [name, b": ", value, b"\r\n"]
         parts.append(b"\r\n")
         raw = b"".join(parts) + request.content
