@@ -98,7 +98,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             await self._sender.aclose()
-            await self._pool.close()
+            await self._pool.close(timeout=2.0)
             log(logging.INFO, "worker stopped", worker=self.settings.worker_id, delivered=self.delivered)
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -401,36 +401,46 @@ class Worker:
     # -- stopping -----------------------------------------------------------------------------
 
     async def _wind_down(self) -> None:
-        grace = self.settings.shutdown_grace
+        """Within the grace period: let HTTP in flight finish, release the rest, write the results.
+        What the database does not take in time is redone once the leases expire (at least once)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace
+
+        def left() -> float:
+            return max(0.5, deadline - loop.time())
+
         claims = {task: claimed for claimed, task in self._in_flight.values()}
         if claims:
-            log(logging.INFO, "stopping: waiting for deliveries in flight", count=len(claims), grace_seconds=grace)
-            _, pending = await asyncio.wait(claims, timeout=grace)
+            log(logging.INFO, "stopping: waiting for deliveries in flight", count=len(claims),
+                grace_seconds=self.settings.shutdown_grace)  # fmt: skip
+            _, pending = await asyncio.wait(claims, timeout=max(0.0, deadline - loop.time()))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             if pending:
-                await self._release([claims[task] for task in pending])
-        # The recorder writes the results in hand, then returns; if the database will not take them
-        # within the grace period, their leases expire and they are redone (at least once).
-        self._results_ready.set()
+                await self._release([claims[task] for task in pending], left())
+        self._results_ready.set()  # the recorder writes what is in hand, then returns
         try:
-            await asyncio.wait_for(self._recorder, timeout=max(grace, 1.0))
+            await asyncio.wait_for(self._recorder, timeout=left())
         except (TimeoutError, *DATABASE_ERRORS):
             log(logging.WARNING, "results not written: their leases will expire and they will be redone",
                 count=len(self._results))  # fmt: skip
-        with contextlib.suppress(TimeoutError, *DATABASE_ERRORS):
-            await asyncio.wait_for(self._set_idle(False), 5.0)
+        if self._database_ok:
+            with contextlib.suppress(TimeoutError, *DATABASE_ERRORS):
+                await asyncio.wait_for(self._set_idle(False), min(left(), 2.0))
 
-    async def _release(self, claims: list[Claimed]) -> None:
+    async def _release(self, claims: list[Claimed], timeout: float) -> None:
         async def step(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(
                 query("release_claims", self.schema), ([c.id for c in claims], [c.token for c in claims])
             )
             await conn.commit()
 
-        with contextlib.suppress(TimeoutError, *DATABASE_ERRORS):
-            await asyncio.wait_for(self._db(step, forever=False), 5.0)
+        try:
+            await asyncio.wait_for(self._db(step, forever=False), timeout)
+        except (TimeoutError, *DATABASE_ERRORS):
+            log(logging.WARNING, "unfinished claims not released: their leases will expire", count=len(claims))
+            return
         log(logging.INFO, "released unfinished claims", count=len(claims))
 
 
