@@ -226,7 +226,8 @@ UPDATE {schema}.deliveries d
  WHERE d.id = n.id
    AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries e
                     WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
-                      AND e.status IN ('pending', 'delivering'));
+                      AND e.status IN ('pending', 'delivering'))
+RETURNING d.id;
 
 -- name: retire_subscriptions
 -- A 410 Gone: the subscription is paused with the reason; its deliveries wait.

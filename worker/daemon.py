@@ -296,7 +296,6 @@ class Worker:
                     await asyncio.sleep(self.settings.poll_interval)
                     self._results_ready.set()
                     continue
-                self._wake.set()  # finished deliveries may unblock the next of their ordering key
             if self._stopping.is_set() and not self._in_flight and not self._results:
                 return
 
@@ -346,8 +345,11 @@ class Worker:
                     [r.body for r in batch],
                 ),
             )
+            promoted_cursor = None
             if finished:
-                await conn.execute(query("promote_next", self.schema), (finished_subscriptions, finished_keys))
+                promoted_cursor = await conn.execute(
+                    query("promote_next", self.schema), (finished_subscriptions, finished_keys)
+                )
             retired_cursor = None
             if retired:
                 retired_cursor = await conn.execute(
@@ -357,10 +359,15 @@ class Worker:
             await conn.commit()
             await pipeline.sync()
             recorded = await recorded_cursor.fetchall()
+            promoted = len(await promoted_cursor.fetchall()) if promoted_cursor is not None else 0
             if retired_cursor is not None:
                 for subscription_id, url in await retired_cursor.fetchall():
                     log(logging.WARNING, "subscription paused: 410 Gone", subscription=str(subscription_id),
                         callbackUrl=redact(url))  # fmt: skip
+        # Look again at once only when this made work: a successor became pending, or a retry is
+        # due before the main loop's next look. Otherwise a NOTIFY need not wait behind a pass.
+        if promoted or any(r.outcome.kind in ("retry", "retired") for r in batch):
+            self._wake.set()
         fenced = len(batch) - len(recorded)
         if fenced:
             log(logging.WARNING, "results refused: claim no longer ours (lease expired)", count=fenced)
