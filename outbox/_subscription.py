@@ -73,6 +73,10 @@ class Subscription:
     id: str | None = None
     handshake_at: datetime | None = None
     created_at: datetime | None = None
+    # How delivery was agreed: "handshake" (the OPTIONS handshake succeeded) or "out-of-band".
+    agreement: Literal["handshake", "out-of-band"] = "out-of-band"
+    requested_rate: int | None = None  # requests per minute asked in the handshake
+    allowed_rate: str | None = None  # WebHook-Allowed-Rate as answered: a number per minute, or "*"
 
     @classmethod
     def create(
@@ -156,7 +160,10 @@ class Subscription:
             "pausedReason": self.paused_reason,
             "orderingKey": self.ordering_key,
             "allowInsecure": self.allow_insecure,
+            "agreement": self.agreement,
             "handshakeAt": self.handshake_at.isoformat() if self.handshake_at else None,
+            "requestedRate": self.requested_rate,
+            "allowedRate": self.allowed_rate,
             "createdAt": self.created_at.isoformat() if self.created_at else None,
         }
 

@@ -37,21 +37,29 @@ SELECT status, count(*) AS n FROM {schema}.deliveries GROUP BY status;
 -- name: insert_subscription
 -- `outbox subscriptions add`.
 INSERT INTO {schema}.subscriptions
-    (callback_url, auth, kanalen, types, content_mode, ordering_key, allow_insecure, handshake_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+    (callback_url, auth, kanalen, types, content_mode, ordering_key, allow_insecure, handshake_at,
+     agreement, requested_rate, allowed_rate)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+RETURNING id;
+
+-- name: record_handshake
+-- `outbox subscriptions verify ID`: the handshake succeeded again.
+UPDATE {schema}.subscriptions
+   SET agreement = 'handshake', handshake_at = now(), requested_rate = %s, allowed_rate = %s, updated_at = now()
+ WHERE id = %s
 RETURNING id;
 
 -- name: list_subscriptions
 -- `outbox subscriptions list`, and the router's view of who wants what.
 SELECT id, callback_url, auth, kanalen, types, content_mode, status, paused_reason, ordering_key,
-       allow_insecure, handshake_at, created_at, updated_at
+       allow_insecure, handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate
   FROM {schema}.subscriptions
  ORDER BY created_at, id;
 
 -- name: get_subscription
 -- `outbox subscriptions show ID`.
 SELECT id, callback_url, auth, kanalen, types, content_mode, status, paused_reason, ordering_key,
-       allow_insecure, handshake_at, created_at, updated_at
+       allow_insecure, handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate
   FROM {schema}.subscriptions
  WHERE id = %s;
 

@@ -148,14 +148,18 @@ def reader(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 def run_cli(database_url: str) -> Any:
     """Run the real `outbox` command in a subprocess against this test's database."""
 
-    def run(*args: str, input: str | None = None, url: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "OUTBOX_DATABASE_URL": url or database_url}
-        env.pop("OUTBOX_SCHEMA", None)
+    def run(
+        *args: str, input: str | None = None, url: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        environment = {**os.environ, "OUTBOX_DATABASE_URL": url or database_url}
+        for name in ("OUTBOX_SCHEMA", "OUTBOX_WEBHOOK_ORIGIN"):
+            environment.pop(name, None)
+        environment.update(env or {})
         return subprocess.run(
             [sys.executable, "-m", "worker", *args],
             capture_output=True,
             text=True,
-            env=env,
+            env=environment,
             input=input,
             timeout=60,
             check=False,

@@ -41,6 +41,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
     @property
     def event(self) -> dict[str, Any]:
@@ -78,7 +79,7 @@ class Receiver:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.read()
-            item = Received(time.time(), request.path, dict(request.headers), body)
+            item = Received(time.time(), request.path, dict(request.headers), body, request.method)
             number = len(self.received)
             self.received.append(item)
             status, headers, delay = self.answer(number, item)

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 import outbox
+from tests.support import Answer, Received, Receiver
 
 SECRET = "8a0WWCKMgh1EIBlD2g1b6yQDtTpIgFYE"
 SEED_ABONNEMENT = (
@@ -82,10 +84,121 @@ def test_add_with_flags(run_cli: Any, reader: psycopg.Connection[Any]) -> None:
     assert row == (["nl.overheid.zaken.*", "nl.vng.zgw.zaken.zaak.created"], "binary", True, [])
 
 
-def test_add_without_skip_handshake_says_the_handshake_is_not_done(run_cli: Any) -> None:
+def test_add_needs_an_origin_for_the_handshake(run_cli: Any, reader: psycopg.Connection[Any]) -> None:
     result = run_cli("subscriptions", "add", "--from-json", "-", input=SEED_ABONNEMENT)
+    assert result.returncode == 2
+    assert "set OUTBOX_WEBHOOK_ORIGIN" in result.stderr
+    assert reader.execute("SELECT count(*) FROM outbox.subscriptions").fetchone() == (0,)
+
+
+def _handshake_receiver(headers: dict[str, str], status: int = 200) -> Receiver:
+    def answer(n: int, r: Received) -> Answer:
+        return (status, headers, 0.0) if r.method == "OPTIONS" else (204, {}, 0.0)
+
+    return Receiver(answer=answer)
+
+
+def test_handshake_accepted_is_recorded(run_cli: Any, reader: psycopg.Connection[Any]) -> None:
+    with _handshake_receiver(
+        {"WebHook-Allowed-Origin": "outbox.gemeente.nl", "WebHook-Allowed-Rate": "120"}
+    ).running() as r:
+        result = run_cli(
+            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure",
+            "--origin", "outbox.gemeente.nl", "--rate", "600", "--json",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        [options] = r.received
+        assert options.method == "OPTIONS"
+        assert options.headers["WebHook-Request-Origin"] == "outbox.gemeente.nl"
+        assert options.headers["WebHook-Request-Rate"] == "600"
+    new_id = _last_line(result.stdout)
+    row = reader.execute(
+        "SELECT agreement, handshake_at IS NOT NULL, requested_rate, allowed_rate FROM outbox.subscriptions WHERE id = %s",
+        (new_id,),
+    ).fetchone()
+    assert row == ("handshake", True, 600, "120")
+    shown = json.loads(result.stdout.strip()[: result.stdout.strip().rindex("\n")])
+    assert (shown["agreement"], shown["allowedRate"]) == ("handshake", "120")
+
+
+def test_handshake_star_origin_via_environment(run_cli: Any, reader: psycopg.Connection[Any]) -> None:
+    with _handshake_receiver({"WebHook-Allowed-Origin": "*"}).running() as r:
+        env_origin = {"OUTBOX_WEBHOOK_ORIGIN": "outbox.gemeente.nl"}
+        result = run_cli(
+            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure", env=env_origin
+        )
     assert result.returncode == 0, result.stderr
-    assert "does not perform the OPTIONS handshake" in result.stderr
+    assert reader.execute("SELECT agreement, allowed_rate FROM outbox.subscriptions").fetchone() == ("handshake", None)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "message"),
+    [
+        (
+            {"WebHook-Allowed-Origin": "outbox.gemeente.nl"},
+            404,
+            "the target answered 404 Not Found to the OPTIONS handshake, not 2xx",
+        ),
+        ({}, 200, "the target answered 200 OK without WebHook-Allowed-Origin"),
+        (
+            {"WebHook-Allowed-Origin": "someone.else.nl"},
+            200,
+            "the target allows origin 'someone.else.nl', not 'outbox.gemeente.nl'",
+        ),
+        ({"WebHook-Allowed-Origin": "*"}, 302, "the target answered 302 Found to the OPTIONS handshake, not 2xx"),
+    ],
+)
+def test_handshake_refused_stores_nothing(
+    run_cli: Any, reader: psycopg.Connection[Any], headers: dict[str, str], status: int, message: str
+) -> None:
+    with _handshake_receiver(headers, status).running() as r:
+        result = run_cli(
+            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure",
+            "--origin", "outbox.gemeente.nl", "--auth", f"Bearer {SECRET}",
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: the subscription was refused: {message}"
+    assert reader.execute("SELECT count(*) FROM outbox.subscriptions").fetchone() == (0,)
+
+
+def test_handshake_with_a_rate_needs_an_allowed_rate(run_cli: Any) -> None:
+    with _handshake_receiver({"WebHook-Allowed-Origin": "*"}).running() as r:
+        result = run_cli(
+            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure",
+            "--origin", "outbox.gemeente.nl", "--rate", "60",
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "did not answer WebHook-Allowed-Rate" in result.stderr
+
+
+def test_handshake_unreachable_target(run_cli: Any) -> None:
+    result = run_cli(
+        "subscriptions", "add", "--callback-url", "http://127.0.0.1:9/hook", "--type", "*", "--allow-insecure",
+        "--origin", "outbox.gemeente.nl",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "could not reach the target (ConnectError)" in result.stderr
+
+
+def test_skip_handshake_records_out_of_band(run_cli: Any, tmp_path: Path, reader: psycopg.Connection[Any]) -> None:
+    new_id = _add_seed(run_cli, tmp_path)
+    row = reader.execute("SELECT agreement, handshake_at FROM outbox.subscriptions WHERE id = %s", (new_id,)).fetchone()
+    assert row == ("out-of-band", None)
+
+
+def test_verify_runs_the_handshake_again(run_cli: Any, reader: psycopg.Connection[Any]) -> None:
+    with _handshake_receiver({"WebHook-Allowed-Origin": "*", "WebHook-Allowed-Rate": "*"}).running() as r:
+        added = run_cli(
+            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure", "--skip-handshake"
+        )
+        new_id = _last_line(added.stdout)
+        result = run_cli("subscriptions", "verify", new_id, "--origin", "outbox.gemeente.nl", "--rate", "30")
+        assert result.returncode == 0, result.stderr
+        assert "allows origin '*', rate * per minute" in result.stdout
+    row = reader.execute(
+        "SELECT agreement, requested_rate, allowed_rate FROM outbox.subscriptions WHERE id = %s", (new_id,)
+    ).fetchone()
+    assert row == ("handshake", 30, "*")
 
 
 def test_malformed_subscription_is_refused_whole(run_cli: Any, tmp_path: Path, reader: psycopg.Connection[Any]) -> None:

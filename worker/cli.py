@@ -8,7 +8,8 @@ import json
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from worker import logs, maintenance, subscription_store
 from worker import status as status_report
 from worker.daemon import run_worker
 from worker.database import DEFAULT_DATA_DIR, database_url
+from worker.handshake import Agreement, HandshakeRefused, handshake
 from worker.settings import SettingsError, WorkerSettings
 
 
@@ -121,6 +123,15 @@ def sql_command() -> None:
 # -- subscriptions -----------------------------------------------------------------
 
 
+def _origin_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--origin",
+        envvar="OUTBOX_WEBHOOK_ORIGIN",
+        metavar="DNS_NAME",
+        help="Our WebHook-Request-Origin for the handshake, e.g. outbox.gemeente.nl [env OUTBOX_WEBHOOK_ORIGIN].",
+    )(command)
+
+
 @cli.group("subscriptions")
 def subscriptions() -> None:
     """Manage subscriptions (webhooks and what they want)."""
@@ -162,6 +173,10 @@ def _load_abonnement(path: str) -> object:
 )
 @click.option("--allow-insecure", is_flag=True, help="Allow http:// and loopback/private callback addresses.")
 @click.option("--skip-handshake", is_flag=True, help="The delivery was agreed out of band: no OPTIONS handshake.")
+@click.option(
+    "--rate", type=click.IntRange(1), metavar="PER_MINUTE", help="Ask the target for this rate in the handshake."
+)
+@_origin_option
 @click.option("--json", "as_json", is_flag=True, help="Print the stored subscription as JSON (the id stays last).")
 @click.pass_obj
 def subscriptions_add(
@@ -174,9 +189,12 @@ def subscriptions_add(
     from_json: str | None,
     allow_insecure: bool,
     skip_handshake: bool,
+    rate: int | None,
+    origin: str | None,
     as_json: bool,
 ) -> None:
-    """Register a subscription. Prints the new subscription's id alone on the last line."""
+    """Register a subscription, after the OPTIONS handshake of the webhook guideline (unless
+    --skip-handshake: agreed out of band). Prints the new subscription's id alone on the last line."""
     try:
         if from_json is not None:
             clashing = [
@@ -209,11 +227,13 @@ def subscriptions_add(
             "the subscription was refused:\n" + "\n".join(f"  - {p}" for p in exc.problems)
         ) from None
     if not skip_handshake:
-        # The OPTIONS handshake of the webhook guideline is not built yet: say so rather than pretend.
-        click.echo(
-            "note: this version does not perform the OPTIONS handshake yet; "
-            "pass --skip-handshake when delivery was agreed out of band",
-            err=True,
+        agreement = _handshake(subscription.callback_url, origin, rate)
+        subscription = replace(
+            subscription,
+            agreement="handshake",
+            handshake_at=datetime.now(UTC),
+            requested_rate=rate,
+            allowed_rate=agreement.allowed_rate,
         )
     with obj.connect() as conn:
         new_id = subscription_store.add(conn, subscription, obj.schema)
@@ -223,6 +243,35 @@ def subscriptions_add(
     else:
         click.echo(f"added subscription for {stored.callback_url} ({stored.content_mode} mode)")
     click.echo(new_id)
+
+
+def _handshake(callback_url: str, origin: str | None, rate: int | None) -> Agreement:
+    if not origin:
+        raise click.UsageError(
+            "the OPTIONS handshake needs our origin: set OUTBOX_WEBHOOK_ORIGIN (or --origin), "
+            "or pass --skip-handshake when delivery was agreed out of band"
+        )
+    try:
+        return handshake(callback_url, origin, rate)
+    except HandshakeRefused as exc:
+        raise click.ClickException(f"the subscription was refused: {exc}") from None
+
+
+@subscriptions.command("verify")
+@click.argument("subscription_id")
+@click.option("--rate", type=click.IntRange(1), metavar="PER_MINUTE", help="Ask the target for this rate.")
+@_origin_option
+@click.pass_obj
+def subscriptions_verify(obj: Context, subscription_id: str, rate: int | None, origin: str | None) -> None:
+    """Run the OPTIONS handshake again and record what the target agreed to."""
+    with obj.connect() as conn:
+        sub = _get(conn, obj.schema, subscription_id)
+    asked = rate if rate is not None else sub.requested_rate
+    agreement = _handshake(sub.callback_url, origin, asked)
+    with obj.connect() as conn:
+        subscription_store.record_handshake(conn, obj.schema, subscription_id, asked, agreement.allowed_rate)
+    click.echo(f"verified {subscription_id}: the target allows origin {agreement.allowed_origin!r}"
+               + (f", rate {agreement.allowed_rate} per minute" if agreement.allowed_rate else ""))  # fmt: skip
 
 
 def _summary(sub: Subscription) -> str:

@@ -18,6 +18,8 @@ import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,12 +33,14 @@ from outbox.zaken import CloudEventSettings
 from worker import status as status_report
 from worker import subscription_store
 from worker.daemon import Worker
+from worker.handshake import handshake
 from worker.settings import WorkerSettings
 
 SCHEMA = "outbox_demo"
 HOST_SCHEMA = "demo_host"
 TOKEN = "Bearer demo-" + uuid.uuid4().hex
 SOURCE = "urn:nld:oin:01823288444:openklant"
+ORIGIN = "outbox-demo.localhost"
 BULK = 300  # extra links, to watch the progress line move
 
 
@@ -166,9 +170,16 @@ def run(url: str) -> None:
             {"callbackUrl": callback, "auth": TOKEN, "kanalen": [{"naam": "zaken", "filters": {}}]},
             allow_insecure=True,
         )
+        agreement = handshake(callback, ORIGIN)
+        subscription = replace(
+            subscription, agreement="handshake", handshake_at=datetime.now(UTC), allowed_rate=agreement.allowed_rate
+        )
         with psycopg.connect(url) as conn:
             sub_id = subscription_store.add(conn, subscription, SCHEMA)
-        click.echo(f"3. subscribed it to kanaal 'zaken' (subscription {sub_id}, auth {subscription.auth_hint})")
+        click.echo(
+            f"3. OPTIONS handshake as {ORIGIN}: allowed (origin {agreement.allowed_origin!r}); subscribed it to "
+            f"kanaal 'zaken' (subscription {sub_id}, auth {subscription.auth_hint})"
+        )
         click.echo("4. the example Open Klant host changes Onderwerpobjecten:")
         expected, zaken = _run_host(url, host)
         click.echo(f"5. the worker delivers the {expected} committed events:")

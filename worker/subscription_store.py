@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -40,16 +39,14 @@ def from_row(row: dict[str, Any]) -> Subscription:
         allow_insecure=row["allow_insecure"],
         handshake_at=row["handshake_at"],
         created_at=row["created_at"],
+        agreement=row["agreement"],
+        requested_rate=row["requested_rate"],
+        allowed_rate=row["allowed_rate"],
     )
 
 
-def add(
-    conn: psycopg.Connection[Any],
-    subscription: Subscription,
-    schema: str,
-    handshake_at: datetime | None = None,
-) -> str:
-    """Store a validated subscription; returns its new id."""
+def add(conn: psycopg.Connection[Any], subscription: Subscription, schema: str) -> str:
+    """Store a validated subscription (with how delivery was agreed); returns its new id."""
     row = conn.execute(
         query("insert_subscription", schema),
         (
@@ -60,7 +57,10 @@ def add(
             subscription.content_mode,
             subscription.ordering_key,
             subscription.allow_insecure,
-            handshake_at,
+            subscription.handshake_at,
+            subscription.agreement,
+            subscription.requested_rate,
+            subscription.allowed_rate,
         ),
     ).fetchone()
     assert row is not None
@@ -86,6 +86,20 @@ def set_status(
     """active (reason None) or paused (with a reason)."""
     row = conn.execute(
         query("set_subscription_status", schema), (status, reason, _subscription_id(subscription_id))
+    ).fetchone()
+    if row is None:
+        raise SubscriptionNotFound(subscription_id)
+
+
+def record_handshake(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    subscription_id: str,
+    requested_rate: int | None,
+    allowed_rate: str | None,
+) -> None:
+    row = conn.execute(
+        query("record_handshake", schema), (requested_rate, allowed_rate, _subscription_id(subscription_id))
     ).fetchone()
     if row is None:
         raise SubscriptionNotFound(subscription_id)
