@@ -314,6 +314,15 @@ DELETE FROM {schema}.events
                        AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.event_position = e.position)
                      LIMIT %s);
 
+-- name: begin
+-- Worker connections are in autocommit; their multi-statement work opens its transaction itself,
+-- inside the pipeline, so no round trip is spent on BEGIN alone.
+BEGIN;
+
+-- name: commit
+-- Closes the transaction `begin` opened, in the same pipeline flight as the work.
+COMMIT;
+
 -- name: listen
 -- The worker's wake-up channel.
 LISTEN {channel};

@@ -40,6 +40,7 @@ from worker.settings import WorkerSettings
 from worker.subscription_store import from_row
 
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+BEGIN, COMMIT = query("begin", "outbox"), query("commit", "outbox")
 T = TypeVar("T")
 
 
@@ -81,7 +82,9 @@ class Worker:
             open=False,
             timeout=5.0,
             configure=self._configure,
-            kwargs={"autocommit": False},
+            # Autocommit, with BEGIN/COMMIT sent inside the pipelines where a transaction is needed:
+            # psycopg would otherwise send the implicit BEGIN alone and wait for it.
+            kwargs={"autocommit": True},
         )
         await self._pool.open(wait=False)
         self._sender = Sender(self.settings)
@@ -103,7 +106,6 @@ class Worker:
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(query("worker_session", self.schema))
-        await conn.commit()
 
     # -- database access with retries -------------------------------------------------------------
 
@@ -195,7 +197,6 @@ class Worker:
                 await conn.execute(query("mark_idle", self.schema), (self.settings.worker_id, self._listen_pid))
             else:
                 await conn.execute(query("mark_busy", self.schema), (self.settings.worker_id,))
-            await conn.commit()
 
         await self._db(step, forever=not idle)
         self._idle = idle
@@ -212,6 +213,7 @@ class Worker:
             # One transaction (the advisory locks last until its commit). Flight 1 reads; flight 2
             # writes the routes, claims, asks when next to look, and commits.
             async with conn.pipeline() as pipeline:
+                await conn.execute(BEGIN)
                 locked_cursor = await conn.execute(query("route_lock", schema), (router.lock_key(schema),))
                 events_cursor = await conn.execute(query("unrouted_events", schema), (batch,))
                 subscriptions_cursor = conn.cursor(row_factory=dict_row)
@@ -244,7 +246,7 @@ class Worker:
                     }
                     claim_cursor = await conn.execute(query("claim", schema), params)
                 next_due_cursor = await conn.execute(query("next_due_in", schema), (active,))
-                await conn.commit()
+                await conn.execute(COMMIT)
                 await pipeline.sync()
                 claimed = await claim_cursor.fetchall() if claim_cursor is not None else []
                 next_due = await next_due_cursor.fetchone()
@@ -326,6 +328,7 @@ class Worker:
         finished_subscriptions = [c.subscription_id for c in finished]
         finished_keys = [c.key for c in finished]
         async with conn.pipeline() as pipeline:
+            await conn.execute(BEGIN)
             if finished:
                 await conn.execute(
                     query("lock_keys", self.schema),
@@ -356,7 +359,7 @@ class Worker:
                     query("retire_subscriptions", self.schema),
                     ("the receiver answered 410 Gone: the target is retired", list(retired)),
                 )
-            await conn.commit()
+            await conn.execute(COMMIT)
             await pipeline.sync()
             recorded = await recorded_cursor.fetchall()
             promoted = len(await promoted_cursor.fetchall()) if promoted_cursor is not None else 0
@@ -441,7 +444,6 @@ class Worker:
             await conn.execute(
                 query("release_claims", self.schema), ([c.id for c in claims], [c.token for c in claims])
             )
-            await conn.commit()
 
         try:
             await asyncio.wait_for(self._db(step, forever=False), timeout)
