@@ -16,6 +16,12 @@ What the issue asks, measured the way /work/shared/PEERS.md says the peer figure
 * latency: commit-to-arrival of 500 single events, 10 ms apart, one idle worker in its own
   process (10 warm-up events excluded); p50 and p99, for the outbox and both peers.
 
+Besides the rates, every timed run says where the CPU went (the machine has few CPUs, and the
+worker, PostgreSQL and the receiver share them): the worker process(es), PostgreSQL's processes
+that work for the bench database (read from /proc, so only when the server runs on this machine),
+the receiver, and what else kept the machine busy meanwhile; and the database transactions per
+delivery (pg_stat_database).
+
 The receiver (bench/receiver_asgi.py) runs under uvicorn in its own process (uvloop, httptools,
 access log off) on 127.0.0.1 and a free port; it counts requests and keeps each event's arrival
 time (`time.time_ns()`) by CloudEvent `id`, which the bench compares with the time right after
@@ -83,7 +89,7 @@ SOURCE = "urn:nld:oin:01823288444:openklant"
 LINK_BASE = "https://openklant.example.nl/klantinteracties/api/v1/onderwerpobjecten/"
 TARGET_EVENT_BYTES = 600
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_OUTBOX_ARGS = "--concurrency 100 --batch-size 100"
+DEFAULT_OUTBOX_ARGS = ""  # the worker's own defaults (OUTBOX_CONCURRENCY, OUTBOX_BATCH_SIZE, ...)
 ENQUEUE_BATCH = 1000
 WARMUP_EVENTS = 10
 LATENCY_EVENTS = 500
@@ -208,9 +214,10 @@ class Children:
             self.live.remove(proc)
         return rc
 
-    def stop_all(self) -> None:
+    def stop_all(self, keep: subprocess.Popen[bytes] | None = None) -> None:
         for proc in list(self.live):
-            self.stop(proc, 15.0)
+            if proc is not keep:
+                self.stop(proc, 15.0)
 
 
 def _free_port() -> int:
@@ -244,15 +251,18 @@ def machine_busy() -> float:
     return 0.0
 
 
+PG_KINDS = ("backends", "autovacuum", "server")
 _BACKEND_TITLE = re.compile(r"(\S+) (\S+) (\[local\]|\S+\(\d+\))")
 
 
-def _ours(title: str) -> bool:
-    """A PostgreSQL process that works for the bench: a backend of its database, or one of the server's
-    own (WAL writer, checkpointer, ...), not a backend of another database (other people's tests).
-    A backend's title is "postgres: [cluster: ]user database host(port) state"."""
+def _kind(title: str) -> str | None:
+    """What a PostgreSQL process does for the bench: "backends" (of its database), "autovacuum", or
+    "server" (WAL writer, checkpointer, ...); None for a backend of another database (other people's
+    tests). A backend's title is "postgres: [cluster: ]user database host(port) state"."""
     backend = _BACKEND_TITLE.search(title)
-    return backend is None or backend.group(2) == BENCH_DB
+    if backend is not None:
+        return "backends" if backend.group(2) == BENCH_DB else None
+    return "autovacuum" if "autovacuum" in title else "server"
 
 
 class PostgresCpu:
@@ -267,25 +277,24 @@ class PostgresCpu:
             with contextlib.suppress(OSError):
                 self.uid = os.stat(f"/proc/{row[0]}").st_uid
         self._seen: dict[int, float] = {}
-        self._pids: list[int] = []
+        self._kinds: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _scan(self) -> None:
-        pids = []
         with contextlib.suppress(OSError):
             for entry in os.scandir("/proc"):
-                if entry.name.isdigit():
+                if entry.name.isdigit() and int(entry.name) not in self._kinds:
                     with contextlib.suppress(OSError):
                         if entry.stat().st_uid != self.uid:
                             continue
                         title = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-                        if _ours(title.strip()):
-                            pids.append(int(entry.name))
-        self._pids = pids
+                        kind = _kind(title.strip())
+                        if kind is not None:
+                            self._kinds[int(entry.name)] = kind
 
     def _sample(self) -> None:
-        for pid in self._pids:
+        for pid in list(self._kinds):
             cpu = process_cpu(pid)
             if cpu:
                 self._seen[pid] = cpu
@@ -306,6 +315,7 @@ class PostgresCpu:
             self._thread = None
         if self.uid is None:
             return {}
+        self._kinds = {}
         self._scan()
         self._seen = {}
         self._sample()
@@ -315,8 +325,8 @@ class PostgresCpu:
         self._thread.start()
         return baseline
 
-    def stop(self, baseline: dict[int, float]) -> float | None:
-        """CPU seconds PostgreSQL used since `start` (None: not measurable here)."""
+    def stop(self, baseline: dict[int, float]) -> dict[str, float] | None:
+        """CPU seconds PostgreSQL used since `start`, by kind of process (None: not measurable here)."""
         if self.uid is None or self._thread is None:
             return None
         self._stop.set()
@@ -324,7 +334,10 @@ class PostgresCpu:
         self._thread = None
         self._scan()
         self._sample()
-        return sum(cpu - baseline.get(pid, 0.0) for pid, cpu in self._seen.items())
+        used = dict.fromkeys(PG_KINDS, 0.0)
+        for pid, cpu in self._seen.items():
+            used[self._kinds[pid]] += cpu - baseline.get(pid, 0.0)
+        return used
 
 
 @dataclass
@@ -333,15 +346,21 @@ class CpuUse:
 
     wall: float
     worker: float
-    postgres: float | None
+    postgres_kinds: dict[str, float] | None  # backends, autovacuum, server
     receiver: float
     harness: float
     machine: float
+    unshown: float = 0.0  # our own CPU not in `worker` (the bare loop's startup): not counted as other
+
+    @property
+    def postgres(self) -> float | None:
+        return None if self.postgres_kinds is None else sum(self.postgres_kinds.values())
 
     @property
     def other(self) -> float:
         """What else ran on the machine meanwhile (other people's work, the kernel), in CPU seconds."""
-        return max(0.0, self.machine - self.worker - (self.postgres or 0.0) - self.receiver - self.harness)
+        ours = self.worker + (self.postgres or 0.0) + self.receiver + self.harness + self.unshown
+        return max(0.0, self.machine - ours)
 
 
 class Meter:
@@ -362,7 +381,7 @@ class Meter:
         return CpuUse(
             wall=time.monotonic() - self._wall,
             worker=worker_cpu,
-            postgres=self.postgres.stop(self._baseline),
+            postgres_kinds=self.postgres.stop(self._baseline),
             receiver=process_cpu(self.receiver_pid) - self._receiver,
             harness=time.process_time() - self._harness,
             machine=machine_busy() - self._machine,
@@ -699,6 +718,8 @@ class Bench:
         self.outbox_args = shlex.split(args.outbox_args)
         self.logs: dict[str, list[Path]] = {}
         self.meter = Meter(PostgresCpu(url), receiver.proc.pid)
+        self.digests: set[str] = set()
+        self._migrated = code_digest()
 
     # - helpers
 
@@ -707,6 +728,18 @@ class Bench:
         env["OUTBOX_DATABASE_URL"] = self.url
         env["OUTBOX_SCHEMA"] = OUTBOX_SCHEMA
         return env
+
+    def _migrate_outbox(self) -> None:
+        """The code changed since the schema was made (it is being worked on): migrate with the new code."""
+        digest = code_digest()
+        self.digests.add(digest)
+        if digest == self._migrated:
+            return
+        cmd = [sys.executable, "-m", "worker", "migrate"]
+        done = subprocess.run(cmd, env=self._outbox_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RunFailed(f"outbox migrate (after a code change) failed: {done.stderr.strip()[-300:]}")
+        self._migrated = digest
 
     def _spawn_outbox(self, tag: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "worker", "run", *self.outbox_args]
@@ -772,6 +805,7 @@ class Bench:
     # - outbox
 
     def drain_outbox(self, processes: int) -> Drain:
+        self._migrate_outbox()
         self._prepare(lambda: preload_outbox(self.url, self.n))
         procs: list[subprocess.Popen[bytes]] = []
 
@@ -810,6 +844,7 @@ class Bench:
         return (db_transactions(self.url) - self._tx_before) / self.n
 
     def latency_outbox(self) -> Latency:
+        self._migrate_outbox()
         self._prepare(None)
         proc = self._spawn_outbox("outbox-idle")
         return self._latency_run("outbox", proc, self._send_outbox_singles)
@@ -894,6 +929,7 @@ class Bench:
             raise RunFailed(f"the bare loop exited {rc}; see {log}")
         report = json.loads(log.read_text().strip().splitlines()[-1])
         cpu = self.meter.stop(float(report["cpu"]))
+        cpu.unshown = max(0.0, float(report["process_cpu"]) - cpu.worker)
         counts = self.receiver.count()
         drain = Drain(
             events=self.n,
@@ -1107,7 +1143,7 @@ async def _bare(args: argparse.Namespace) -> dict[str, float]:
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
     await close()
-    return {"seconds": seconds, "errors": errors, "cpu": cpu}
+    return {"seconds": seconds, "errors": errors, "cpu": cpu, "process_cpu": time.process_time()}
 
 
 def bare_main(argv: Sequence[str]) -> int:
@@ -1208,6 +1244,12 @@ def run_all(bench: Bench, drains: list[Config], latencies: list[Config], runs: i
                 except RunFailed as exc:
                     config.failures.append(str(exc))
                     print(f"    FAILED: {exc}", file=sys.stderr, flush=True)
+                    continue
+                except (psycopg.Error, httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+                    # One broken configuration does not cost the others' figures: reported as failed.
+                    config.failures.append(f"{type(exc).__name__}: {exc}")
+                    print(f"    FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                    bench.children.stop_all(keep=bench.receiver.proc)
                     continue
                 config.results.append(result)
                 took = time.monotonic() - started
@@ -1351,31 +1393,35 @@ def report_cpu(drains: list[Config], latencies: list[Config], cpus: int) -> None
     """Where the CPU went: per delivery, by process, and how busy the machine was (medians over runs)."""
     measured = [c for c in drains if any(d.cpu for d in c.results)]
     if measured:
-        print("\nCPU per delivery (µs; worker: the process(es) from spawn, startup included; bare: the loop alone;")
-        print(f"  PostgreSQL: all its processes). busy: the machine's {cpus} CPUs; other: CPUs taken by anything")
-        print("  else meanwhile (other people's work, the kernel). Medians over runs.")
+        print("\nCPU per delivery (µs, medians over runs). worker: the worker process(es) from spawn, startup")
+        print("  included (bare: the loop alone); PostgreSQL: backends of the bench database, autovacuum, and")
+        print(f"  the server's own processes (WAL writer, checkpointer, ...). busy: the machine's {cpus} CPUs;")
+        print("  other: CPUs taken meanwhile by anything else (other people's work, the kernel); db tx: database")
+        print("  transactions per delivery.")
         width = max(len(c.label) for c in measured) + 2
         print(
-            f"  {'configuration':<{width}}{'worker':>8}{'postgres':>10}{'receiver':>10}{'total':>8}"
-            f"{'busy':>7}{'other':>7}{'db tx':>7}"
+            f"  {'configuration':<{width}}{'worker':>7}{'pg back':>8}{'pg vac':>7}{'pg srv':>7}{'receiver':>9}"
+            f"{'total':>7}{'busy':>6}{'other':>6}{'db tx':>6}"
         )
         for config in measured:
             uses = [d.cpu for d in config.results if d.cpu is not None]
             n = config.results[0].events
 
-            def per(name: str, uses: list[CpuUse] = uses, n: int = n) -> float:
-                values = [getattr(u, name) for u in uses]
+            def per(values: list[float | None], n: int = n) -> float:
                 return _median([v for v in values if v is not None]) / n * 1e6
 
-            worker, postgres, receiver = per("worker"), per("postgres"), per("receiver")
-            total = worker + (0.0 if math.isnan(postgres) else postgres) + receiver
+            worker = per([u.worker for u in uses])
+            receiver = per([u.receiver for u in uses])
+            kinds = [per([u.postgres_kinds[k] if u.postgres_kinds else None for u in uses]) for k in PG_KINDS]
+            total = worker + receiver + sum(0.0 if math.isnan(k) else k for k in kinds)
             busy = _median([u.machine / u.wall / cpus for u in uses]) * 100
             other = _median([u.other / u.wall for u in uses])
             tx = _median([d.transactions for d in config.results if not math.isnan(d.transactions)])
             shown_tx = "" if math.isnan(tx) else f"{tx:.2f}"
+            pg = "".join(f"{k:>{w}.0f}" for k, w in zip(kinds, (8, 7, 7), strict=True))
             print(
-                f"  {config.label:<{width}}{worker:>8.0f}{postgres:>10.0f}{receiver:>10.0f}{total:>8.0f}"
-                f"{busy:>6.0f}%{other:>7.2f}{shown_tx:>7}"
+                f"  {config.label:<{width}}{worker:>7.0f}{pg}{receiver:>9.0f}{total:>7.0f}"
+                f"{busy:>5.0f}%{other:>6.2f}{shown_tx:>6}"
             )
     lat = [c for c in latencies if any(r.cpu for r in c.results)]
     if lat:
@@ -1572,8 +1618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--database-url",
         default=os.environ.get("OUTBOX_DATABASE_URL") or DEFAULT_URL,
-        help=f"PostgreSQL URL of a superuser (default: $OUTBOX_DATABASE_URL, else {DEFAULT_URL}); "
-        f"the bench drops and creates the database {BENCH_DB} there",
+        help=f"PostgreSQL URL of a superuser ($OUTBOX_DATABASE_URL if set); the bench drops and creates "
+        f"the database {BENCH_DB} there",
     )
     parser.add_argument("--events", type=int, default=20_000, help="backlog size of every drain")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per configuration (the median is reported)")
@@ -1581,7 +1627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only",
         nargs="+",
         choices=("outbox", "peers", "bare", "latency"),
-        help="measure only these (default: all)",
+        help="measure only these (all when not given; latency includes the peers' unless --skip-peers)",
     )
     parser.add_argument("--skip-peers", action="store_true", help="no procrastinate / pgqueuer runs")
     parser.add_argument(
@@ -1639,8 +1685,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         children.stop_all()
-    if code_digest() != digest:
-        print("\nWARNING: the code in outbox/, worker/ or sql/ changed during the run: the figures mix versions")
+    if code_digest() != digest or len(bench.digests) > 1:
+        print(
+            "\nWARNING: the code in outbox/, worker/ or sql/ changed during the run: the outbox figures mix "
+            f"{len(bench.digests | {code_digest()})} versions"
+        )
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
     return 0
 

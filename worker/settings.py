@@ -27,11 +27,11 @@ class WorkerSettings(BaseSettings):
 
     database_url: str | None = Field(None, description="libpq URL; none = the embedded PostgreSQL")
     db_schema: str = Field(DEFAULT_SCHEMA, validation_alias="OUTBOX_SCHEMA", description="outbox schema")
-    concurrency: int = Field(100, ge=1, le=10_000, description="HTTP requests in flight per process")
+    concurrency: int = Field(400, ge=1, le=10_000, description="HTTP requests in flight per process")
     subscription_concurrency: int = Field(
-        50, ge=1, le=10_000, description="in flight per subscription, so slow receivers cannot take every slot"
+        200, ge=1, le=10_000, description="in flight per subscription, so slow receivers cannot take every slot"
     )
-    batch_size: int = Field(100, ge=1, le=10_000, description="events routed / deliveries claimed per query")
+    batch_size: int = Field(400, ge=1, le=10_000, description="events routed / deliveries claimed per query")
     poll_interval: float = Field(1.0, gt=0, le=3600, description="seconds between looks for work when idle")
     lease_seconds: float = Field(60.0, gt=0, le=86_400, description="how long a claim is ours")
     retry_base_delay: float = Field(1.0, gt=0, le=86_400, description="first backoff ceiling (seconds)")
