@@ -43,6 +43,8 @@ class Context:
             try:
                 with conn:
                     yield conn
+            except subscription_store.SubscriptionNotFound as exc:
+                raise click.ClickException(str(exc)) from None
             except psycopg.errors.UndefinedTable:
                 raise click.ClickException(
                     f"the outbox schema {self.schema!r} is missing or incomplete: run `outbox migrate` first"
@@ -265,7 +267,7 @@ def _handshake(callback_url: str, origin: str | None, rate: int | None) -> Agree
 def subscriptions_verify(obj: Context, subscription_id: str, rate: int | None, origin: str | None) -> None:
     """Run the OPTIONS handshake again and record what the target agreed to."""
     with obj.connect() as conn:
-        sub = _get(conn, obj.schema, subscription_id)
+        sub = subscription_store.get(conn, obj.schema, subscription_id)
     asked = rate if rate is not None else sub.requested_rate
     agreement = _handshake(sub.callback_url, origin, asked)
     with obj.connect() as conn:
@@ -308,7 +310,7 @@ def subscriptions_list(obj: Context, as_json: bool) -> None:
 def subscriptions_show(obj: Context, subscription_id: str, as_json: bool) -> None:
     """Show one subscription (the auth secret is never shown)."""
     with obj.connect() as conn:
-        sub = _get(conn, obj.schema, subscription_id)
+        sub = subscription_store.get(conn, obj.schema, subscription_id)
     document = sub.to_public_dict()
     if as_json:
         click.echo(json.dumps(document, indent=2))
@@ -318,19 +320,9 @@ def subscriptions_show(obj: Context, subscription_id: str, as_json: bool) -> Non
         click.echo(f"{key:14} {'-' if shown is None else shown}")
 
 
-def _get(conn: psycopg.Connection[Any], schema: str, subscription_id: str) -> Subscription:
-    try:
-        return subscription_store.get(conn, schema, subscription_id)
-    except subscription_store.SubscriptionNotFound as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 def _set_status(obj: Context, subscription_id: str, status: str, reason: str | None) -> None:
     with obj.connect() as conn:
-        try:
-            subscription_store.set_status(conn, obj.schema, subscription_id, status, reason)
-        except subscription_store.SubscriptionNotFound as exc:
-            raise click.ClickException(str(exc)) from None
+        subscription_store.set_status(conn, obj.schema, subscription_id, status, reason)
 
 
 @subscriptions.command("pause")
@@ -358,10 +350,7 @@ def subscriptions_resume(obj: Context, subscription_id: str) -> None:
 def subscriptions_remove(obj: Context, subscription_id: str) -> None:
     """Delete a subscription with its deliveries and their history."""
     with obj.connect() as conn:
-        try:
-            subscription_store.remove(conn, obj.schema, subscription_id)
-        except subscription_store.SubscriptionNotFound as exc:
-            raise click.ClickException(str(exc)) from None
+        subscription_store.remove(conn, obj.schema, subscription_id)
     click.echo(f"removed {subscription_id}")
 
 
