@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -43,6 +44,9 @@ class RestartablePostgres:
         self._ctl("restart")
 
     def close(self) -> None:
+        # The server a test restarted with pg_ctl is not the one pgserver started: stop it ourselves.
+        with contextlib.suppress(Exception):
+            self.stop()
         try:
             self.server.cleanup()
         finally:
