@@ -52,15 +52,15 @@ ExtensionValue = str | int | bool
 _KEEP_UNSET: Any = object()
 
 
-def _now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _format_time(value: datetime | str) -> str:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidEventError("time", "a datetime must be timezone-aware")
-        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return _rfc3339(value)
     if not isinstance(value, str) or not _RFC3339.match(value):
         raise InvalidEventError("time", "must be an RFC 3339 timestamp, e.g. 2025-10-10T00:00:00Z")
     try:
@@ -141,7 +141,7 @@ class CloudEvent:
         }
         optional = {
             "subject": subject,
-            "time": None if time is _KEEP_UNSET else _format_time(time) if time is not None else _now_rfc3339(),
+            "time": _format_time(time if time is not None else datetime.now(UTC)) if time is not _KEEP_UNSET else None,
             "datacontenttype": datacontenttype,
             "dataschema": dataschema,
             "dataref": dataref,

@@ -40,7 +40,8 @@ class Routes:
 def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription]) -> Routes:
     """Match each (position, JSON event) against the active subscriptions."""
     routes = Routes()
-    active = [s for s in subscriptions if s.status == "active"]
+    # Parsed once per pass, not once per matching event.
+    active = [(s, uuid.UUID(str(s.id))) for s in subscriptions if s.status == "active"]
     for position, text in rows:
         try:
             event = CloudEvent.from_dict(orjson.loads(text))
@@ -48,10 +49,10 @@ def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription])
             # Only rows written around enqueue can be broken; they cannot be delivered. Say so, go on.
             log(logging.ERROR, "event not routable", position=position, reason=str(exc))
             continue
-        for subscription in active:
+        for subscription, subscription_id in active:
             if subscription.wants(event):
                 routes.positions.append(position)
-                routes.subscription_ids.append(uuid.UUID(str(subscription.id)))
+                routes.subscription_ids.append(subscription_id)
                 routes.keys.append(ordering_key(subscription, event))
     return routes
 
