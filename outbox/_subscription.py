@@ -25,25 +25,41 @@ Matching:
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from outbox._errors import InvalidSubscriptionError
 from outbox._event import CloudEvent
 
 ContentMode = Literal["structured", "binary", "batched"]
 CONTENT_MODES: tuple[ContentMode, ...] = ("structured", "binary", "batched")
+AuthKind = Literal["none", "static", "oauth2", "zgw"]
 ANY_VALUE = "*"
+BATCH_MAX_LIMIT = 1000
 
 _HEADER_VALUE = re.compile(r"^[\x20-\x7e\x80-\xff]+$")
+_MEDIA_TYPE = re.compile(r"^[!-~]+/[!-~]+( *;[\x20-\x7e]*)?$")
 _TYPE_PATTERN = re.compile(r"^[A-Za-z0-9.\-_:/*]+$")
 _ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
-_ABONNEMENT_KEYS = frozenset({"url", "callbackUrl", "auth", "kanalen", "types", "contentMode", "orderingKey", "status"})
+_SIGNING_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----")
+_ABONNEMENT_KEYS = frozenset(
+    {
+        "url", "callbackUrl", "auth", "kanalen", "types", "contentMode", "orderingKey", "status",
+        "batchMax", "contentType", "rate", "preflight", "oauth2", "zgw", "signingSecrets",
+        "caBundle", "clientCert", "clientKey", "allowQueryToken",
+    }
+)  # fmt: skip
+# RFC 6750 §2.3: the one query parameter that carries a bearer token.
+QUERY_TOKEN_PARAMETER = "access_token"  # noqa: S105 (a parameter name, not a secret)
 
 
 @dataclass(frozen=True)
@@ -58,11 +74,30 @@ class Kanaal:
 
 
 @dataclass(frozen=True)
+class OAuth2Client:
+    """OAuth 2.0 client credentials (RFC 6749 §4.4): the worker fetches and caches the token."""
+
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class ZgwClient:
+    """The ZGW JWT that Open Notificaties sends: HS256 with this client id and secret."""
+
+    client_id: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Subscription:
-    """A subscriber's webhook and what it wants. `auth` is a secret: see `auth_hint`."""
+    """A subscriber's webhook and what it wants. Secrets (`auth`, client secrets, signing secrets,
+    the client key) never appear in a repr or in `to_public_dict`."""
 
     callback_url: str
-    auth: str | None = None
+    auth: str | None = field(default=None, repr=False)
     kanalen: tuple[Kanaal, ...] = ()
     types: tuple[str, ...] = ()
     content_mode: ContentMode = "structured"
@@ -73,10 +108,50 @@ class Subscription:
     id: str | None = None
     handshake_at: datetime | None = None
     created_at: datetime | None = None
-    # How delivery was agreed: "handshake" (the OPTIONS handshake succeeded) or "out-of-band".
-    agreement: Literal["handshake", "out-of-band"] = "out-of-band"
-    requested_rate: int | None = None  # requests per minute asked in the handshake
+    # How delivery was agreed: "handshake" (at registration), "preflight" (before deliveries) or "out-of-band".
+    agreement: Literal["handshake", "out-of-band", "preflight"] = "out-of-band"
+    requested_rate: int | None = None  # requests per minute: asked in the handshake, and our own limit
     allowed_rate: str | None = None  # WebHook-Allowed-Rate as answered: a number per minute, or "*"
+    batch_max: int = 100  # batched mode: events per POST at most
+    content_type: str | None = None  # sent instead of the content mode's Content-Type
+    preflight: bool = False  # handshake before deliveries instead of at registration
+    allow_query_token: bool = False  # the operator forced an access_token in the callback URL
+    oauth2: OAuth2Client | None = None
+    zgw: ZgwClient | None = None
+    signing_secrets: tuple[str, ...] = field(default=(), repr=False)  # Standard Webhooks; newest first
+    ca_bundle: str | None = None  # PEM; replaces the default trust store
+    client_cert: str | None = None  # PEM, for mutual TLS
+    client_key: str | None = field(default=None, repr=False)  # PEM, a secret
+    updated_at: datetime | None = None
+
+    @property
+    def auth_kind(self) -> AuthKind:
+        if self.oauth2 is not None:
+            return "oauth2"
+        if self.zgw is not None:
+            return "zgw"
+        return "static" if self.auth else "none"
+
+    @property
+    def rate_per_minute(self) -> int | None:
+        """The rate deliveries keep to: the smaller of ours and the target's (None: no limit)."""
+        rates = [r for r in (self.requested_rate, _int_or_none(self.allowed_rate)) if r is not None]
+        return min(rates) if rates else None
+
+    def secrets(self) -> dict[str, Any]:
+        """Every secret, as stored (encrypted when a key is set)."""
+        found: dict[str, Any] = {}
+        if self.auth:
+            found["auth"] = self.auth
+        if self.oauth2 is not None:
+            found["oauth2_client_secret"] = self.oauth2.client_secret
+        if self.zgw is not None:
+            found["zgw_secret"] = self.zgw.secret
+        if self.signing_secrets:
+            found["signing_secrets"] = list(self.signing_secrets)
+        if self.client_key:
+            found["client_key"] = self.client_key
+        return found
 
     @classmethod
     def create(
@@ -89,10 +164,26 @@ class Subscription:
         content_mode: object = "structured",
         ordering_key: object = None,
         allow_insecure: bool = False,
+        batch_max: object = 100,
+        content_type: object = None,
+        rate: object = None,
+        preflight: object = False,
+        oauth2: object = None,
+        zgw: object = None,
+        signing_secrets: object = (),
+        ca_bundle: object = None,
+        client_cert: object = None,
+        client_key: object = None,
+        allow_query_token: object = False,
     ) -> Subscription:
-        """A new, validated subscription; raises `InvalidSubscriptionError` listing every fault."""
+        """A new, validated subscription; raises `InvalidSubscriptionError` listing every fault.
+
+        `oauth2` is a mapping with token_url, client_id, client_secret and optional scope; `zgw` one
+        with client_id and secret (camelCase keys as in the abonnement JSON are accepted too)."""
         problems: list[str] = []
         url = _check_callback_url(callback_url, allow_insecure, problems)
+        forced_query_token = _check_flag(allow_query_token, "allowQueryToken", problems)
+        _check_query_token(url, forced_query_token, problems)
         secret = _check_auth(auth, problems)
         parsed_kanalen = _check_kanalen(kanalen, problems)
         parsed_types = _check_types(types, problems)
@@ -100,6 +191,30 @@ class Subscription:
             problems.append(f"contentMode: must be one of {', '.join(CONTENT_MODES)}, got {content_mode!r}")
         if ordering_key is not None and (not isinstance(ordering_key, str) or not _ATTRIBUTE_NAME.match(ordering_key)):
             problems.append("orderingKey: must be an event attribute name (lowercase a-z0-9, at most 20 characters)")
+        if isinstance(batch_max, bool) or not isinstance(batch_max, int) or not 1 <= batch_max <= BATCH_MAX_LIMIT:
+            problems.append(f"batchMax: must be a whole number from 1 to {BATCH_MAX_LIMIT}, got {batch_max!r}")
+        if content_type is not None and (not isinstance(content_type, str) or not _MEDIA_TYPE.match(content_type)):
+            problems.append(
+                "contentType: must be a media type such as 'application/cloudevents+json' "
+                f"(optionally with '; parameters'), got {content_type!r}"
+            )
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or rate < 1):
+            problems.append(f"rate: must be a whole number of requests per minute, at least 1, got {rate!r}")
+        wants_preflight = _check_flag(preflight, "preflight", problems)
+        oauth2_client = _check_oauth2(oauth2, allow_insecure, problems)
+        zgw_client = _check_zgw(zgw, problems)
+        if sum(x is not None for x in (secret, oauth2_client, zgw_client)) > 1:
+            problems.append("auth: choose one of auth, oauth2 and zgw (a request carries one Authorization header)")
+        if forced_query_token and (secret or oauth2_client or zgw_client):
+            problems.append("allowQueryToken: the token is in the URL; an Authorization header would be a second one")
+        signing = _check_signing_secrets(signing_secrets, problems)
+        ca = _check_pem(ca_bundle, "caBundle", "CERTIFICATE", problems)
+        cert = _check_pem(client_cert, "clientCert", "CERTIFICATE", problems)
+        key = _check_pem(client_key, "clientKey", "PRIVATE KEY", problems, secret=True)
+        if (cert is None) != (key is None):
+            problems.append("clientCert: mutual TLS needs both clientCert and clientKey")
+        if (ca or cert) and isinstance(url, str) and url.startswith("http://"):
+            problems.append("caBundle: TLS options need an https:// callbackUrl")
         if not parsed_kanalen and not parsed_types and not problems:
             problems.append(
                 "kanalen: a subscription needs at least one kanaal or one type pattern ('*' for all events)"
@@ -114,14 +229,28 @@ class Subscription:
             content_mode=content_mode,  # type: ignore[arg-type]
             ordering_key=ordering_key,  # type: ignore[arg-type]
             allow_insecure=allow_insecure,
+            batch_max=batch_max,  # type: ignore[arg-type]
+            content_type=content_type,  # type: ignore[arg-type]
+            requested_rate=rate,  # type: ignore[arg-type]
+            preflight=wants_preflight,
+            agreement="preflight" if wants_preflight else "out-of-band",
+            allow_query_token=forced_query_token,
+            oauth2=oauth2_client,
+            zgw=zgw_client,
+            signing_secrets=signing,
+            ca_bundle=ca,
+            client_cert=cert,
+            client_key=key,
         )
 
     @classmethod
     def from_abonnement(cls, document: object, *, allow_insecure: bool = False) -> Subscription:
         """A subscription from the abonnement JSON (decoded), e.g.
         ``{"callbackUrl": "https://…", "auth": "Bearer …", "kanalen": [{"naam": "zaken", "filters": {…}}]}``.
-        Also accepted: ``types`` (event type patterns), ``contentMode``, ``orderingKey``;
-        a read-only ``url`` from an exported abonnement is ignored."""
+        Also accepted: ``types`` (event type patterns), ``contentMode``, ``orderingKey``, ``batchMax``,
+        ``contentType``, ``rate``, ``preflight``, ``oauth2`` ({tokenUrl, clientId, clientSecret, scope}),
+        ``zgw`` ({clientId, secret}), ``signingSecrets`` (list), ``caBundle``/``clientCert``/``clientKey``
+        (PEM text), ``allowQueryToken``; a read-only ``url`` from an exported abonnement is ignored."""
         if not isinstance(document, Mapping):
             raise InvalidSubscriptionError(["abonnement: must be a JSON object"])
         unknown = sorted(set(document) - _ABONNEMENT_KEYS)
@@ -138,7 +267,47 @@ class Subscription:
             content_mode=document.get("contentMode", "structured"),
             ordering_key=document.get("orderingKey"),
             allow_insecure=allow_insecure,
+            batch_max=document.get("batchMax", 100),
+            content_type=document.get("contentType"),
+            rate=document.get("rate"),
+            preflight=document.get("preflight", False),
+            oauth2=document.get("oauth2"),
+            zgw=document.get("zgw"),
+            signing_secrets=document.get("signingSecrets", ()),
+            ca_bundle=document.get("caBundle"),
+            client_cert=document.get("clientCert"),
+            client_key=document.get("clientKey"),
+            allow_query_token=document.get("allowQueryToken", False),
         )
+
+    def to_abonnement(self) -> dict[str, Any]:
+        """The fields `create` takes, secrets included (for `subscriptions update`: change, re-check)."""
+        return {
+            "callbackUrl": self.callback_url,
+            "auth": self.auth,
+            "kanalen": [k.to_dict() for k in self.kanalen],
+            "types": list(self.types),
+            "contentMode": self.content_mode,
+            "orderingKey": self.ordering_key,
+            "batchMax": self.batch_max,
+            "contentType": self.content_type,
+            "rate": self.requested_rate,
+            "preflight": self.preflight,
+            "oauth2": None
+            if self.oauth2 is None
+            else {
+                "tokenUrl": self.oauth2.token_url,
+                "clientId": self.oauth2.client_id,
+                "clientSecret": self.oauth2.client_secret,
+                "scope": self.oauth2.scope,
+            },
+            "zgw": None if self.zgw is None else {"clientId": self.zgw.client_id, "secret": self.zgw.secret},
+            "signingSecrets": list(self.signing_secrets),
+            "caBundle": self.ca_bundle,
+            "clientCert": self.client_cert,
+            "clientKey": self.client_key,
+            "allowQueryToken": self.allow_query_token,
+        }
 
     # -- presentation ---------------------------------------------------------------
 
@@ -148,27 +317,47 @@ class Subscription:
         return auth_hint(self.auth)
 
     def to_public_dict(self) -> dict[str, Any]:
-        """Everything but the secret, for `list`/`show` and logs."""
+        """Everything but the secrets, for `list`/`show` and logs."""
         return {
             "id": self.id,
-            "callbackUrl": self.callback_url,
+            "callbackUrl": public_url(self.callback_url),
             "auth": self.auth_hint,
+            "authKind": self.auth_kind,
             "kanalen": [k.to_dict() for k in self.kanalen],
             "types": list(self.types),
             "contentMode": self.content_mode,
+            "batchMax": self.batch_max,
+            "contentType": self.content_type,
             "status": self.status,
             "pausedReason": self.paused_reason,
             "orderingKey": self.ordering_key,
             "allowInsecure": self.allow_insecure,
+            "allowQueryToken": self.allow_query_token,
             "agreement": self.agreement,
+            "preflight": self.preflight,
             "handshakeAt": self.handshake_at.isoformat() if self.handshake_at else None,
             "requestedRate": self.requested_rate,
             "allowedRate": self.allowed_rate,
+            "oauth2": None
+            if self.oauth2 is None
+            else {
+                "tokenUrl": public_url(self.oauth2.token_url),
+                "clientId": self.oauth2.client_id,
+                "scope": self.oauth2.scope,
+                "clientSecret": "(set)",
+            },
+            "zgw": None if self.zgw is None else {"clientId": self.zgw.client_id, "secret": "(set)"},
+            "signingSecrets": len(self.signing_secrets),
+            "caBundle": _pem_summary(self.ca_bundle),
+            "clientCert": _pem_summary(self.client_cert),
             "createdAt": self.created_at.isoformat() if self.created_at else None,
         }
 
-    def __repr__(self) -> str:  # never the secret, even in a traceback
-        return f"Subscription(id={self.id!r}, callback_url={self.callback_url!r}, auth={self.auth_hint!r})"
+    def __repr__(self) -> str:  # never a secret, even in a traceback
+        return (
+            f"Subscription(id={self.id!r}, callback_url={public_url(self.callback_url)!r}, "
+            f"auth_kind={self.auth_kind!r}, auth={self.auth_hint!r})"
+        )
 
     # -- matching -----------------------------------------------------------------------
 
@@ -239,6 +428,151 @@ def _check_auth(value: object, problems: list[str]) -> str | None:
         problems.append("auth: must be a single-line header value without control characters or outer spaces")
         return None
     return value
+
+
+def _check_flag(value: object, name: str, problems: list[str]) -> bool:
+    if not isinstance(value, bool):
+        problems.append(f"{name}: must be true or false, got {value!r}")
+        return False
+    return value
+
+
+def _check_query_token(url: object, forced: bool, problems: list[str]) -> None:
+    if not isinstance(url, str) or forced:
+        return
+    try:
+        names = {name.lower() for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    except ValueError:
+        return
+    if QUERY_TOKEN_PARAMETER in names:
+        problems.append(
+            "callbackUrl: carries an access token in its query string, which the webhook guideline says "
+            "SHOULD NOT be used; send it as auth (the Authorization header), or force it with --allow-query-token"
+        )
+
+
+def _field(mapping: Mapping[str, Any], snake: str, camel: str) -> Any:
+    return mapping.get(snake, mapping.get(camel))
+
+
+def _single_line(value: object, where: str, problems: list[str], *, secret: bool = False) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{where}: must be a non-empty string")
+        return None
+    if not _HEADER_VALUE.match(value) or value != value.strip():
+        shown = "" if secret else f" (got {value!r})"
+        problems.append(f"{where}: must be one line without control characters or outer spaces{shown}")
+        return None
+    return value
+
+
+def _check_oauth2(value: object, allow_insecure: bool, problems: list[str]) -> OAuth2Client | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        problems.append("oauth2: must be an object with tokenUrl, clientId, clientSecret and optional scope")
+        return None
+    known = {"token_url", "tokenUrl", "client_id", "clientId", "client_secret", "clientSecret", "scope"}
+    for key in sorted(set(value) - known):
+        problems.append(f"oauth2.{key}: is not a field of oauth2 (tokenUrl, clientId, clientSecret, scope)")
+    before = len(problems)
+    token_url = _single_line(_field(value, "token_url", "tokenUrl"), "oauth2.tokenUrl", problems)
+    if token_url is not None:
+        parts = urlsplit(token_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            problems.append("oauth2.tokenUrl: must be an absolute https:// URL")
+        elif parts.scheme != "https" and not allow_insecure:
+            problems.append("oauth2.tokenUrl: must use https (allow http:// explicitly with --allow-insecure)")
+    client_id = _single_line(_field(value, "client_id", "clientId"), "oauth2.clientId", problems)
+    client_secret = _single_line(
+        _field(value, "client_secret", "clientSecret"), "oauth2.clientSecret", problems, secret=True
+    )
+    scope = value.get("scope")
+    if scope is not None:
+        scope = _single_line(scope, "oauth2.scope", problems)
+    if len(problems) > before or token_url is None or client_id is None or client_secret is None:
+        return None
+    return OAuth2Client(token_url=token_url, client_id=client_id, client_secret=client_secret, scope=scope)
+
+
+def _check_zgw(value: object, problems: list[str]) -> ZgwClient | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        problems.append("zgw: must be an object with clientId and secret")
+        return None
+    for key in sorted(set(value) - {"client_id", "clientId", "secret"}):
+        problems.append(f"zgw.{key}: is not a field of zgw (clientId, secret)")
+    client_id = _single_line(_field(value, "client_id", "clientId"), "zgw.clientId", problems)
+    secret = _single_line(value.get("secret"), "zgw.secret", problems, secret=True)
+    if client_id is None or secret is None:
+        return None
+    return ZgwClient(client_id=client_id, secret=secret)
+
+
+def check_signing_secret(value: object) -> str | None:
+    """The rule a Standard Webhooks secret breaks, or None: 'whsec_' + base64 of 24 to 64 bytes."""
+    if not isinstance(value, str) or not _SIGNING_SECRET.match(value):
+        return "must be 'whsec_' followed by base64 (as Standard Webhooks secrets are)"
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return "must be 'whsec_' followed by valid base64"
+    if not 24 <= len(key) <= 64:
+        return f"must encode 24 to 64 bytes of key (this one has {len(key)})"
+    return None
+
+
+def _check_signing_secrets(value: object, problems: list[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, Sequence) or len(values) > 2:
+        problems.append("signingSecrets: must be a list of one or two secrets (the second during a rotation)")
+        return ()
+    result = []
+    for i, secret in enumerate(values):
+        rule = check_signing_secret(secret)
+        if rule is not None:
+            problems.append(f"signingSecrets[{i}]: {rule}")
+        else:
+            result.append(str(secret))
+    return tuple(result)
+
+
+def _check_pem(value: object, name: str, kind: str, problems: list[str], *, secret: bool = False) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _PEM.search(value) or kind not in value:
+        shown = "" if secret else " (give the file's contents, or its path on the command line)"
+        problems.append(f"{name}: must be PEM text with a {kind} block{shown}")
+        return None
+    return value
+
+
+def _pem_summary(pem: str | None) -> str | None:
+    if pem is None:
+        return None
+    count = pem.count("-----BEGIN CERTIFICATE-----")
+    digest = hashlib.sha256(pem.encode()).hexdigest()[:12]
+    return f"{count} certificate{'s' if count != 1 else ''}, sha256 {digest}"
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def public_url(url: str) -> str:
+    """The URL with the value of an `access_token` query parameter hidden (it is a secret)."""
+    try:
+        parts = urlsplit(url)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return url
+    if not any(name.lower() == QUERY_TOKEN_PARAMETER for name, _ in pairs):
+        return url
+    shown = [(n, "…" if n.lower() == QUERY_TOKEN_PARAMETER else v) for n, v in pairs]
+    return urlunsplit(parts._replace(query=urlencode(shown, safe="…")))
 
 
 def _check_kanalen(value: object, problems: list[str]) -> tuple[Kanaal, ...]:

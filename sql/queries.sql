@@ -37,31 +37,65 @@ SELECT status, count(*) AS n FROM {schema}.deliveries GROUP BY status;
 -- name: insert_subscription
 -- `outbox subscriptions add`.
 INSERT INTO {schema}.subscriptions
-    (callback_url, auth, kanalen, types, content_mode, ordering_key, allow_insecure, handshake_at,
-     agreement, requested_rate, allowed_rate)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    (callback_url, kanalen, types, content_mode, ordering_key, allow_insecure, handshake_at, agreement,
+     requested_rate, allowed_rate, batch_max, content_type, preflight, allow_query_token, auth_kind,
+     oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id, ca_bundle, client_cert, secrets,
+     secrets_encrypted)
+VALUES (%(callback_url)s, %(kanalen)s, %(types)s, %(content_mode)s, %(ordering_key)s, %(allow_insecure)s,
+        %(handshake_at)s, %(agreement)s, %(requested_rate)s, %(allowed_rate)s, %(batch_max)s, %(content_type)s,
+        %(preflight)s, %(allow_query_token)s, %(auth_kind)s, %(oauth2_token_url)s, %(oauth2_client_id)s,
+        %(oauth2_scope)s, %(zgw_client_id)s, %(ca_bundle)s, %(client_cert)s, %(secrets)s, %(secrets_encrypted)s)
+RETURNING id;
+
+-- name: update_subscription
+-- `outbox subscriptions update ID`: every option at once (the CLI re-validates the whole subscription).
+UPDATE {schema}.subscriptions
+   SET callback_url = %(callback_url)s, kanalen = %(kanalen)s, types = %(types)s, content_mode = %(content_mode)s,
+       ordering_key = %(ordering_key)s, allow_insecure = %(allow_insecure)s, handshake_at = %(handshake_at)s,
+       agreement = %(agreement)s, requested_rate = %(requested_rate)s, allowed_rate = %(allowed_rate)s,
+       batch_max = %(batch_max)s, content_type = %(content_type)s, preflight = %(preflight)s,
+       allow_query_token = %(allow_query_token)s, auth_kind = %(auth_kind)s,
+       oauth2_token_url = %(oauth2_token_url)s, oauth2_client_id = %(oauth2_client_id)s,
+       oauth2_scope = %(oauth2_scope)s, zgw_client_id = %(zgw_client_id)s, ca_bundle = %(ca_bundle)s,
+       client_cert = %(client_cert)s, secrets = %(secrets)s, secrets_encrypted = %(secrets_encrypted)s,
+       updated_at = now()
+ WHERE id = %(id)s
 RETURNING id;
 
 -- name: record_handshake
--- `outbox subscriptions verify ID`: the handshake succeeded again.
+-- `outbox subscriptions verify ID`, or a pre-flight: the handshake succeeded (again).
 UPDATE {schema}.subscriptions
    SET agreement = 'handshake', handshake_at = now(), requested_rate = %s, allowed_rate = %s, updated_at = now()
  WHERE id = %s
 RETURNING id;
 
 -- name: list_subscriptions
--- `outbox subscriptions list`, and the router's view of who wants what.
-SELECT id, callback_url, auth, kanalen, types, content_mode, status, paused_reason, ordering_key,
-       allow_insecure, handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate
-  FROM {schema}.subscriptions
- ORDER BY created_at, id;
+-- `outbox subscriptions list`, and the router's view of who wants what (with the shared pace).
+SELECT s.id, s.callback_url, s.kanalen, s.types, s.content_mode, s.status, s.paused_reason, s.ordering_key, s.allow_insecure,
+       s.handshake_at, s.created_at, s.updated_at, s.agreement, s.requested_rate, s.allowed_rate, s.batch_max, s.content_type,
+       s.preflight, s.allow_query_token, s.auth_kind, s.oauth2_token_url, s.oauth2_client_id, s.oauth2_scope, s.zgw_client_id,
+       s.ca_bundle, s.client_cert, s.secrets, s.secrets_encrypted,
+       p.pace, p.hold_until > now() AS held
+  FROM {schema}.subscriptions s
+  LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = s.id
+ ORDER BY s.created_at, s.id;
 
 -- name: get_subscription
 -- `outbox subscriptions show ID`.
-SELECT id, callback_url, auth, kanalen, types, content_mode, status, paused_reason, ordering_key,
-       allow_insecure, handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate
+SELECT id, callback_url, kanalen, types, content_mode, status, paused_reason, ordering_key, allow_insecure,
+       handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate, batch_max, content_type,
+       preflight, allow_query_token, auth_kind, oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id,
+       ca_bundle, client_cert, secrets, secrets_encrypted
   FROM {schema}.subscriptions
  WHERE id = %s;
+
+-- name: sealed_secrets
+-- `outbox secrets rotate`: every stored secret, locked until the re-encrypted ones are written.
+SELECT id, secrets, secrets_encrypted FROM {schema}.subscriptions WHERE secrets IS NOT NULL FOR UPDATE;
+
+-- name: reseal_secrets
+-- `outbox secrets rotate`: one subscription's secrets, encrypted with the new key.
+UPDATE {schema}.subscriptions SET secrets = %s, secrets_encrypted = %s, updated_at = now() WHERE id = %s;
 
 -- name: set_subscription_status
 -- pause (with a reason) / resume (reason NULL).
@@ -165,18 +199,23 @@ ON CONFLICT (event_position, subscription_id) DO NOTHING;
 UPDATE {schema}.events SET routed_at = now() WHERE position = ANY (%b::int8[]) AND routed_at IS NULL;
 
 -- name: claim
--- Due deliveries, per active subscription up to its free capacity (a paused or saturated one is not
--- in the list, so its backlog is never scanned), plus rows whose lease expired (a dead worker's),
+-- Due deliveries, per active subscription up to its free capacity (a paused, held or saturated one is
+-- not in the list, so its backlog is never scanned), plus rows whose lease expired (a dead worker's),
 -- skipping rows other workers hold (SKIP LOCKED). Only heads of their ordering key are pending, so
--- nothing needs skipping for order. Sets a fresh claim token and lease.
+-- nothing needs skipping for order. A rate-limited subscription takes no more than its tokens allow
+-- (refill_pace locked and refilled them in this transaction; `unit` = events per request). Sets a
+-- fresh claim token and lease.
 WITH due AS (
     SELECT d.id, false AS rescued
-      FROM unnest(%(subscriptions)s::uuid[], %(caps)s::int4[]) AS q(subscription_id, cap)
+      FROM unnest(%(subscriptions)s::uuid[], %(caps)s::int4[], %(units)s::int4[], %(rated)s::bool[])
+           AS q(subscription_id, cap, unit, rated)
+      LEFT JOIN {schema}.subscription_pace p ON q.rated AND p.subscription_id = q.subscription_id
      CROSS JOIN LATERAL (
            SELECT id FROM {schema}.deliveries
             WHERE subscription_id = q.subscription_id AND status = 'pending' AND next_attempt_at <= now()
             ORDER BY next_attempt_at, id
-            LIMIT q.cap
+            LIMIT CASE WHEN q.rated THEN least(q.cap, greatest(floor(coalesce(p.tokens, 0)), 0)::int4 * q.unit)
+                       ELSE q.cap END
               FOR UPDATE SKIP LOCKED) AS d
      LIMIT %(limit)s
 ), expired AS (
@@ -193,10 +232,54 @@ WITH due AS (
 UPDATE {schema}.deliveries d
    SET status = 'delivering', claim_token = %(token)s, leased_until = now() + make_interval(secs => %(lease)s),
        attempts = d.attempts + 1, updated_at = now()
-  FROM picked p, {schema}.events ev, {schema}.subscriptions s
- WHERE d.id = p.id AND ev.position = d.event_position AND s.id = d.subscription_id
-RETURNING d.id, d.attempts, d.subscription_id, s.callback_url, s.auth, s.content_mode, ev.event::text,
-          d.ordering_key, p.rescued;
+  FROM picked p, {schema}.events ev
+ WHERE d.id = p.id AND ev.position = d.event_position
+RETURNING d.id, d.attempts, d.subscription_id, ev.event::text, d.ordering_key, p.rescued;
+
+-- name: create_pace
+-- Rate-limited subscriptions get their token bucket, full, the first time.
+INSERT INTO {schema}.subscription_pace (subscription_id, tokens)
+SELECT q.subscription_id, q.burst FROM unnest(%(rated_ids)s::uuid[], %(bursts)s::float8[]) AS q(subscription_id, burst)
+ON CONFLICT (subscription_id) DO NOTHING;
+
+-- name: refill_pace
+-- Before the claim: refill the buckets of rate-limited subscriptions (rate x pace, up to one
+-- second's worth) and lock them until commit, so workers spend tokens in turn, never twice.
+UPDATE {schema}.subscription_pace p
+   SET tokens = least(q.burst, p.tokens + extract(epoch FROM now() - p.refilled_at) * q.per_second * p.pace),
+       refilled_at = now()
+  FROM unnest(%(rated_ids)s::uuid[], %(per_second)s::float8[], %(bursts)s::float8[])
+       AS q(subscription_id, per_second, burst)
+ WHERE p.subscription_id = q.subscription_id;
+
+-- name: spend_pace
+-- After the claim: one token per request made of what this claim took (`unit` events per request).
+UPDATE {schema}.subscription_pace p
+   SET tokens = p.tokens - ceil(c.n::float8 / q.unit)
+  FROM (SELECT subscription_id, count(*) AS n FROM {schema}.deliveries
+         WHERE status = 'delivering' AND claim_token = %(token)s GROUP BY subscription_id) AS c,
+       unnest(%(rated_ids)s::uuid[], %(rated_units)s::int4[]) AS q(subscription_id, unit)
+ WHERE p.subscription_id = c.subscription_id AND q.subscription_id = c.subscription_id;
+
+-- name: slow_down
+-- A 429: hold the subscription until the wait is over, and halve its pace (never below 1/64).
+INSERT INTO {schema}.subscription_pace AS p (subscription_id, tokens, pace, hold_until)
+SELECT q.subscription_id, 0, 0.5, now() + make_interval(secs => q.delay)
+  FROM unnest(%b::uuid[], %b::float8[]) AS q(subscription_id, delay)
+ON CONFLICT (subscription_id) DO UPDATE
+   SET pace = greatest(p.pace / 2, 1.0 / 64), tokens = least(p.tokens, 0),
+       hold_until = greatest(coalesce(p.hold_until, now()), EXCLUDED.hold_until);
+
+-- name: speed_up
+-- Deliveries went through: a slowed-down subscription recovers its pace step by step.
+UPDATE {schema}.subscription_pace SET pace = least(1.0, pace * 1.25)
+ WHERE subscription_id = ANY (%b::uuid[]) AND pace < 1;
+
+-- name: record_preflight
+-- A pre-flight handshake succeeded: when, and the rate the target allows.
+UPDATE {schema}.subscriptions SET handshake_at = now(), allowed_rate = %s, updated_at = now()
+ WHERE id = %s AND (allowed_rate IS DISTINCT FROM %s OR handshake_at < now() - interval '1 minute'
+                    OR handshake_at IS NULL);
 
 -- name: record_results
 -- Writes outcomes back, only where the claim is still ours (same token, still delivering): a worker
@@ -332,3 +415,30 @@ LISTEN {channel};
 -- only means a claim or result is redone, which at-least-once delivery allows; hosts keep full durability.
 -- No JIT: the worker's queries are short, and compiling them costs more than it saves.
 SET synchronous_commit TO off; SET jit TO off;
+
+-- ==== metrics ====
+
+-- name: metrics_snapshot
+-- `outbox run --metrics-port`: the backlog gauges in one statement, run every few seconds by every
+-- worker, so it reads only live rows, never the delivered/failed history: pending through
+-- deliveries_due_idx (index-only), delivering through deliveries_leased_idx, blocked per subscription
+-- through deliveries_subscription_status_idx, unrouted through events_unrouted_idx. The oldest waiting
+-- delivery is the one with the lowest unfinished id (ids follow routing order: one router at a time),
+-- so its created_at costs one primary-key lookup instead of a min(created_at) over the whole backlog.
+-- Each count sits beside its min(id) on purpose: a lone min(id) is planned as a walk up the primary
+-- key through the whole history. EXPLAIN ANALYZE on 1M deliveries with 45k unfinished: about 11 ms.
+SELECT p.n AS pending, b.n AS blocked, w.n AS delivering, u.n AS unrouted,
+       (SELECT count(*) FROM {schema}.subscriptions WHERE status = 'paused') AS paused,
+       extract(epoch FROM now() - least(
+           u.oldest,
+           (SELECT created_at FROM {schema}.deliveries WHERE id = least(p.min_id, b.min_id, w.min_id))))
+           AS oldest_age
+  FROM (SELECT count(*) AS n, min(id) AS min_id FROM {schema}.deliveries WHERE status = 'pending') AS p,
+       (SELECT count(*) AS n, min(id) AS min_id FROM {schema}.deliveries WHERE status = 'delivering') AS w,
+       (SELECT coalesce(sum(c.n), 0) AS n, min(c.min_id) AS min_id
+          FROM {schema}.subscriptions s
+         CROSS JOIN LATERAL (SELECT count(*) AS n, min(id) AS min_id FROM {schema}.deliveries
+                              WHERE subscription_id = s.id AND status = 'blocked') AS c) AS b,
+       (SELECT count(*) AS n,
+               (SELECT enqueued_at FROM {schema}.events WHERE routed_at IS NULL ORDER BY position LIMIT 1) AS oldest
+          FROM {schema}.events WHERE routed_at IS NULL) AS u;

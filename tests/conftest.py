@@ -154,6 +154,8 @@ def run_cli(database_url: str) -> Any:
         environment = {**os.environ, "OUTBOX_DATABASE_URL": url or database_url}
         for name in ("OUTBOX_SCHEMA", "OUTBOX_WEBHOOK_ORIGIN"):
             environment.pop(name, None)
+        # Receivers run on 127.0.0.1; a caller's env (even "") decides otherwise.
+        environment["OUTBOX_ALLOWED_NETWORKS"] = "127.0.0.0/8,::1/128"
         environment.update(env or {})
         return subprocess.run(
             [sys.executable, "-m", "worker", *args],

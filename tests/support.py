@@ -22,6 +22,7 @@ from aiohttp import web
 import outbox
 from outbox import CloudEvent, Subscription
 from worker import subscription_store
+from worker.secret_box import SecretBox
 
 # A worker tuned for tests: quick polls and retries, short leases and timeouts.
 FAST = {
@@ -32,6 +33,7 @@ FAST = {
     "OUTBOX_LEASE_SECONDS": "3",
     "OUTBOX_REQUEST_TIMEOUT": "1",
     "OUTBOX_SHUTDOWN_GRACE": "5",
+    "OUTBOX_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
 }
 
 
@@ -176,7 +178,7 @@ def subscribe(database_url: str, callback_url: str, **fields: Any) -> str:
     fields.setdefault("types", ["*"])
     subscription = Subscription.create(callback_url=callback_url, allow_insecure=True, **fields)
     with psycopg.connect(database_url) as conn:
-        return subscription_store.add(conn, subscription, "outbox")
+        return subscription_store.add(conn, subscription, "outbox", SecretBox())
 
 
 def zaak_event(subject: str, n: int = 0, **extra: Any) -> CloudEvent:

@@ -40,7 +40,8 @@ def test_add_from_seed_json_stores_it_and_prints_the_id_last(
 ) -> None:
     new_id = _add_seed(run_cli, tmp_path)
     row = reader.execute(
-        "SELECT callback_url, auth, kanalen, types, content_mode, status FROM outbox.subscriptions WHERE id = %s",
+        "SELECT callback_url, secrets::json->>'auth', kanalen, types, content_mode, status FROM outbox.subscriptions "
+        "WHERE id = %s",
         (new_id,),
     ).fetchone()
     assert row == (
@@ -215,15 +216,18 @@ def test_malformed_subscription_is_refused_whole(run_cli: Any, tmp_path: Path, r
     assert reader.execute("SELECT count(*) FROM outbox.subscriptions").fetchone() == (0,)
 
 
-def test_not_json_and_clashing_flags_are_clear(run_cli: Any, tmp_path: Path) -> None:
+def test_not_json_is_clear_and_flags_override_the_file(run_cli: Any, tmp_path: Path) -> None:
     path = tmp_path / "x.json"
     path.write_text("{nope")
     result = run_cli("subscriptions", "add", "--from-json", str(path))
     assert result.returncode == 1
     assert "is not valid JSON" in result.stderr
-    result = run_cli("subscriptions", "add", "--from-json", str(path), "--callback-url", "https://x.nl")
-    assert result.returncode == 2
-    assert "drop --callback-url" in result.stderr
+    path.write_text(json.dumps({"callbackUrl": "https://x.nl/a", "types": ["*"], "contentMode": "binary"}))
+    result = run_cli(
+        "subscriptions", "add", "--from-json", str(path), "--content-mode", "batched", "--skip-handshake", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.rsplit("\n", 2)[0])["contentMode"] == "batched", "a flag overrides the file"
 
 
 def test_list_and_show_never_print_the_secret(run_cli: Any, tmp_path: Path) -> None:

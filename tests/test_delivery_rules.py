@@ -17,7 +17,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from worker.http import BATCHED, STRUCTURED, Claimed, request_parts
+from outbox import Subscription
+from worker.http import BATCHED, STRUCTURED, Claimed, Target, request_parts
 from worker.outcome import backoff, from_error, from_status, retry_after_seconds
 from worker.receiver import ReceiverConfig, make_app
 from worker.settings import SettingsError, WorkerSettings
@@ -108,24 +109,38 @@ EVENT = {
 }
 
 
-def claimed(mode: str, event: dict[str, Any] = EVENT, auth: str | None = "Bearer abc") -> Claimed:
-    return Claimed(1, 1, uuid.uuid4(), "http://127.0.0.1/x", auth, mode, json.dumps(event), uuid.uuid4())
+def claimed(event: dict[str, Any] = EVENT) -> Claimed:
+    return Claimed(1, 1, uuid.uuid4(), json.dumps(event), uuid.uuid4())
+
+
+def parts(mode: str, event: dict[str, Any] = EVENT, **options: Any) -> tuple[dict[str, str], bytes]:
+    subscription = Subscription.create(
+        callback_url="http://127.0.0.1/x", types=["*"], content_mode=mode, allow_insecure=True, **options
+    )
+    return request_parts(subscription, [claimed(event)])
 
 
 def test_structured_mode_sends_the_event_as_is() -> None:
-    headers, body = request_parts(claimed("structured"))
-    assert headers == {"Authorization": "Bearer abc", "Content-Type": STRUCTURED}
+    headers, body = parts("structured")
+    assert headers == {"Content-Type": STRUCTURED}
     assert json.loads(body) == EVENT
+    headers, _ = parts("structured", content_type="application/cloudevents+json")
+    assert headers == {"Content-Type": "application/cloudevents+json"}, "the per-subscription override"
 
 
 def test_batched_mode_sends_a_json_array() -> None:
-    headers, body = request_parts(claimed("batched", auth=None))
+    headers, body = parts("batched")
     assert headers == {"Content-Type": BATCHED}
     assert json.loads(body) == [EVENT]
+    subscription = Subscription.create(callback_url="http://127.0.0.1/x", types=["*"], content_mode="batched",
+                                       allow_insecure=True)  # fmt: skip
+    second = {**EVENT, "id": "second"}
+    _, body = request_parts(subscription, [claimed(), claimed(second)])
+    assert json.loads(body) == [EVENT, second], "one array, in claim order"
 
 
 def test_binary_mode_maps_attributes_to_ce_headers() -> None:
-    headers, body = request_parts(claimed("binary"))
+    headers, body = parts("binary")
     assert headers["Content-Type"] == "application/json"
     assert headers["ce-id"] == EVENT["id"]
     assert headers["ce-specversion"] == "1.0"
@@ -136,9 +151,9 @@ def test_binary_mode_maps_attributes_to_ce_headers() -> None:
     assert json.loads(body) == EVENT["data"]
     binary_data = {**{k: v for k, v in EVENT.items() if k != "data"}, "datacontenttype": "application/octet-stream"}
     binary_data["data_base64"] = base64.b64encode(b"\x00\x01raw").decode()
-    headers, body = request_parts(claimed("binary", binary_data))
+    headers, body = parts("binary", binary_data)
     assert (headers["Content-Type"], body) == ("application/octet-stream", b"\x00\x01raw")
-    headers, _ = request_parts(claimed("binary", {**EVENT, "subject": "Zoë 100%"}))
+    headers, _ = parts("binary", {**EVENT, "subject": "Zoë 100%"})
     assert headers["ce-subject"] == "Zo%C3%AB 100%25", "percent-encoded as the HTTP binding says"
 
 
@@ -174,8 +189,8 @@ async def test_receiver_accepts_the_three_modes_and_refuses_the_rest(receiver_ur
     async with httpx.AsyncClient() as client:
         auth = {"Authorization": "Bearer right"}
         for mode in ("structured", "batched", "binary"):
-            headers, body = request_parts(claimed(mode, auth="Bearer right"))
-            answer = await client.post(url, headers=headers, content=body)
+            headers, body = parts(mode)
+            answer = await client.post(url, headers={**headers, **auth}, content=body)
             assert answer.status_code == 204, mode
         assert [r["mode"] for r in config.received] == ["structured", "batched", "binary"]
         assert all(r["event"]["id"] == EVENT["id"] for r in config.received)
@@ -207,16 +222,28 @@ async def test_a_broken_claim_becomes_a_recorded_error_not_an_exception() -> Non
 
     sender = Sender(SETTINGS)
     try:
-        broken = Claimed(1, 1, uuid.uuid4(), "http://127.0.0.1:9/x", None, "binary", "{not json", uuid.uuid4())
-        result = await sender.deliver(broken)
+        target = Target(
+            Subscription.create(callback_url="http://127.0.0.1:9/x", types=["*"], content_mode="binary",
+                                allow_insecure=True), SETTINGS
+        )  # fmt: skip
+        broken = Claimed(1, 1, uuid.uuid4(), "{not json", uuid.uuid4())
+        (result,) = await sender.deliver(target, [broken])
         assert result.outcome.kind == "retry"
         assert result.error == "internal error (JSONDecodeError)"
     finally:
         await sender.aclose()
 
 
-def test_claimed_repr_hides_the_secret() -> None:
-    assert "Bearer abc" not in repr(claimed("structured"))
+def test_reprs_hide_every_secret() -> None:
+    secrets = ["Bearer abc-very-secret", "client-secret-xyz", "zgw-secret-xyz", "whsec_" + "A" * 40]
+    for options in (
+        {"auth": secrets[0]},
+        {"oauth2": {"tokenUrl": "https://idp/token", "clientId": "c", "clientSecret": secrets[1]}},
+        {"zgw": {"clientId": "c", "secret": secrets[2]}, "signing_secrets": [secrets[3]]},
+    ):
+        subscription = Subscription.create(callback_url="https://x.example/h", types=["*"], **options)
+        shown = repr(subscription) + repr(Target(subscription, SETTINGS)) + json.dumps(subscription.to_public_dict())
+        assert not [s for s in secrets if s in shown]
 
 
 async def _raw_server(answer: bytes) -> tuple[asyncio.AbstractServer, str]:

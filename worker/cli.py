@@ -8,21 +8,21 @@ import json
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 import psycopg
 
-from outbox import InvalidSubscriptionError, Subscription, migrate
+from outbox import migrate
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name, migrations
 from worker import logs, maintenance, subscription_store
 from worker import status as status_report
+from worker.cli_subscriptions import secrets, subscriptions
 from worker.daemon import run_worker
 from worker.database import DEFAULT_DATA_DIR, database_url
-from worker.handshake import Agreement, HandshakeRefused, handshake
+from worker.secret_box import SecretKeyError
 from worker.settings import SettingsError, WorkerSettings
 
 
@@ -43,7 +43,7 @@ class Context:
             try:
                 with conn:
                     yield conn
-            except subscription_store.SubscriptionNotFound as exc:
+            except (subscription_store.SubscriptionNotFound, SecretKeyError) as exc:
                 raise click.ClickException(str(exc)) from None
             except psycopg.errors.UndefinedTable:
                 raise click.ClickException(
@@ -122,236 +122,10 @@ def sql_command() -> None:
         click.echo(m.text)
 
 
-# -- subscriptions -----------------------------------------------------------------
+# -- subscriptions and secrets: worker/cli_subscriptions.py -----------------------
 
-
-def _origin_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--origin",
-        envvar="OUTBOX_WEBHOOK_ORIGIN",
-        metavar="DNS_NAME",
-        help="Our WebHook-Request-Origin for the handshake, e.g. outbox.gemeente.nl [env OUTBOX_WEBHOOK_ORIGIN].",
-    )(command)
-
-
-@cli.group("subscriptions")
-def subscriptions() -> None:
-    """Manage subscriptions (webhooks and what they want)."""
-
-
-def _load_abonnement(path: str) -> object:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise click.ClickException(f"--from-json: cannot read {path}: {exc.strerror}") from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise click.ClickException(f"--from-json: {path} is not valid JSON ({exc})") from None
-
-
-@subscriptions.command("add")
-@click.option("--callback-url", help="Webhook URL the events are POSTed to (https).")
-@click.option("--auth", help="Authorization header value, e.g. 'Bearer <token>'. A secret: never printed.")
-@click.option(
-    "--type",
-    "types",
-    multiple=True,
-    metavar="PATTERN",
-    help="Event type pattern; * is a wildcard. Repeatable.",
-)
-@click.option(
-    "--content-mode",
-    type=click.Choice(["structured", "binary", "batched"]),
-    default=None,
-    help="HTTP content mode [default: structured].",
-)
-@click.option("--ordering-key", metavar="ATTRIBUTE", help="Event attribute to order by [default: subject].")
-@click.option(
-    "--from-json",
-    "from_json",
-    metavar="FILE",
-    help="Abonnement JSON (callbackUrl, auth, kanalen[].naam/filters); - reads standard input.",
-)
-@click.option("--allow-insecure", is_flag=True, help="Allow http:// and loopback/private callback addresses.")
-@click.option("--skip-handshake", is_flag=True, help="The delivery was agreed out of band: no OPTIONS handshake.")
-@click.option(
-    "--rate", type=click.IntRange(1), metavar="PER_MINUTE", help="Ask the target for this rate in the handshake."
-)
-@_origin_option
-@click.option("--json", "as_json", is_flag=True, help="Print the stored subscription as JSON (the id stays last).")
-@click.pass_obj
-def subscriptions_add(
-    obj: Context,
-    callback_url: str | None,
-    auth: str | None,
-    types: tuple[str, ...],
-    content_mode: str | None,
-    ordering_key: str | None,
-    from_json: str | None,
-    allow_insecure: bool,
-    skip_handshake: bool,
-    rate: int | None,
-    origin: str | None,
-    as_json: bool,
-) -> None:
-    """Register a subscription, after the OPTIONS handshake of the webhook guideline (unless
-    --skip-handshake: agreed out of band). Prints the new subscription's id alone on the last line."""
-    try:
-        if from_json is not None:
-            clashing = [
-                flag
-                for flag, value in (
-                    ("--callback-url", callback_url),
-                    ("--auth", auth),
-                    ("--type", types),
-                    ("--content-mode", content_mode),
-                    ("--ordering-key", ordering_key),
-                )
-                if value
-            ]
-            if clashing:
-                raise click.UsageError(f"--from-json gives the whole subscription; drop {', '.join(clashing)}")
-            subscription = Subscription.from_abonnement(_load_abonnement(from_json), allow_insecure=allow_insecure)
-        else:
-            if not callback_url:
-                raise click.UsageError("give --callback-url (or --from-json FILE)")
-            subscription = Subscription.create(
-                callback_url=callback_url,
-                auth=auth,
-                types=list(types),
-                content_mode=content_mode or "structured",
-                ordering_key=ordering_key,
-                allow_insecure=allow_insecure,
-            )
-    except InvalidSubscriptionError as exc:
-        raise click.ClickException(
-            "the subscription was refused:\n" + "\n".join(f"  - {p}" for p in exc.problems)
-        ) from None
-    if not skip_handshake:
-        agreement = _handshake(subscription.callback_url, origin, rate)
-        subscription = replace(
-            subscription,
-            agreement="handshake",
-            handshake_at=datetime.now(UTC),
-            requested_rate=rate,
-            allowed_rate=agreement.allowed_rate,
-        )
-    with obj.connect() as conn:
-        new_id = subscription_store.add(conn, subscription, obj.schema)
-        stored = subscription_store.get(conn, obj.schema, new_id)
-    if as_json:
-        click.echo(json.dumps(stored.to_public_dict(), indent=2))
-    else:
-        click.echo(f"added subscription for {stored.callback_url} ({stored.content_mode} mode)")
-    click.echo(new_id)
-
-
-def _handshake(callback_url: str, origin: str | None, rate: int | None) -> Agreement:
-    if not origin:
-        raise click.UsageError(
-            "the OPTIONS handshake needs our origin: set OUTBOX_WEBHOOK_ORIGIN (or --origin), "
-            "or pass --skip-handshake when delivery was agreed out of band"
-        )
-    try:
-        return handshake(callback_url, origin, rate)
-    except HandshakeRefused as exc:
-        raise click.ClickException(f"the subscription was refused: {exc}") from None
-
-
-@subscriptions.command("verify")
-@click.argument("subscription_id")
-@click.option("--rate", type=click.IntRange(1), metavar="PER_MINUTE", help="Ask the target for this rate.")
-@_origin_option
-@click.pass_obj
-def subscriptions_verify(obj: Context, subscription_id: str, rate: int | None, origin: str | None) -> None:
-    """Run the OPTIONS handshake again and record what the target agreed to."""
-    with obj.connect() as conn:
-        sub = subscription_store.get(conn, obj.schema, subscription_id)
-    asked = rate if rate is not None else sub.requested_rate
-    agreement = _handshake(sub.callback_url, origin, asked)
-    with obj.connect() as conn:
-        subscription_store.record_handshake(conn, obj.schema, subscription_id, asked, agreement.allowed_rate)
-    click.echo(f"verified {subscription_id}: the target allows origin {agreement.allowed_origin!r}"
-               + (f", rate {agreement.allowed_rate} per minute" if agreement.allowed_rate else ""))  # fmt: skip
-
-
-def _summary(sub: Subscription) -> str:
-    parts = [f"{k.naam}{json.dumps(dict(k.filters), ensure_ascii=False) if k.filters else ''}" for k in sub.kanalen]
-    parts += [f"type {t}" for t in sub.types]
-    return "; ".join(parts)
-
-
-@subscriptions.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
-def subscriptions_list(obj: Context, as_json: bool) -> None:
-    """List subscriptions (the auth secret is never shown)."""
-    with obj.connect() as conn:
-        subs = subscription_store.list_all(conn, obj.schema)
-    if as_json:
-        click.echo(json.dumps([s.to_public_dict() for s in subs], indent=2))
-        return
-    if not subs:
-        click.echo("no subscriptions")
-        return
-    click.echo(f"{'id':36}  {'status':6}  {'mode':10}  {'auth':12}  {'callbackUrl':40}  wants")
-    for s in subs:
-        click.echo(
-            f"{s.id or '':36}  {s.status:6}  {s.content_mode:10}  {s.auth_hint or '-':12}  "
-            f"{s.callback_url:40}  {_summary(s)}"
-        )
-
-
-@subscriptions.command("show")
-@click.argument("subscription_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
-def subscriptions_show(obj: Context, subscription_id: str, as_json: bool) -> None:
-    """Show one subscription (the auth secret is never shown)."""
-    with obj.connect() as conn:
-        sub = subscription_store.get(conn, obj.schema, subscription_id)
-    document = sub.to_public_dict()
-    if as_json:
-        click.echo(json.dumps(document, indent=2))
-        return
-    for key, value in document.items():
-        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else value
-        click.echo(f"{key:14} {'-' if shown is None else shown}")
-
-
-def _set_status(obj: Context, subscription_id: str, status: str, reason: str | None) -> None:
-    with obj.connect() as conn:
-        subscription_store.set_status(conn, obj.schema, subscription_id, status, reason)
-
-
-@subscriptions.command("pause")
-@click.argument("subscription_id")
-@click.option("--reason", default="paused by operator", show_default=True, help="Why (shown in list/show).")
-@click.pass_obj
-def subscriptions_pause(obj: Context, subscription_id: str, reason: str) -> None:
-    """Stop delivering to a subscription; its deliveries wait."""
-    _set_status(obj, subscription_id, "paused", reason)
-    click.echo(f"paused {subscription_id}")
-
-
-@subscriptions.command("resume")
-@click.argument("subscription_id")
-@click.pass_obj
-def subscriptions_resume(obj: Context, subscription_id: str) -> None:
-    """Deliver to a paused subscription again."""
-    _set_status(obj, subscription_id, "active", None)
-    click.echo(f"resumed {subscription_id}")
-
-
-@subscriptions.command("remove")
-@click.argument("subscription_id")
-@click.pass_obj
-def subscriptions_remove(obj: Context, subscription_id: str) -> None:
-    """Delete a subscription with its deliveries and their history."""
-    with obj.connect() as conn:
-        subscription_store.remove(conn, obj.schema, subscription_id)
-    click.echo(f"removed {subscription_id}")
+cli.add_command(subscriptions)
+cli.add_command(secrets)
 
 
 # -- operations ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import uuid
 from collections import Counter
@@ -31,11 +32,13 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
+from outbox import Subscription
 from outbox._sql import query
 from worker import router
-from worker.http import Claimed, Result, Sender
+from worker.http import Claimed, Result, Sender, Target
 from worker.logs import log, redact
 from worker.outcome import Outcome
+from worker.secret_box import SecretBox
 from worker.settings import WorkerSettings
 from worker.subscription_store import from_row
 
@@ -62,6 +65,12 @@ class Worker:
         self._cycles = 0
         self.delivered = 0  # counters for progress lines and tests
         self.attempts = 0
+        secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
+        self._box = SecretBox.from_setting(secret_key)
+        # Per subscription, for its current version (its row): the parsed subscription (secrets
+        # opened once, not every pass) and how to send to it (None: it cannot be sent to, see log).
+        self._known: dict[uuid.UUID, tuple[Any, Subscription, Target | None]] = {}
+        self._slowed: set[uuid.UUID] = set()  # subscriptions whose pace is below 1 (they recover on success)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -90,6 +99,9 @@ class Worker:
         self._sender = Sender(self.settings)
         log(logging.INFO, "worker started", worker=self.settings.worker_id, schema=self.schema,
             concurrency=self.settings.concurrency, batch_size=self.settings.batch_size)  # fmt: skip
+        if not self._box.encrypts:
+            log(logging.WARNING, "subscription secrets are stored unencrypted: set OUTBOX_SECRET_KEY "
+                "(make one with `outbox secrets new-key`, then run `outbox secrets rotate`)")  # fmt: skip
         listener = asyncio.create_task(self._listen(), name="listener")
         self._recorder = asyncio.create_task(self._record_forever(), name="recorder")
         try:
@@ -221,7 +233,8 @@ class Worker:
                 await pipeline.sync()
                 locked = await locked_cursor.fetchone()
                 events = await events_cursor.fetchall() if locked and locked[0] else []
-                subscriptions = [from_row(r) for r in await subscriptions_cursor.fetchall()]
+                rows = await subscriptions_cursor.fetchall()
+                subscriptions = self._subscriptions(rows)
                 if events:
                     routes = router.plan(events, subscriptions)
                     if routes.positions:
@@ -233,18 +246,14 @@ class Worker:
                 active = [uuid.UUID(str(s.id)) for s in subscriptions if s.status == "active"]
                 claim_cursor = None
                 if limit > 0 and active and not self._stopping.is_set():
-                    # Start with a different subscription each pass, so none is always served last.
-                    turn = self._cycles % len(active)
-                    order = active[turn:] + active[:turn]
-                    caps = [self.settings.subscription_concurrency - self._per_subscription[s] for s in order]
-                    params = {
-                        "subscriptions": [s for s, cap in zip(order, caps, strict=True) if cap > 0],
-                        "caps": [min(cap, limit) for cap in caps if cap > 0],
-                        "limit": limit,
-                        "token": token,
-                        "lease": self.settings.lease_seconds,
-                    }
-                    claim_cursor = await conn.execute(query("claim", schema), params)
+                    params = self._claim_parameters(active, rows, limit, token)
+                    if params["subscriptions"]:
+                        if params["rated_ids"]:
+                            await conn.execute(query("create_pace", schema), params)
+                            await conn.execute(query("refill_pace", schema), params)
+                        claim_cursor = await conn.execute(query("claim", schema), params)
+                        if params["rated_ids"]:
+                            await conn.execute(query("spend_pace", schema), params)
                 next_due_cursor = await conn.execute(query("next_due_in", schema), (active,))
                 await conn.execute(COMMIT)
                 await pipeline.sync()
@@ -254,32 +263,128 @@ class Worker:
             return len(events), claimed
 
         routed, rows = await self._db(step, forever=False)
-        for delivery_id, attempts, subscription_id, url, auth, mode, event, key, rescued in rows:
-            claimed = Claimed(delivery_id, attempts, subscription_id, url, auth, mode, event, token, key, rescued)
-            self._per_subscription[subscription_id] += 1
-            task = asyncio.create_task(self._deliver(claimed))
-            self._in_flight[delivery_id] = (claimed, task)
+        claims = [Claimed(d_id, attempts, sub_id, event, token, key, rescued)
+                  for d_id, attempts, sub_id, event, key, rescued in rows]  # fmt: skip
+        for target, group in self._requests(claims):
+            self._per_subscription[group[0].subscription_id] += len(group)
+            task = asyncio.create_task(self._deliver(target, group))
+            for claimed in group:
+                self._in_flight[claimed.id] = (claimed, task)
         return routed, len(rows)
 
-    async def _deliver(self, claimed: Claimed) -> None:
+    def _subscriptions(self, rows: list[dict[str, Any]]) -> list[Subscription]:
+        """The subscriptions of this pass; a version seen before is not parsed (nor decrypted) again."""
+        known: dict[uuid.UUID, tuple[Any, Subscription, Target | None]] = {}
+        self._slowed = set()
+        for row in rows:
+            sub_id = row["id"]
+            if row["pace"] is not None and row["pace"] < 1:
+                self._slowed.add(sub_id)
+            version = tuple(value for name, value in row.items() if name not in ("pace", "held"))
+            seen = self._known.get(sub_id)
+            if seen is not None and seen[0] == version:
+                known[sub_id] = seen
+                continue
+            try:
+                subscription = from_row(row, self._box)
+            except ValueError as exc:  # secrets that do not open: say so, deliver nothing to it
+                log(logging.ERROR, "subscription cannot be used", subscription=str(sub_id), error=str(exc))
+                known[sub_id] = (version, from_row(row, None), None)
+                continue
+            try:
+                target: Target | None = Target(subscription, self.settings)
+            except ValueError as exc:  # e.g. a CA bundle that no longer loads
+                log(logging.ERROR, "subscription cannot be used", subscription=str(sub_id), error=str(exc))
+                target = None
+            known[sub_id] = (version, subscription, target)
+        self._known = known
+        return [entry[1] for entry in known.values()]
+
+    def _claim_parameters(
+        self, active: list[uuid.UUID], rows: list[dict[str, Any]], limit: int, token: uuid.UUID
+    ) -> dict[str, Any]:
+        """Per active subscription that is not held after a 429 and has a usable target: how many
+        deliveries it may take (its share of the process's slots, scaled by its pace), and the
+        token buckets of the rate-limited ones."""
+        held = {row["id"] for row in rows if row["held"]}
+        pace = {row["id"]: row["pace"] for row in rows if row["pace"] is not None}
+        # Start with a different subscription each pass, so none is always served last.
+        turn = self._cycles % len(active)
+        ids, caps, units, rated = [], [], [], []
+        rated_ids, per_second, bursts, rated_units = [], [], [], []
+        for sub_id in active[turn:] + active[:turn]:
+            target = self._known[sub_id][2]
+            if sub_id in held or target is None:
+                continue
+            unit = target.batch_max
+            share = max(1, math.ceil(self.settings.subscription_concurrency * pace.get(sub_id, 1.0)))
+            cap = share * unit - self._per_subscription[sub_id]
+            if cap <= 0:
+                continue
+            rate = target.subscription.rate_per_minute
+            ids.append(sub_id)
+            caps.append(min(cap, limit))
+            units.append(unit)
+            rated.append(rate is not None)
+            if rate is not None:
+                rated_ids.append(sub_id)
+                per_second.append(rate / 60.0)
+                bursts.append(max(1.0, rate / 60.0))  # at most one second's worth at once
+                rated_units.append(unit)
+        return {
+            "subscriptions": ids, "caps": caps, "units": units, "rated": rated, "limit": limit, "token": token,
+            "lease": self.settings.lease_seconds, "rated_ids": rated_ids, "per_second": per_second,
+            "bursts": bursts, "rated_units": rated_units,
+        }  # fmt: skip
+
+    def _requests(self, claims: list[Claimed]) -> list[tuple[Target, list[Claimed]]]:
+        """One request per claim, except in batched mode: up to batch_max of one subscription per
+        request, in delivery order (= event order; a key has only its head claimed, so a batch never
+        holds two of one key)."""
+        requests: list[tuple[Target, list[Claimed]]] = []
+        batches: dict[uuid.UUID, list[Claimed]] = {}
+        for claimed in sorted(claims, key=lambda c: c.id):
+            target = self._known[claimed.subscription_id][2]
+            assert target is not None  # only subscriptions with a target are claimed for
+            if target.batch_max == 1:
+                requests.append((target, [claimed]))
+                continue
+            batch = batches.setdefault(claimed.subscription_id, [])
+            batch.append(claimed)
+            if len(batch) == target.batch_max:
+                requests.append((target, batch))
+                batches[claimed.subscription_id] = []
+        for sub_id, batch in batches.items():
+            if batch:
+                requests.append((self._known[sub_id][2], batch))  # type: ignore[arg-type]
+        return requests
+
+    async def _deliver(self, target: Target, claims: list[Claimed]) -> None:
         try:
-            if claimed.rescued and claimed.attempts > self.settings.retry_max_attempts:
-                # Taken back from dead workers more often than it may be tried: stop here, visibly.
-                reason = f"abandoned: claimed {claimed.attempts} times without a recorded result (lease expired)"
-                result = Result(claimed, Outcome("failed", reason=reason), datetime.now(UTC), 0.0, error="abandoned")
-            else:
-                result = await self._sender.deliver(claimed)
+            abandoned = [c for c in claims if c.rescued and c.attempts > self.settings.retry_max_attempts]
+            results = [self._abandon(c) for c in abandoned]
+            rest = [c for c in claims if c not in abandoned]
+            if rest:
+                results += await self._sender.deliver(target, rest)
         finally:
-            self._in_flight.pop(claimed.id, None)
-            self._per_subscription[claimed.subscription_id] -= 1
-            if self._per_subscription[claimed.subscription_id] <= 0:
-                del self._per_subscription[claimed.subscription_id]
+            subscription_id = claims[0].subscription_id
+            for claimed in claims:
+                self._in_flight.pop(claimed.id, None)
+            self._per_subscription[subscription_id] -= len(claims)
+            if self._per_subscription[subscription_id] <= 0:
+                del self._per_subscription[subscription_id]
             # Claim again once half a batch of slots is free: keeps the pipe full without tiny claims.
             if self._free_slots() * 2 >= min(self.settings.batch_size, self.settings.concurrency):
                 self._wake.set()
-        self.attempts += 1
-        self._results.append(result)
+        self.attempts += len(results)
+        self._results.extend(results)
         self._results_ready.set()
+
+    @staticmethod
+    def _abandon(claimed: Claimed) -> Result:
+        """Taken back from dead workers more often than it may be tried: stop here, visibly."""
+        reason = f"abandoned: claimed {claimed.attempts} times without a recorded result (lease expired)"
+        return Result(claimed, Outcome("failed", reason=reason), datetime.now(UTC), 0.0, error="abandoned")
 
     # -- recording results ---------------------------------------------------------------------
 
@@ -313,7 +418,10 @@ class Worker:
 
     async def _write_results(self, conn: psycopg.AsyncConnection[Any], batch: list[Result]) -> None:
         ids, tokens, states, codes, errors, delays = [], [], [], [], [], []
-        retired: dict[uuid.UUID, str] = {}
+        retired: set[uuid.UUID] = set()
+        slowed: dict[uuid.UUID, float] = {}  # 429: subscription -> how long to hold it
+        recovered: set[uuid.UUID] = set()
+        preflights: dict[uuid.UUID, str | None] = {}
         for r in batch:
             kind = r.outcome.kind
             ids.append(r.claimed.id)
@@ -322,8 +430,15 @@ class Worker:
             codes.append(r.status_code)
             errors.append(None if kind == "delivered" else r.outcome.reason)
             delays.append(r.outcome.delay)
+            sub_id = r.claimed.subscription_id
             if kind == "retired":
-                retired[r.claimed.subscription_id] = r.claimed.callback_url
+                retired.add(sub_id)
+            if r.status_code == 429:
+                slowed[sub_id] = max(slowed.get(sub_id, 0.0), r.outcome.delay)
+            elif kind == "delivered" and sub_id in self._slowed:
+                recovered.add(sub_id)
+            if r.allowed_rate is not None:
+                preflights[sub_id] = r.allowed_rate or None
         finished = [r.claimed for r in batch if r.outcome.kind in ("delivered", "failed") and r.claimed.key]
         finished_subscriptions = [c.subscription_id for c in finished]
         finished_keys = [c.key for c in finished]
@@ -359,6 +474,12 @@ class Worker:
                     query("retire_subscriptions", self.schema),
                     ("the receiver answered 410 Gone: the target is retired", list(retired)),
                 )
+            if slowed:
+                await conn.execute(query("slow_down", self.schema), (list(slowed), list(slowed.values())))
+            if recovered - slowed.keys():
+                await conn.execute(query("speed_up", self.schema), (list(recovered - slowed.keys()),))
+            for sub_id, allowed_rate in preflights.items():
+                await conn.execute(query("record_preflight", self.schema), (allowed_rate, sub_id, allowed_rate))
             await conn.execute(COMMIT)
             await pipeline.sync()
             recorded = await recorded_cursor.fetchall()
@@ -369,6 +490,12 @@ class Worker:
                         callbackUrl=redact(url))  # fmt: skip
         # Look again at once only when this made work: a successor became pending, or a retry is
         # due before the main loop's next look. Otherwise a NOTIFY need not wait behind a pass.
+        if slowed:
+            log(
+                logging.WARNING,
+                "429 Too Many Requests: subscription slowed down",
+                subscriptions=sorted(map(str, slowed)),
+            )
         if promoted or any(r.outcome.kind in ("retry", "retired") for r in batch):
             self._wake.set()
         fenced = len(batch) - len(recorded)

@@ -34,6 +34,8 @@ from worker import status as status_report
 from worker import subscription_store
 from worker.daemon import Worker
 from worker.handshake import handshake
+from worker.safety import AddressPolicy, parse_networks
+from worker.secret_box import SecretBox
 from worker.settings import WorkerSettings
 
 SCHEMA = "outbox_demo"
@@ -125,8 +127,12 @@ def _run_host(url: str, host: ModuleType) -> tuple[int, dict[str, str]]:
     return sum(events for _, events in steps), zaak
 
 
+# The demo's receiver runs on this machine: the only non-public network the worker may reach.
+LOOPBACK = "127.0.0.0/8"
+
+
 async def _run_worker(url: str, expected: int) -> float:
-    settings = WorkerSettings.load(db_schema=SCHEMA, poll_interval=0.2)
+    settings = WorkerSettings.load(db_schema=SCHEMA, poll_interval=0.2, allowed_networks=LOOPBACK)
     worker = Worker(settings, url)
     began = time.monotonic()
     task = asyncio.create_task(worker.run())
@@ -170,12 +176,12 @@ def run(url: str) -> None:
             {"callbackUrl": callback, "auth": TOKEN, "kanalen": [{"naam": "zaken", "filters": {}}]},
             allow_insecure=True,
         )
-        agreement = handshake(callback, ORIGIN)
+        agreement = handshake(callback, ORIGIN, policy=AddressPolicy(parse_networks(LOOPBACK)))
         subscription = replace(
             subscription, agreement="handshake", handshake_at=datetime.now(UTC), allowed_rate=agreement.allowed_rate
         )
         with psycopg.connect(url) as conn:
-            sub_id = subscription_store.add(conn, subscription, SCHEMA)
+            sub_id = subscription_store.add(conn, subscription, SCHEMA, SecretBox())
         click.echo(
             f"3. OPTIONS handshake as {ORIGIN}: allowed (origin {agreement.allowed_origin!r}); subscribed it to "
             f"kanaal 'zaken' (subscription {sub_id}, auth {subscription.auth_hint})"

@@ -7,16 +7,25 @@
 The target agrees with a 2xx whose WebHook-Allowed-Origin is our origin or `*`; when a rate was
 asked, it MUST answer WebHook-Allowed-Rate (requests per minute, or `*`). Anything else is a
 refusal, described in the words of what the target answered.
+
+The OPTIONS goes through the delivery transport, so it meets the same rules as the deliveries
+after it: the address policy (checked at connect time), the subscription's TLS context, no
+redirects, a capped answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import re
+import ssl
 from dataclasses import dataclass
 
 import httpx
 
 from worker.http import USER_AGENT
+from worker.safety import AddressPolicy, DestinationRefused
+from worker.transport import TLS_EXTENSION, Resolver, WebhookTransport
 
 _RATE = re.compile(r"^(\*|[0-9]+)$")
 
@@ -31,17 +40,58 @@ class Agreement:
     allowed_rate: str | None  # requests per minute, "*", or None when not answered (and not asked)
 
 
-def handshake(callback_url: str, origin: str, rate: int | None = None, timeout: float = 10.0) -> Agreement:
+def handshake(
+    callback_url: str,
+    origin: str,
+    rate: int | None = None,
+    timeout: float = 10.0,
+    *,
+    policy: AddressPolicy | None = None,
+    tls: ssl.SSLContext | None = None,
+    resolver: Resolver | None = None,
+) -> Agreement:
+    """The handshake, for synchronous callers (the CLI). Raises HandshakeRefused."""
+    call = handshake_async(callback_url, origin, rate, timeout, policy=policy, tls=tls, resolver=resolver)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(call)
+    # Called from inside an event loop: asyncio.run needs a thread of its own.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, call).result()
+
+
+async def handshake_async(
+    callback_url: str,
+    origin: str,
+    rate: int | None = None,
+    timeout: float = 10.0,
+    *,
+    policy: AddressPolicy | None = None,
+    tls: ssl.SSLContext | None = None,
+    resolver: Resolver | None = None,
+) -> Agreement:
     headers = {"WebHook-Request-Origin": origin, "User-Agent": USER_AGENT}
     if rate is not None:
         headers["WebHook-Request-Rate"] = str(rate)
+    extensions: dict[str, object] = {"timeout": httpx.Timeout(timeout).as_dict()}
+    if tls is not None:
+        extensions[TLS_EXTENSION] = tls
+    transport = WebhookTransport(max_idle_per_host=1, policy=policy, resolver=resolver)
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, verify=True, trust_env=False) as client:
-            answer = client.options(callback_url, headers=headers)
+        request = httpx.Request("OPTIONS", callback_url, headers=headers, extensions=extensions)
+        answer = await transport.handle_async_request(request)
+    except DestinationRefused as exc:
+        raise HandshakeRefused(str(exc)) from None
     except httpx.TimeoutException:
         raise HandshakeRefused(f"the target did not answer the OPTIONS handshake within {timeout:g} s") from None
     except httpx.HTTPError as exc:
-        raise HandshakeRefused(f"the OPTIONS handshake could not reach the target ({type(exc).__name__})") from None
+        # The transport's messages say what failed (TLS, refused connection) without URL or headers.
+        raise HandshakeRefused(
+            f"the OPTIONS handshake could not reach the target ({type(exc).__name__}): {exc}"
+        ) from None
+    finally:
+        await transport.aclose()
     status = f"{answer.status_code} {answer.reason_phrase}".strip()
     if not answer.is_success:
         raise HandshakeRefused(f"the target answered {status} to the OPTIONS handshake, not 2xx")

@@ -1,19 +1,23 @@
-"""HTTP delivery: one shared httpx client per process, the content modes, one attempt → one result.
+"""HTTP delivery: one transport per process, a Target per subscription, the content modes,
+one attempt (one request, of one event or a batch) → one result per delivery in it.
 
 The client's transport is `worker.transport.WebhookTransport` (httpx's API, asyncio protocols and
 httptools underneath): httpx's own transport is CPU-bound and slows down with many requests in
 flight (encode/httpx#3215).
-Deliveries are sent as `httpx.Request`s straight to that transport: the client layer above it
-adds what webhook delivery must not have (one cookie jar shared by all receivers, redirect
-handling, auth flows) and costs about a third of the throughput. Redirects are not followed, TLS
-is verified, every request has a timeout.
+Deliveries are sent as `httpx.Request`s straight to that transport: httpx's client layer adds
+what webhook delivery must not have (one cookie jar shared by all receivers, redirect handling,
+auth flows) and costs about a third of the throughput. Redirects are not followed, TLS is
+verified (a subscription may bring its own CA bundle and client certificate), every request has
+a timeout, and the transport checks each address it connects to (worker/safety.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -22,9 +26,13 @@ from uuid import UUID
 import httpx
 import orjson
 
+from outbox import Subscription
+from worker.credentials import CredentialsError, OAuth2ClientCredentials, WebhookSigner, ZgwJwt
 from worker.outcome import Outcome, from_error, from_status
+from worker.safety import AddressPolicy, DestinationRefused
 from worker.settings import WorkerSettings
-from worker.transport import WebhookTransport
+from worker.tls import tls_context
+from worker.transport import MAX_ANSWER, TLS_EXTENSION, WebhookTransport
 
 USER_AGENT = "nlgov-outbox/0.1"
 STRUCTURED = "application/cloudevents+json; charset=utf-8"
@@ -34,14 +42,11 @@ MAX_BODY_KEPT = 4096
 
 @dataclass(frozen=True)
 class Claimed:
-    """A delivery this worker holds: what to send where, and the claim that fences its result."""
+    """A delivery this worker holds: which event for which subscription, and the claim that fences its result."""
 
     id: int
     attempts: int
     subscription_id: UUID
-    callback_url: str
-    auth: str | None = field(repr=False)  # a secret: never in a repr or a traceback's locals
-    content_mode: str
     event: str  # the JSON event format, as stored
     token: UUID
     key: str | None = None  # the ordering key
@@ -57,63 +62,144 @@ class Result:
     status_code: int | None = None
     error: str | None = None  # error class when there was no answer
     body: str | None = None  # at most 4 KiB of the answer
+    allowed_rate: str | None = None  # what a pre-flight handshake before this attempt agreed ("" = none)
+
+
+class Target:
+    """How to send to one subscription (one version of it): URL, TLS, credentials, signer.
+
+    Built once per subscription version, so a delivery only formats its request."""
+
+    def __init__(self, subscription: Subscription, settings: WorkerSettings) -> None:
+        self.subscription = subscription
+        self.url = httpx.URL(subscription.callback_url)
+        extensions: dict[str, Any] = {"timeout": httpx.Timeout(settings.request_timeout).as_dict()}
+        self.tls: ssl.SSLContext | None = None
+        if subscription.ca_bundle or subscription.client_cert:
+            self.tls = tls_context(subscription.ca_bundle, subscription.client_cert, subscription.client_key)
+            extensions[TLS_EXTENSION] = self.tls
+        self.extensions = extensions
+        self.oauth2 = self.zgw = None
+        if subscription.oauth2 is not None:
+            o = subscription.oauth2
+            self.oauth2 = OAuth2ClientCredentials(
+                o.token_url, o.client_id, o.client_secret, o.scope, timeout=settings.request_timeout
+            )
+        if subscription.zgw is not None:
+            self.zgw = ZgwJwt(subscription.zgw.client_id, subscription.zgw.secret)
+        self.signer = WebhookSigner(subscription.signing_secrets) if subscription.signing_secrets else None
+        self.batch_max = subscription.batch_max if subscription.content_mode == "batched" else 1
+
+    def __repr__(self) -> str:
+        return f"Target({self.subscription!r})"
 
 
 class Sender:
-    """The process's HTTP client and its transport; `deliver` makes one attempt."""
+    """The process's HTTP transport; `deliver` makes one attempt (one request) for one or more claims."""
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self.transport = WebhookTransport(max_idle_per_host=settings.concurrency, max_body=MAX_BODY_KEPT)
-        self.client = httpx.AsyncClient(
-            transport=self.transport,
-            timeout=httpx.Timeout(settings.request_timeout),
-            follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
+        self.policy = AddressPolicy(settings.allowed_networks)
+        self.transport = WebhookTransport(
+            max_idle_per_host=settings.concurrency, max_body=MAX_BODY_KEPT, policy=self.policy
         )
-        self._timeout = {"timeout": httpx.Timeout(settings.request_timeout).as_dict()}
-        self._urls: dict[str, httpx.URL] = {}  # parsed once per callback URL
-
-    def _url(self, callback_url: str) -> httpx.URL:
-        url = self._urls.get(callback_url)
-        if url is None:
-            if len(self._urls) > 10_000:
-                self._urls.clear()
-            url = self._urls[callback_url] = httpx.URL(callback_url)
-        return url
+        # Token endpoints answer more than a webhook's 4 KiB we keep (large JWTs): their own transport,
+        # with the same address checks.
+        self.token_transport = WebhookTransport(max_idle_per_host=4, max_body=MAX_ANSWER, policy=self.policy)
+        self._preflights: dict[UUID, tuple[float, str | None]] = {}  # subscription -> (agreed at, allowed rate)
+        self._preflight_locks: dict[UUID, asyncio.Lock] = {}
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.transport.aclose()
+        await self.token_transport.aclose()
 
-    async def deliver(self, claimed: Claimed) -> Result:
-        """One POST. Never raises: what the receiver, the network or the event does is the result."""
+    async def deliver(self, target: Target, claims: list[Claimed]) -> list[Result]:
+        """One request for `claims` (one, or a batch for one subscription). Never raises: what the
+        receiver, the network or the event does is the result, the same for every claim in it."""
         attempted_at = datetime.now(UTC)
         start = time.perf_counter()
+        allowed_rate = None
         try:
-            headers, body = request_parts(claimed)
-            headers["User-Agent"] = USER_AGENT
-            request = httpx.Request(
-                "POST", self._url(claimed.callback_url), headers=headers, content=body, extensions=self._timeout
-            )
-            response = await self.transport.handle_async_request(request)
+            if target.subscription.preflight:
+                allowed_rate = await self._preflight(target, claims[0].subscription_id)
+            headers, body = request_parts(target.subscription, claims)
+            await self._authenticate(target, headers)
+            if self.settings.webhook_origin:
+                headers["WebHook-Request-Origin"] = self.settings.webhook_origin
+            if target.signer is not None:
+                message_id = f"outbox-{claims[0].id}" + (f"-{claims[-1].id}" if len(claims) > 1 else "")
+                headers.update(target.signer.headers(message_id, int(time.time()), body))
+            response = await self._send(target, headers, body)
+            if response.status_code == 401 and target.oauth2 is not None:
+                # The token may have been revoked before it expired: one fresh token, one more try.
+                target.oauth2.invalidate(headers["Authorization"])
+                await self._authenticate(target, headers)
+                response = await self._send(target, headers, body)
             outcome = from_status(
-                response.status_code, response.headers.get("Retry-After"), claimed.attempts, self.settings
+                response.status_code,
+                response.headers.get("Retry-After"),
+                max(c.attempts for c in claims),
+                self.settings,
             )
         except Exception as exc:  # every failure must become a recorded attempt
             duration = (time.perf_counter() - start) * 1000
             error = _error_class(exc)
-            return Result(
-                claimed, from_error(error, claimed.attempts, self.settings), attempted_at, duration, error=error
-            )
+            outcome = from_error(error, max(c.attempts for c in claims), self.settings)
+            return [Result(c, outcome, attempted_at, duration, error=error, allowed_rate=allowed_rate) for c in claims]
         duration = (time.perf_counter() - start) * 1000
-        return Result(
-            claimed,
-            outcome,
-            attempted_at,
-            duration,
-            status_code=response.status_code,
-            body=_clean_body(response.content),
-        )
+        body_kept = _clean_body(response.content)
+        return [
+            Result(c, outcome, attempted_at, duration, status_code=response.status_code, body=body_kept,
+                   allowed_rate=allowed_rate)
+            for c in claims
+        ]  # fmt: skip
+
+    async def _send(self, target: Target, headers: dict[str, str], body: bytes) -> httpx.Response:
+        headers["User-Agent"] = USER_AGENT
+        request = httpx.Request("POST", target.url, headers=headers, content=body, extensions=target.extensions)
+        return await self.transport.handle_async_request(request)
+
+    async def _authenticate(self, target: Target, headers: dict[str, str]) -> None:
+        if target.oauth2 is not None:
+            headers["Authorization"] = await target.oauth2.authorization(self.token_transport.handle_async_request)
+        elif target.zgw is not None:
+            headers["Authorization"] = target.zgw.authorization()
+        elif target.subscription.auth:
+            headers["Authorization"] = target.subscription.auth
+
+    async def _preflight(self, target: Target, subscription_id: UUID) -> str | None:
+        """The handshake immediately preceding deliveries (the guideline's MAY), repeated once it is
+        older than OUTBOX_PREFLIGHT_MAX_AGE; one at a time per subscription. Returns the allowed rate
+        ("" when the target gave none) when this call ran it, else None. Refusal raises."""
+        from worker.handshake import HandshakeRefused, handshake_async  # it imports this module
+
+        origin = self.settings.webhook_origin
+        if not origin:
+            raise PreflightRefused("pre-flight handshake: set OUTBOX_WEBHOOK_ORIGIN (our WebHook-Request-Origin)")
+        max_age = self.settings.preflight_max_age
+        lock = self._preflight_locks.setdefault(subscription_id, asyncio.Lock())
+        async with lock:
+            done = self._preflights.get(subscription_id)
+            if done is not None and max_age > 0 and time.monotonic() - done[0] < max_age:
+                return None
+            try:
+                agreement = await handshake_async(
+                    target.subscription.callback_url,
+                    origin,
+                    target.subscription.requested_rate,
+                    self.settings.request_timeout,
+                    policy=self.policy,
+                    tls=target.tls,
+                )
+            except HandshakeRefused as exc:
+                self._preflights.pop(subscription_id, None)
+                raise PreflightRefused(f"pre-flight handshake refused: {exc}") from None
+            self._preflights[subscription_id] = (time.monotonic(), agreement.allowed_rate)
+            return agreement.allowed_rate or ""
+
+
+class PreflightRefused(Exception):
+    """The target did not agree in the pre-flight handshake (the message says what it answered)."""
 
 
 def _header_value(value: Any) -> str:
@@ -123,12 +209,15 @@ def _header_value(value: Any) -> str:
     return quote(str(value), safe=" !#$&'()*+,/:;=?@[]^_`{|}~-.")
 
 
-def request_parts(claimed: Claimed) -> tuple[dict[str, str], bytes]:
-    """Headers and body for the subscription's content mode."""
+def request_parts(subscription: Subscription, claims: list[Claimed]) -> tuple[dict[str, str], bytes]:
+    """Headers and body for the subscription's content mode (a batch: several claims, one array)."""
     headers: dict[str, str] = {}
-    if claimed.auth:
-        headers["Authorization"] = claimed.auth
-    if claimed.content_mode == "binary":
+    mode = subscription.content_mode
+    if mode == "batched":
+        headers["Content-Type"] = subscription.content_type or BATCHED
+        return headers, b"[" + b",".join(c.event.encode() for c in claims) + b"]"
+    (claimed,) = claims
+    if mode == "binary":
         event = orjson.loads(claimed.event)
         data = event.pop("data", None)
         data_base64 = event.pop("data_base64", None)
@@ -143,12 +232,9 @@ def request_parts(claimed: Claimed) -> tuple[dict[str, str], bytes]:
             body = data.encode()
         else:
             body = orjson.dumps(data)
-        headers["Content-Type"] = content_type or "application/json"
+        headers["Content-Type"] = subscription.content_type or content_type or "application/json"
         return headers, body
-    if claimed.content_mode == "batched":
-        headers["Content-Type"] = BATCHED
-        return headers, b"[" + claimed.event.encode() + b"]"
-    headers["Content-Type"] = STRUCTURED
+    headers["Content-Type"] = subscription.content_type or STRUCTURED
     return headers, claimed.event.encode()
 
 
@@ -163,6 +249,10 @@ def _clean_body(raw: bytes | bytearray) -> str | None:
 
 def _error_class(exc: BaseException) -> str:
     """A short, secret-free name for what went wrong (no URL query strings, no headers)."""
+    if isinstance(exc, PreflightRefused | CredentialsError):  # secret-free by construction
+        return str(exc)
+    if isinstance(exc, DestinationRefused):  # names host, address and kind: what the operator must see
+        return str(exc)
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
     if not isinstance(exc, httpx.HTTPError | OSError):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name
+from worker.safety import IPNetwork, parse_networks
+from worker.secret_box import SecretBox
 
 
 class SettingsError(ValueError):
@@ -41,10 +43,32 @@ class WorkerSettings(BaseSettings):
     request_timeout: float = Field(10.0, gt=0, le=600, description="HTTP timeout per request (seconds)")
     shutdown_grace: float = Field(30.0, ge=0, le=3600, description="on SIGTERM, wait this long for HTTP")
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}", min_length=1)
+    webhook_origin: str | None = Field(
+        None, description="our WebHook-Request-Origin (pre-flight handshakes, and a header on deliveries)"
+    )
+    preflight_max_age: float = Field(
+        300.0, ge=0, le=86_400, description="a pre-flight handshake is repeated after this many seconds (0: always)"
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="Fernet key(s), comma-separated, that encrypt subscription secrets at rest"
+    )
+    metrics_port: int | None = Field(None, ge=0, le=65_535, description="serve /metrics, /healthz and /readyz")
+    metrics_host: str = Field("0.0.0.0", description="address the metrics server binds to")  # noqa: S104
+    # NoDecode: a comma-separated list, not the JSON pydantic-settings expects for list fields.
+    allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
+        (), description="non-public networks webhooks may go to, e.g. 10.1.0.0/16,::1 (CIDRs or addresses)"
+    )
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        return parse_networks(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         check_schema_name(self.db_schema)
+        if self.secret_key is not None:
+            SecretBox.from_setting(self.secret_key.get_secret_value())  # raises SecretKeyError, a ValueError
         if self.lease_seconds <= 2 * self.request_timeout:
             raise ValueError(
                 f"OUTBOX_LEASE_SECONDS ({self.lease_seconds:g}) must be more than twice "

@@ -1,4 +1,4 @@
-"""Subscriptions in the database: add, list, get, pause, resume, remove."""
+"""Subscriptions in the database: add, update, list, get, pause, resume, remove; secrets sealed by a SecretBox."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from psycopg.types.json import Jsonb
 
 from outbox import Kanaal, Subscription
 from outbox._sql import query
+from outbox._subscription import OAuth2Client, ZgwClient
+from worker.secret_box import SecretBox
 
 
 class SubscriptionNotFound(LookupError):
@@ -25,11 +27,24 @@ def _subscription_id(value: str) -> uuid.UUID:
         raise SubscriptionNotFound(value) from None
 
 
-def from_row(row: dict[str, Any]) -> Subscription:
+def from_row(row: dict[str, Any], box: SecretBox | None) -> Subscription:
+    """A stored subscription, its secrets opened with `box` (raises SecretKeyError if they cannot be);
+    without a box, one without its secrets (enough to route events to it, not to send them)."""
+    secrets = {} if box is None else box.open(row["secrets"], row["secrets_encrypted"], str(row["id"]))
+    oauth2 = zgw = None
+    if row["auth_kind"] == "oauth2":
+        oauth2 = OAuth2Client(
+            token_url=row["oauth2_token_url"],
+            client_id=row["oauth2_client_id"],
+            client_secret=secrets.get("oauth2_client_secret", ""),
+            scope=row["oauth2_scope"],
+        )
+    elif row["auth_kind"] == "zgw":
+        zgw = ZgwClient(client_id=row["zgw_client_id"], secret=secrets.get("zgw_secret", ""))
     return Subscription(
         id=str(row["id"]),
         callback_url=row["callback_url"],
-        auth=row["auth"],
+        auth=secrets.get("auth") if row["auth_kind"] == "static" else None,
         kanalen=tuple(Kanaal(naam=k["naam"], filters=k.get("filters") or {}) for k in row["kanalen"]),
         types=tuple(row["types"]),
         content_mode=row["content_mode"],
@@ -39,45 +54,87 @@ def from_row(row: dict[str, Any]) -> Subscription:
         allow_insecure=row["allow_insecure"],
         handshake_at=row["handshake_at"],
         created_at=row["created_at"],
+        updated_at=row["updated_at"],
         agreement=row["agreement"],
         requested_rate=row["requested_rate"],
         allowed_rate=row["allowed_rate"],
+        batch_max=row["batch_max"],
+        content_type=row["content_type"],
+        preflight=row["preflight"],
+        allow_query_token=row["allow_query_token"],
+        oauth2=oauth2,
+        zgw=zgw,
+        signing_secrets=tuple(secrets.get("signing_secrets", ())),
+        ca_bundle=row["ca_bundle"],
+        client_cert=row["client_cert"],
+        client_key=secrets.get("client_key"),
     )
 
 
-def add(conn: psycopg.Connection[Any], subscription: Subscription, schema: str) -> str:
+def _parameters(subscription: Subscription, box: SecretBox) -> dict[str, Any]:
+    sealed, encrypted = box.seal(subscription.secrets())
+    return {
+        "callback_url": subscription.callback_url,
+        "kanalen": Jsonb([k.to_dict() for k in subscription.kanalen]),
+        "types": list(subscription.types),
+        "content_mode": subscription.content_mode,
+        "ordering_key": subscription.ordering_key,
+        "allow_insecure": subscription.allow_insecure,
+        "handshake_at": subscription.handshake_at,
+        "agreement": subscription.agreement,
+        "requested_rate": subscription.requested_rate,
+        "allowed_rate": subscription.allowed_rate,
+        "batch_max": subscription.batch_max,
+        "content_type": subscription.content_type,
+        "preflight": subscription.preflight,
+        "allow_query_token": subscription.allow_query_token,
+        "auth_kind": subscription.auth_kind,
+        "oauth2_token_url": subscription.oauth2.token_url if subscription.oauth2 else None,
+        "oauth2_client_id": subscription.oauth2.client_id if subscription.oauth2 else None,
+        "oauth2_scope": subscription.oauth2.scope if subscription.oauth2 else None,
+        "zgw_client_id": subscription.zgw.client_id if subscription.zgw else None,
+        "ca_bundle": subscription.ca_bundle,
+        "client_cert": subscription.client_cert,
+        "secrets": sealed,
+        "secrets_encrypted": encrypted,
+    }
+
+
+def add(conn: psycopg.Connection[Any], subscription: Subscription, schema: str, box: SecretBox) -> str:
     """Store a validated subscription (with how delivery was agreed); returns its new id."""
-    row = conn.execute(
-        query("insert_subscription", schema),
-        (
-            subscription.callback_url,
-            subscription.auth,
-            Jsonb([k.to_dict() for k in subscription.kanalen]),
-            list(subscription.types),
-            subscription.content_mode,
-            subscription.ordering_key,
-            subscription.allow_insecure,
-            subscription.handshake_at,
-            subscription.agreement,
-            subscription.requested_rate,
-            subscription.allowed_rate,
-        ),
-    ).fetchone()
+    row = conn.execute(query("insert_subscription", schema), _parameters(subscription, box)).fetchone()
     assert row is not None
     return str(row[0])
 
 
-def list_all(conn: psycopg.Connection[Any], schema: str) -> list[Subscription]:
+def update(conn: psycopg.Connection[Any], schema: str, subscription: Subscription, box: SecretBox) -> None:
+    """Write every option of an existing subscription (status and pause reason stay as they are)."""
+    assert subscription.id is not None
+    parameters = {**_parameters(subscription, box), "id": _subscription_id(subscription.id)}
+    if conn.execute(query("update_subscription", schema), parameters).fetchone() is None:
+        raise SubscriptionNotFound(subscription.id)
+
+
+def rotate_secrets(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -> int:
+    """Re-encrypt every subscription's secrets with the box's first key, in one transaction."""
+    rows = conn.execute(query("sealed_secrets", schema)).fetchall()
+    for subscription_id, stored, encrypted in rows:
+        sealed, now_encrypted = box.reseal(stored, encrypted, str(subscription_id))
+        conn.execute(query("reseal_secrets", schema), (sealed, now_encrypted, subscription_id))
+    return len(rows)
+
+
+def list_all(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -> list[Subscription]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return [from_row(row) for row in cur.execute(query("list_subscriptions", schema)).fetchall()]
+        return [from_row(row, box) for row in cur.execute(query("list_subscriptions", schema)).fetchall()]
 
 
-def get(conn: psycopg.Connection[Any], schema: str, subscription_id: str) -> Subscription:
+def get(conn: psycopg.Connection[Any], schema: str, subscription_id: str, box: SecretBox) -> Subscription:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(query("get_subscription", schema), (_subscription_id(subscription_id),)).fetchone()
     if row is None:
         raise SubscriptionNotFound(subscription_id)
-    return from_row(row)
+    return from_row(row, box)
 
 
 def set_status(

@@ -8,33 +8,70 @@ httpx's exceptions.
 
 Deliberately narrow, for delivery: one request per connection at a time (no pipelining), no
 redirects, no cookies, no proxies, no decompression, no Expect/100-continue, HTTP/1.1 only. At
-most `max_body` bytes of an answer are kept; an answer over 1 MiB, or with over 100 headers or
-64 KiB of them, is cut off and its connection closed, and so is a connection that sends bytes
-nobody asked for. A kept-alive connection the server closed meanwhile is retried once on a fresh connection,
-but only when the server sent nothing back.
+most `max_body` bytes of an answer are kept; an answer body over 64 KiB, or with over 100 headers or
+64 KiB of them, is cut off and its connection closed (the status is kept), and so is a connection
+that sends bytes nobody asked for. A kept-alive connection the server closed meanwhile is retried
+once on a fresh connection, but only when the server sent nothing back.
+
+Outbound safety: the transport resolves the host itself, asks its `AddressPolicy` about every
+address the name resolves to (one refused address refuses the request: `DestinationRefused`), and
+connects to the address it checked, with the name for TLS (SNI and certificate check) and the Host
+header, so a second DNS answer cannot swap in another address. A request may carry its own
+`ssl.SSLContext` in `request.extensions["outbox.tls"]` (a subscription's CA bundle or client
+certificate); connections are pooled per context, so one subscription's client certificate never
+serves another's request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from ipaddress import ip_address
 from typing import Any
 
 import certifi
 import httptools
 import httpx
 
-MAX_ANSWER = 1024 * 1024
+from worker.safety import AddressPolicy, DestinationRefused
+
+MAX_ANSWER = 64 * 1024  # answer body bytes read at most: a receiver's answer is a status, not a download
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 64 * 1024
+
+
+TLS_EXTENSION = "outbox.tls"  # request.extensions key for a per-request ssl.SSLContext
+
+# (host, port) -> the host's addresses, in the order to try them
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def default_ssl_context() -> ssl.SSLContext:
     """Verification on, Mozilla's CA bundle (as httpx)."""
     return ssl.create_default_context(cafile=certifi.where())
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The event loop's getaddrinfo: every IPv4/IPv6 address of `host`, once each, in its order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[str] = []
+    for family, _, _, _, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in addresses:
+            addresses.append(str(sockaddr[0]))
+    return addresses
 
 
 class _Answer:
@@ -65,6 +102,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.header_bytes = 0
+        self.gone: asyncio.Future[None] | None = None  # made by `aclose` when it waits for the close
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -74,9 +112,16 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
+        self.pool.live.discard(self)
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(None)
         if self.waiter is not None and not self.waiter.done():
             if self.headers_done:  # an answer delimited by the end of the connection
                 self._answer(keep_alive=False)
+            elif isinstance(exc, ssl.SSLError):
+                # With TLS 1.3 a server refuses our client certificate (or its absence) only after
+                # the handshake: the alert ends the exchange, and is the useful part of the story.
+                self.waiter.set_exception(httpx.ConnectError(f"TLS refused by the server: {exc.reason or exc}"))
             else:
                 self.waiter.set_exception(ConnectionResetError("the server closed the connection"))
 
@@ -106,7 +151,7 @@ class _Connection(asyncio.Protocol):
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        room = self.max_body - len(self.body)
+        room = min(self.max_body, MAX_ANSWER) - len(self.body)
         if room > 0:
             self.body += body[:room]
         self.body_seen += len(body)
@@ -157,10 +202,11 @@ def _time_out(waiter: asyncio.Future[_Answer]) -> None:
 
 
 class _Pool:
-    """Idle connections to one (scheme, host, port)."""
+    """Idle connections to one (scheme, host, port, TLS context)."""
 
     def __init__(self) -> None:
         self.idle: deque[_Connection] = deque()
+        self.live: set[_Connection] = set()  # connected and not yet lost: what `aclose` waits for
 
     def forget(self, connection: _Connection) -> None:
         with contextlib.suppress(ValueError):
@@ -175,12 +221,22 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         max_idle_per_host: int = 100,
         keepalive_expiry: float = 15.0,
         max_body: int = 4096,
+        policy: AddressPolicy | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
+        """`policy` None allows every address (benchmarks, tests); the worker always passes one.
+
+        `max_body` is what is kept of an answer, at most MAX_ANSWER.
+        """
         self._ssl = ssl_context or default_ssl_context()
         self._max_idle = max_idle_per_host
         self._expiry = keepalive_expiry
-        self._max_body = max_body
-        self._pools: dict[tuple[bytes, bytes, int], _Pool] = {}
+        self._max_body = min(max_body, MAX_ANSWER)
+        self._policy = policy
+        self._resolve = resolver or system_resolver
+        # The context is part of the key: a connection made with one client certificate must
+        # never carry another subscription's request.
+        self._pools: dict[tuple[bytes, bytes, int, ssl.SSLContext | None], _Pool] = {}
 
     def _idle_connection(self, pool: _Pool) -> _Connection | None:
         now = time.monotonic()
@@ -191,37 +247,72 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             connection.close()
         return None
 
-    async def _connect(self, pool: _Pool, url: httpx.URL, timeout: float | None) -> _Connection:
+    async def _addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
+        """The addresses to connect to, each one allowed by the policy (else DestinationRefused)."""
+        if _is_ip_literal(host):
+            addresses = [host]  # nothing to resolve
+        else:
+            try:
+                addresses = list(await asyncio.wait_for(self._resolve(host, port), timeout))
+            except TimeoutError:
+                raise httpx.ConnectTimeout("resolving the host timed out") from None
+            except OSError as exc:
+                raise httpx.ConnectError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+            if not addresses:
+                raise httpx.ConnectError(f"cannot resolve {host}: no addresses")
+        if self._policy is not None:
+            for address in addresses:  # any refused address refuses the host: DNS picks the one used
+                kind = self._policy.refusal(address)
+                if kind is not None:
+                    raise DestinationRefused(host, address, kind)
+        return addresses
+
+    async def _connect(
+        self, pool: _Pool, url: httpx.URL, timeout: float | None, context: ssl.SSLContext | None
+    ) -> _Connection:
         loop = asyncio.get_running_loop()
-        connection = _Connection(pool, self._max_body)
         secure = url.scheme == "https"
         port = url.port or (443 if secure else 80)
-        try:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: connection,
-                    url.host,
-                    port,
-                    ssl=self._ssl if secure else None,
-                    server_hostname=url.host if secure else None,
-                ),
-                timeout,
-            )
-        except TimeoutError:
-            raise httpx.ConnectTimeout("connecting timed out") from None
-        except ssl.SSLCertVerificationError as exc:
-            raise httpx.ConnectError(f"TLS certificate not accepted: {exc.verify_message}") from None
-        except ssl.SSLError as exc:
-            raise httpx.ConnectError(f"TLS handshake failed: {exc.reason}") from None
-        except OSError as exc:
-            raise httpx.ConnectError(f"cannot connect: {exc.strerror or exc}") from None
-        return connection
+        host = url.raw_host.decode("ascii")  # IDNA-encoded, IPv6 without brackets
+        deadline = None if timeout is None else loop.time() + timeout
+        addresses = await self._addresses(host, port, timeout)
+        failure: OSError | None = None
+        for address in addresses:  # as create_connection would, but only through checked addresses
+            connection = _Connection(pool, self._max_body)
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+            try:
+                await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: connection,  # noqa: B023 - used before the loop moves on
+                        address,
+                        port,
+                        ssl=(context or self._ssl) if secure else None,
+                        server_hostname=host if secure else None,
+                    ),
+                    remaining,
+                )
+            except TimeoutError:
+                raise httpx.ConnectTimeout("connecting timed out") from None
+            except ssl.SSLCertVerificationError as exc:
+                raise httpx.ConnectError(f"TLS certificate not accepted: {exc.verify_message}") from None
+            except ssl.SSLError as exc:
+                raise httpx.ConnectError(f"TLS handshake failed: {exc.reason}") from None
+            except OSError as exc:
+                failure = exc  # unreachable address: try the next one
+                continue
+            pool.live.add(connection)
+            return connection
+        assert failure is not None
+        raise httpx.ConnectError(f"cannot connect: {failure.strerror or failure}") from None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         if url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"{url.scheme!r} is not http or https", request=request)
-        key = (url.raw_scheme, url.raw_host, url.port or 0)
+        context = request.extensions.get(TLS_EXTENSION)
+        if context is not None and not isinstance(context, ssl.SSLContext):
+            raise TypeError(f"request.extensions[{TLS_EXTENSION!r}] must be an ssl.SSLContext")
+        key = (url.raw_scheme, url.raw_host, url.port or 0, context)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool()
@@ -239,7 +330,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             reused = connection is not None
             if connection is None:
                 try:
-                    connection = await self._connect(pool, url, timeouts.get("connect"))
+                    connection = await self._connect(pool, url, timeouts.get("connect"), context)
                 except httpx.TransportError as exc:
                     exc.request = request
                     raise
@@ -264,8 +355,24 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             return httpx.Response(answer.status, headers=answer.headers, content=answer.body, request=request)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace: float = 1.0) -> None:
+        """Close the idle connections and wait (up to `grace` seconds, then abort) until every
+        connection that is closing has closed: a loop that ends right after (asyncio.run, as in the
+        handshake) would otherwise leave their sockets open, and TLS needs a close_notify exchange."""
+        loop = asyncio.get_running_loop()
+        closing: list[_Connection] = []
         for pool in self._pools.values():
             while pool.idle:
                 pool.idle.pop().close()
+            closing += [connection for connection in pool.live if connection.closed]
         self._pools.clear()
+        if not closing:
+            return
+        for connection in closing:
+            connection.gone = loop.create_future()
+        _, late = await asyncio.wait([c.gone for c in closing if c.gone is not None], timeout=grace)
+        if late:
+            for connection in closing:
+                if connection in connection.pool.live:
+                    connection.transport.abort()
+            await asyncio.sleep(0)  # abort closes the socket in the loop's next round

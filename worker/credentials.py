@@ -1,0 +1,382 @@
+"""Per-subscription authentication and signing: building blocks for the sender.
+
+- `ZgwJwt`: the HS256 JWT the ZGW APIs and Open Notificaties send (as gemma-zds-client builds it).
+- `OAuth2ClientCredentials`: an OAuth 2.0 client credentials grant (RFC 6749 §4.4), token cached
+  until shortly before it expires, one token request at a time however many deliveries ask.
+- `WebhookSigner` / `signing_headers`: Standard Webhooks signatures (https://www.standardwebhooks.com).
+- `check_*`: "field: rule" problems for the CLI, before anything is stored.
+
+No secret and no token ever appears in an error message or a repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import secrets as _secrets
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote_plus, urlencode, urlsplit
+
+import httpx
+import jwt
+
+Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+USER_AGENT = "nlgov-outbox/0.1"
+ZGW_REUSE_SECONDS = 60.0  # servers check iat with a leeway: a token must stay recent
+DEFAULT_TOKEN_SECONDS = 300.0  # kept this long when the token endpoint gives no expires_in
+TOKEN_TIMEOUT = 10.0
+SIGNING_KEY_BYTES = (24, 64)  # the Standard Webhooks secret size range
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")  # RFC 6749 §5.2 error charset, bounded
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: safe in an Authorization header
+
+
+class CredentialsError(Exception):
+    """Getting or making credentials failed. The message names what, never a secret or a token."""
+
+
+# -- ZGW JWT ---------------------------------------------------------------------------------------
+
+
+class ZgwJwt:
+    """The JWT of the ZGW APIs (zgw-consumers / gemma-zds-client): HS256 with a shared secret.
+
+    The token is reused for up to 60 s: signing per delivery costs CPU for nothing, and the
+    receiver only checks that iat is recent.
+    """
+
+    __slots__ = ("_iat", "_secret", "_token", "client_id", "reuse_seconds")
+
+    def __init__(self, client_id: str, secret: str, *, reuse_seconds: float = ZGW_REUSE_SECONDS) -> None:
+        self.client_id = client_id
+        self._secret = secret
+        self.reuse_seconds = reuse_seconds
+        self._token: str | None = None
+        self._iat = 0
+
+    def __repr__(self) -> str:
+        return f"ZgwJwt(client_id={self.client_id!r})"
+
+    def authorization(self, now: float | None = None) -> str:
+        """The Authorization value, "Bearer <jwt>"; `now` is wall-clock seconds (time.time()), the source of iat."""
+        now = time.time() if now is None else now
+        age = now - self._iat
+        if self._token is None or not 0 <= age < self.reuse_seconds:  # backwards clock: sign anew
+            self._iat = int(now)
+            self._token = self._sign(self._iat)
+        return f"Bearer {self._token}"
+
+    def _sign(self, iat: int) -> str:
+        claims = {
+            "iss": self.client_id,
+            "iat": iat,
+            "client_id": self.client_id,
+            "user_id": "",
+            "user_representation": "",
+        }
+        with warnings.catch_warnings():
+            # ZGW secrets are whatever the API's admin set, often under 32 bytes: still what it checks.
+            warnings.simplefilter("ignore", getattr(jwt, "InsecureKeyLengthWarning", UserWarning))  # PyJWT >= 2.10
+            return jwt.encode(claims, self._secret, algorithm="HS256")  # header {"typ": "JWT", "alg": "HS256"}
+
+
+# -- OAuth 2.0 client credentials ----------------------------------------------------------------
+
+
+def _basic(client_id: str, client_secret: str) -> str:
+    """client_secret_basic: id and secret form-urlencoded first (RFC 6749 §2.3.1)."""
+    pair = f"{quote_plus(client_id, safe='')}:{quote_plus(client_secret, safe='')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
+def _lifetime(expires_in: object) -> float:
+    """Seconds to keep a token: expires_in minus min(30 s, 10 %), 5 minutes when it is unknown."""
+    seconds: float | None = None
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+        seconds = float(expires_in)
+    elif isinstance(expires_in, str):  # some servers (Azure AD v1) send a string
+        try:
+            seconds = float(expires_in)
+        except ValueError:
+            seconds = None
+    if seconds is None or seconds != seconds or seconds == float("inf"):  # missing, NaN or infinite
+        return DEFAULT_TOKEN_SECONDS
+    return max(0.0, seconds - min(30.0, seconds * 0.1))
+
+
+class OAuth2ClientCredentials:
+    """A bearer token from a token endpoint, cached until shortly before it expires.
+
+    Single flight: callers that find no valid token wait on one lock and the first one fetches;
+    those that waited during a fetch take its token, or its error, without asking again.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        scope: str | None = None,
+        *,
+        timeout: float = TOKEN_TIMEOUT,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.token_url = token_url
+        self.client_id = client_id
+        self.scope = scope
+        self.timeout = timeout
+        self._url = httpx.URL(token_url)
+        self._basic = _basic(client_id, client_secret)
+        self._body = urlencode({"grant_type": "client_credentials", **({"scope": scope} if scope else {})}).encode()
+        self._user_agent = user_agent
+        self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0  # time.monotonic()
+        self._finished = 0  # fetches that ended with a token or an error: did one end while a caller waited?
+        self._failure: str | None = None  # the message of the last fetch, when it failed
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuth2ClientCredentials(token_url={self.token_url!r}, client_id={self.client_id!r}, scope={self.scope!r})"
+        )
+
+    def invalidate(self, token: str) -> None:
+        """Drop `token` (or "Bearer <token>") after the receiver refused it; a newer token stays."""
+        if self._token is not None and token in (self._token, f"Bearer {self._token}"):
+            self._token = None
+
+    async def authorization(self, send: Send, now: float | None = None) -> str:
+        """The Authorization value, "Bearer <token>", fetched with `send` when none is valid.
+
+        `now` is a time.monotonic() reading (tests move it on).
+        """
+        if self._token is not None and (time.monotonic() if now is None else now) < self._expires_at:
+            return f"Bearer {self._token}"
+        seen = self._finished
+        async with self._lock:
+            if self._finished != seen:  # a fetch ended while this caller waited: share its outcome
+                if self._failure is not None:
+                    raise CredentialsError(self._failure)
+                if self._token is not None:
+                    return f"Bearer {self._token}"
+            elif self._token is not None and (time.monotonic() if now is None else now) < self._expires_at:
+                return f"Bearer {self._token}"
+            self._token, self._failure = None, None
+            try:
+                token, lifetime = await self._fetch(send)
+            except CredentialsError as exc:
+                self._failure = str(exc)
+                self._finished += 1
+                raise
+            # A cancelled fetch does not count as finished: the next waiter fetches for itself.
+            self._token = token
+            self._expires_at = (time.monotonic() if now is None else now) + lifetime
+            self._finished += 1
+            return f"Bearer {token}"
+
+    def _request(self) -> httpx.Request:
+        return httpx.Request(
+            "POST",
+            self._url,
+            headers={
+                "Authorization": self._basic,
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+                "User-Agent": self._user_agent,
+            },
+            content=self._body,
+            extensions={"timeout": httpx.Timeout(self.timeout).as_dict()},
+        )
+
+    async def _fetch(self, send: Send) -> tuple[str, float]:
+        # `from None` throughout: a chained exception carries the request (with the Basic
+        # credentials) or the answer's text (with the token) into tracebacks.
+        try:
+            response = await send(self._request())
+            await response.aread()  # a plain transport's answer is still a stream
+        except httpx.TimeoutException as exc:
+            raise CredentialsError(f"OAuth2 token endpoint did not answer in time ({type(exc).__name__})") from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise CredentialsError(f"OAuth2 token endpoint could not be reached ({type(exc).__name__})") from None
+        document = _json_object(response.content)
+        if not 200 <= response.status_code < 300:
+            error = document.get("error") if document is not None else None
+            if isinstance(error, str) and _ERROR_CODE.fullmatch(error):
+                raise CredentialsError(f"OAuth2 token endpoint answered {response.status_code} ({error})")
+            raise CredentialsError(f"OAuth2 token endpoint answered {response.status_code}")
+        if document is None:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > len(response.content):
+                raise CredentialsError(
+                    f"OAuth2 token endpoint answer was cut off after {len(response.content)} bytes"
+                    " (the transport keeps too little of an answer)"
+                )
+            raise CredentialsError("OAuth2 token endpoint answer is not a JSON object")
+        token = document.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise CredentialsError("OAuth2 token endpoint answer has no access_token")
+        if not _HEADER_TOKEN.fullmatch(token):
+            raise CredentialsError("OAuth2 token endpoint gave an access_token that cannot go in a header")
+        token_type = document.get("token_type")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            shown = repr(token_type) if isinstance(token_type, str) and _ERROR_CODE.fullmatch(token_type) else "none"
+            raise CredentialsError(f"OAuth2 token endpoint gave token_type {shown}, not Bearer")
+        return token, _lifetime(document.get("expires_in"))
+
+
+def _json_object(raw: bytes) -> dict[str, object] | None:
+    try:
+        document = json.loads(raw)
+    except ValueError:  # JSONDecodeError keeps the whole text in .doc: never chain it
+        return None
+    return document if isinstance(document, dict) else None
+
+
+# -- Standard Webhooks signing ---------------------------------------------------------------------
+
+
+def _secret_key(secret: str) -> bytes:
+    """The key bytes of a "whsec_<base64>" secret; ValueError (without the secret) when malformed."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"a signing secret must start with {SECRET_PREFIX}")
+    encoded = secret[len(SECRET_PREFIX) :]
+    try:
+        # Padding is optional, as the reference libraries accept it.
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"a signing secret must be {SECRET_PREFIX} followed by base64") from None
+    low, high = SIGNING_KEY_BYTES
+    if not low <= len(key) <= high:
+        raise ValueError(f"a signing secret's key must be {low} to {high} bytes, not {len(key)}")
+    return key
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One secret's HMAC-SHA256 state, keyed once: each signature copies it instead of keying anew."""
+
+    _mac: hmac.HMAC = field(repr=False)
+
+    @classmethod
+    def from_secret(cls, secret: str) -> SigningKey:
+        return cls(hmac.new(_secret_key(secret), digestmod=hashlib.sha256))
+
+    def sign(self, signed: bytes) -> str:
+        mac = self._mac.copy()
+        mac.update(signed)
+        return "v1," + base64.b64encode(mac.digest()).decode("ascii")
+
+
+class WebhookSigner:
+    """Standard Webhooks headers for one subscription: one v1 signature per secret, new one first."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        if isinstance(secrets, str):  # a lone str is a Sequence of characters: not what is meant
+            raise TypeError("secrets must be a sequence of secrets, not one string")
+        if not secrets:
+            raise ValueError("at least one signing secret is needed")
+        self._keys = tuple(SigningKey.from_secret(secret) for secret in secrets)
+
+    def __repr__(self) -> str:
+        return f"WebhookSigner({len(self._keys)} secret(s))"
+
+    def headers(self, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+        if not message_id or _CONTROL.search(message_id) or not message_id.isascii():
+            raise ValueError("the message id must be non-empty ASCII without control characters")
+        signed = f"{message_id}.{timestamp}.".encode() + body
+        return {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": " ".join(key.sign(signed) for key in self._keys),
+        }
+
+
+def signing_headers(secrets: Sequence[str], message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """webhook-id, webhook-timestamp and webhook-signature; keep a `WebhookSigner` to sign many."""
+    return WebhookSigner(secrets).headers(message_id, timestamp, body)
+
+
+def check_signing_secret(value: str) -> str | None:
+    """The problem with a signing secret as one sentence, or None when it is usable."""
+    try:
+        _secret_key(value)
+    except ValueError:
+        low, high = SIGNING_KEY_BYTES
+        return f"must be {SECRET_PREFIX} followed by base64 of {low} to {high} bytes"
+    return None
+
+
+def new_signing_secret() -> str:
+    """A fresh secret: 32 random bytes, as the Standard Webhooks libraries make them."""
+    return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(32)).decode("ascii")
+
+
+# -- checks for the CLI ----------------------------------------------------------------------------
+
+
+def _check_text(name: str, value: str, problems: list[str], *, max_length: int = 1024) -> None:
+    if not value:
+        problems.append(f"{name}: must not be empty")
+    elif _CONTROL.search(value):
+        problems.append(f"{name}: must not contain control characters")
+    elif len(value) > max_length:
+        problems.append(f"{name}: must be at most {max_length} characters")
+
+
+def check_oauth2(
+    token_url: str, client_id: str, client_secret: str, scope: str | None, *, allow_insecure: bool = False
+) -> list[str]:
+    """Problems with OAuth2 client credentials settings as "field: rule"; empty when they are usable."""
+    problems: list[str] = []
+    parts = None
+    if _CONTROL.search(token_url) or " " in token_url:
+        problems.append("token_url: must not contain spaces or control characters")
+    else:
+        try:
+            parts = urlsplit(token_url)
+            if parts.port == 0:  # .port raises ValueError on a port that is not a number up to 65535
+                raise ValueError
+        except ValueError:
+            problems.append("token_url: must be a valid URL")
+            parts = None
+    if parts is not None:
+        if parts.scheme != "https" and not (allow_insecure and parts.scheme == "http"):
+            problems.append("token_url: must be an " + ("http or https URL" if allow_insecure else "https URL"))
+        elif not parts.hostname:
+            problems.append("token_url: must have a host")
+        elif parts.username is not None or parts.password is not None:
+            problems.append("token_url: must not contain credentials (user:password@)")
+        elif parts.fragment:
+            problems.append("token_url: must not have a #fragment")
+        else:
+            try:
+                httpx.URL(token_url)
+            except httpx.InvalidURL:
+                problems.append("token_url: must be a valid URL")
+    _check_text("client_id", client_id, problems)
+    _check_text("client_secret", client_secret, problems)
+    if scope is not None and not all(_SCOPE_TOKEN.fullmatch(token) for token in scope.split(" ")):
+        problems.append("scope: must be scope tokens separated by single spaces (RFC 6749 §3.3)")
+    return problems
+
+
+def check_zgw(client_id: str, secret: str) -> list[str]:
+    """Problems with ZGW JWT settings as "field: rule"; empty when they are usable."""
+    problems: list[str] = []
+    _check_text("client_id", client_id, problems)
+    _check_text("secret", secret, problems)
+    return problems

@@ -1,0 +1,278 @@
+"""`outbox run --metrics-port`: Prometheus metrics and health endpoints, served from the worker's loop.
+
+GET /metrics   the registry below, in the format the scraper asks for (Prometheus text or OpenMetrics).
+GET /healthz   200 "ok" while the database answered the worker's last attempt and its LISTEN connection
+               is up; else 503 with a one-line JSON reason. Mind that as a Kubernetes liveness probe it
+               restarts every worker during a database outage, which helps nothing: alert on it instead.
+GET /readyz    200 once the worker made a successful pass (the schema is migrated) and until it stops.
+
+Counters and the in-flight gauge describe this process. The backlog gauges describe the whole schema
+and every worker reports the same numbers: aggregate them with max(), not sum(). They come from one
+cheap query (`metrics_snapshot`) run in the background every few seconds, so a scrape never waits on
+the database; when a refresh fails the last snapshot stays, and its age shows in
+`outbox_metrics_snapshot_timestamp_seconds`. Labels carry subscription ids only, never URLs or secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final, Protocol
+
+import psycopg
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+from outbox._sql import DEFAULT_SCHEMA, query
+from worker.logs import log
+
+OUTCOMES: Final = ("delivered", "retry", "failed", "retired")
+BACKLOG_STATES: Final = ("pending", "blocked", "delivering")
+# Webhook receivers answer in milliseconds to tens of seconds (the request timeout caps it).
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+Connect = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
+"""Lends a connection for one refresh, e.g. the worker pool's `connection` method."""
+
+
+class HealthSource(Protocol):
+    """What the worker tells the health endpoints; read on every request."""
+
+    @property
+    def database_ok(self) -> bool:
+        """The database answered the worker's last attempt."""
+        ...
+
+    @property
+    def listener_connected(self) -> bool:
+        """The LISTEN connection is up (without it the worker only polls)."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """The worker completed a pass: started, connected, schema migrated."""
+        ...
+
+    @property
+    def stopping(self) -> bool:
+        """SIGTERM/SIGINT received: no new claims."""
+        ...
+
+
+class Metrics:
+    """The worker's metrics in a registry of its own, so several workers (or tests) share a process.
+
+    The daemon calls `observe` per attempt and `set_in_flight` when its in-flight set changes;
+    `start`/`stop` run the HTTP server and the background refresh inside the daemon's event loop.
+    """
+
+    def __init__(
+        self,
+        health: HealthSource,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        refresh_interval: float = 5.0,
+        refresh_timeout: float = 3.0,
+    ) -> None:
+        self.health = health
+        self.schema = schema
+        self.refresh_interval = refresh_interval
+        self.refresh_timeout = refresh_timeout
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.deliveries = Counter(
+            "outbox_deliveries",
+            "Delivery attempts by this process, by subscription and outcome (delivered, retry, failed, retired).",
+            ["subscription", "outcome"],
+            registry=r,
+        )
+        self.attempt_duration = Histogram(
+            "outbox_attempt_duration_seconds",
+            "Duration of the HTTP attempts of this process, by subscription.",
+            ["subscription"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "outbox_backlog",
+            "Unfinished deliveries in the schema by state; the states do not overlap (blocked: waiting "
+            "behind an earlier delivery of its ordering key). Same value on every worker.",
+            ["state"],
+            registry=r,
+        )
+        self.unrouted = Gauge(
+            "outbox_unrouted_events", "Committed events the router has not turned into deliveries yet.", registry=r
+        )
+        self.oldest_pending_age = Gauge(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest event still waiting: unrouted, or with an unfinished delivery (0 when none).",
+            registry=r,
+        )
+        self.paused = Gauge(
+            "outbox_paused_subscriptions", "Subscriptions paused (by an operator or a 410).", registry=r
+        )
+        self.in_flight = Gauge("outbox_deliveries_in_flight", "HTTP deliveries this process has under way.", registry=r)
+        self.database_up = Gauge(
+            "outbox_database_up", "1 when the database answered this worker's last attempt.", registry=r
+        )
+        self.listener_connected = Gauge(
+            "outbox_listener_connected", "1 when this worker's LISTEN connection is up.", registry=r
+        )
+        self.snapshot_timestamp = Gauge(
+            "outbox_metrics_snapshot_timestamp_seconds",
+            "Unix time of the last successful backlog snapshot (0: none yet); stale means the gauges are.",
+            registry=r,
+        )
+        self.refresh_errors = Counter(
+            "outbox_metrics_refresh_errors", "Backlog snapshots that failed or timed out.", registry=r
+        )
+        # Read at scrape time, so they are never staler than the worker's own view.
+        self.database_up.set_function(lambda: float(self.health.database_ok))
+        self.listener_connected.set_function(lambda: float(self.health.listener_connected))
+        for state in BACKLOG_STATES:
+            self.backlog.labels(state=state)
+        self._known_subscriptions: set[str] = set()
+        self._runner: web.AppRunner | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._refresh_failing = False
+
+    # -- what the daemon reports ---------------------------------------------------------------
+
+    def observe(self, subscription_id: str | uuid.UUID, outcome: str, duration_seconds: float | None) -> None:
+        """One finished attempt. `duration_seconds` None: no HTTP request was made (e.g. abandoned)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
+        subscription = str(subscription_id)
+        if subscription not in self._known_subscriptions:
+            # Every outcome from zero, so rate()/increase() see the first failure of a subscription.
+            self._known_subscriptions.add(subscription)
+            for kind in OUTCOMES:
+                self.deliveries.labels(subscription=subscription, outcome=kind)
+        self.deliveries.labels(subscription=subscription, outcome=outcome).inc()
+        if duration_seconds is not None:
+            self.attempt_duration.labels(subscription=subscription).observe(max(0.0, duration_seconds))
+
+    def set_in_flight(self, n: int) -> None:
+        self.in_flight.set(n)
+
+    async def refresh(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Run `metrics_snapshot` on `conn` (autocommit, like the worker pool's) and set the backlog gauges;
+        a failure raises and leaves them as they were."""
+        cursor = await conn.execute(query("metrics_snapshot", self.schema))
+        row = await cursor.fetchone()
+        if row is None:  # pragma: no cover - an aggregate always returns a row
+            raise RuntimeError("metrics_snapshot returned no row")
+        pending, blocked, delivering, unrouted, paused, oldest_age = row
+        self.backlog.labels(state="pending").set(int(pending))
+        self.backlog.labels(state="blocked").set(int(blocked))
+        self.backlog.labels(state="delivering").set(int(delivering))
+        self.unrouted.set(int(unrouted))
+        self.paused.set(int(paused))
+        # Clamped: a row routed in the instant between our now() and our snapshot can be "younger than now".
+        self.oldest_pending_age.set(max(0.0, float(oldest_age)) if oldest_age is not None else 0.0)
+        self.snapshot_timestamp.set(time.time())
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition for a scraper's Accept header: (body, content type)."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+    # -- HTTP server and background refresh ------------------------------------------------------
+
+    @property
+    def port(self) -> int | None:
+        """The port actually bound (useful with port 0), or None when not serving."""
+        if self._runner is None or not self._runner.addresses:
+            return None
+        return int(self._runner.addresses[0][1])
+
+    async def start(self, host: str | None, port: int, connect: Connect | None = None) -> None:
+        """Serve on host:port; with `connect`, also refresh the backlog gauges every `refresh_interval`.
+
+        host None or "" binds every interface, IPv4 and IPv6, as Prometheus exporters do by default:
+        the scraper sits outside the container or host. Pass "127.0.0.1" to keep it local. A port that
+        cannot be bound raises OSError here, so `outbox run` fails at startup rather than run blind.
+        """
+        if self._runner is not None:
+            raise RuntimeError("the metrics server is already running")
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        # No access log (a line per scrape), and a short shutdown: a scrape in progress is not worth waiting for.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host or None, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        if connect is not None:
+            self._refresher = asyncio.create_task(self._refresh_forever(connect), name="metrics-refresh")
+        log(logging.INFO, "metrics server started", host=host or "*", port=self.port)
+
+    async def stop(self) -> None:
+        """Stop the refresh and the server; safe to call twice or without `start`."""
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _refresh_forever(self, connect: Connect) -> None:
+        while True:
+            try:
+                # Bounded: psycopg cancels the query in the server when the timeout cancels the task.
+                async with asyncio.timeout(self.refresh_timeout), connect() as conn:
+                    await self.refresh(conn)
+            except Exception as exc:
+                self.refresh_errors.inc()
+                if not self._refresh_failing:  # one line per state change, like the worker's own
+                    self._refresh_failing = True
+                    log(logging.WARNING, "metrics snapshot failed, serving the last one", error=type(exc).__name__)
+            else:
+                if self._refresh_failing:
+                    self._refresh_failing = False
+                    log(logging.INFO, "metrics snapshot works again")
+            await asyncio.sleep(self.refresh_interval)
+
+    # -- handlers ---------------------------------------------------------------------------------
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.render(request.headers.get("Accept", ""))
+        # Set as a header: aiohttp's content_type argument refuses parameters such as charset.
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        problems = []
+        if not self.health.database_ok:
+            problems.append("database unreachable")
+        if not self.health.listener_connected:
+            problems.append("LISTEN connection down")
+        if problems:
+            return _unavailable("; ".join(problems))
+        return web.Response(text="ok")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.health.stopping:
+            return _unavailable("stopping")
+        if not self.health.ready:
+            return _unavailable("starting: no successful pass yet")
+        return web.Response(text="ok")
+
+
+def _unavailable(reason: str) -> web.Response:
+    return web.Response(
+        status=503, text=json.dumps({"status": "unavailable", "reason": reason}) + "\n", content_type="application/json"
+    )
