@@ -28,6 +28,7 @@ import pytest
 from psycopg import conninfo, sql
 
 import outbox
+from tests.support import Receiver, WorkerFactory, WorkerProcess
 
 TEMPLATE = "outbox_test_template"
 
@@ -168,3 +169,25 @@ def run_cli(database_url: str) -> Any:
         )
 
     return run
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP receiver on 127.0.0.1 (answers 204 unless told otherwise)."""
+    with Receiver().running() as r:
+        yield r
+
+
+@pytest.fixture
+def start_worker(database_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Starts `outbox run` processes on this test's database; all are stopped after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str] | None = None, *args: str) -> WorkerProcess:
+        worker = WorkerProcess(database_url, tmp_path / f"worker-{len(started)}.log", env, *args)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop_quietly()

@@ -60,6 +60,7 @@ class Receiver:
     """A real HTTP server in a thread. `answer(request_number, received) -> (status, headers, delay)`."""
 
     answer: Callable[[int, Received], Answer] = lambda n, r: (204, {}, 0.0)
+    body_for: Callable[[Received], bytes] = lambda r: b""  # the answer's body
     received: list[Received] = field(default_factory=list)
     port: int = 0
 
@@ -87,7 +88,7 @@ class Receiver:
             status, headers, delay = self.answer(number, item)
             if delay:
                 await asyncio.sleep(delay)
-            return web.Response(status=status, headers=headers)
+            return web.Response(status=status, headers=headers, body=self.body_for(item))
 
         async def start() -> None:
             app = web.Application()
@@ -161,6 +162,9 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+WorkerFactory = Callable[..., WorkerProcess]  # start_worker(env=None, *args) -> a running `outbox run`
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20, message: str = "condition") -> Any:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,7 +16,7 @@ from tests.support import (
     Answer,
     Received,
     Receiver,
-    WorkerProcess,
+    WorkerFactory,
     attempts,
     count_delivered,
     deliveries,
@@ -26,28 +25,6 @@ from tests.support import (
     wait_until,
     zaak_event,
 )
-
-WorkerFactory = Callable[..., WorkerProcess]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver().running() as r:
-        yield r
-
-
-@pytest.fixture
-def start_worker(database_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
-    started: list[WorkerProcess] = []
-
-    def start(env: dict[str, str] | None = None, *args: str) -> WorkerProcess:
-        worker = WorkerProcess(database_url, tmp_path / f"worker-{len(started)}.log", env, *args)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop_quietly()
 
 
 def scripted(answers: dict[int, Answer], default: Answer = (204, {}, 0.0)) -> Callable[[int, Received], Answer]:

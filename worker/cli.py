@@ -20,7 +20,7 @@ from outbox._sql import DEFAULT_SCHEMA, check_schema_name, migrations
 from worker import logs, maintenance, subscription_store
 from worker import status as status_report
 from worker.cli_subscriptions import secrets, subscriptions
-from worker.daemon import run_worker
+from worker.daemon import StartupError, run_worker
 from worker.database import DEFAULT_DATA_DIR, database_url
 from worker.secret_box import SecretKeyError
 from worker.settings import SettingsError, WorkerSettings
@@ -210,6 +210,17 @@ RUN_FLAGS = (
 @cli.command("run")
 @_setting_options
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics (Prometheus), /healthz and /readyz on this port [env OUTBOX_METRICS_PORT].",
+)
+@click.option(
+    "--metrics-host",
+    default=None,
+    help="Address for --metrics-port [env OUTBOX_METRICS_HOST, default: every interface].",
+)
+@click.option(
     "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
 )
 @click.pass_obj
@@ -230,7 +241,11 @@ def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
             runner = uvloop.run
         except ImportError:
             pass
-        runner(run_worker(settings, url))
+        try:
+            runner(run_worker(settings, url))
+        except StartupError as exc:  # e.g. the metrics port is taken: one line, not a traceback
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
 
 
 @cli.command("demo")

@@ -37,6 +37,7 @@ from outbox._sql import query
 from worker import router
 from worker.http import Claimed, Result, Sender, Target
 from worker.logs import log, redact
+from worker.metrics import Metrics
 from worker.outcome import Outcome
 from worker.secret_box import SecretBox
 from worker.settings import WorkerSettings
@@ -45,6 +46,10 @@ from worker.subscription_store import from_row
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 BEGIN, COMMIT = query("begin", "outbox"), query("commit", "outbox")
 T = TypeVar("T")
+
+
+class StartupError(Exception):
+    """The worker cannot start as configured (one readable line)."""
 
 
 class Worker:
@@ -71,6 +76,26 @@ class Worker:
         # opened once, not every pass) and how to send to it (None: it cannot be sent to, see log).
         self._known: dict[uuid.UUID, tuple[Any, Subscription, Target | None]] = {}
         self._slowed: set[uuid.UUID] = set()  # subscriptions whose pace is below 1 (they recover on success)
+        self._ready = False  # a pass went through: connected, schema migrated
+        self._metrics: Metrics | None = None
+
+    # -- what /healthz and /readyz read (worker/metrics.py HealthSource) ----------------------
+
+    @property
+    def database_ok(self) -> bool:
+        return self._database_ok
+
+    @property
+    def listener_connected(self) -> bool:
+        return self._listen_pid is not None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -96,6 +121,14 @@ class Worker:
             kwargs={"autocommit": True},
         )
         await self._pool.open(wait=False)
+        if self.settings.metrics_port is not None:
+            self._metrics = Metrics(self, self.schema)
+            try:
+                await self._metrics.start(self.settings.metrics_host, self.settings.metrics_port, self._pool.connection)
+            except OSError as exc:
+                await self._pool.close()
+                where = f"{self.settings.metrics_host or '*'}:{self.settings.metrics_port}"
+                raise StartupError(f"OUTBOX_METRICS_PORT: cannot listen on {where} ({exc.strerror or exc})") from None
         self._sender = Sender(self.settings)
         log(logging.INFO, "worker started", worker=self.settings.worker_id, schema=self.schema,
             concurrency=self.settings.concurrency, batch_size=self.settings.batch_size)  # fmt: skip
@@ -113,6 +146,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             await self._sender.aclose()
+            if self._metrics is not None:
+                await self._metrics.stop()
             await self._pool.close(timeout=2.0)
             log(logging.INFO, "worker stopped", worker=self.settings.worker_id, delivered=self.delivered)
 
@@ -159,6 +194,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 await self._pass()
+                self._ready = True
             except DATABASE_ERRORS:
                 if self._stopping.is_set():
                     break  # told to stop while the database is away: nothing to wait for
@@ -270,6 +306,8 @@ class Worker:
             task = asyncio.create_task(self._deliver(target, group))
             for claimed in group:
                 self._in_flight[claimed.id] = (claimed, task)
+        if self._metrics is not None:
+            self._metrics.set_in_flight(len(self._in_flight))
         return routed, len(rows)
 
     def _subscriptions(self, rows: list[dict[str, Any]]) -> list[Subscription]:
@@ -376,6 +414,11 @@ class Worker:
             # Claim again once half a batch of slots is free: keeps the pipe full without tiny claims.
             if self._free_slots() * 2 >= min(self.settings.batch_size, self.settings.concurrency):
                 self._wake.set()
+        if self._metrics is not None:
+            self._metrics.set_in_flight(len(self._in_flight))
+            for r in results:
+                duration = None if r.error == "abandoned" else r.duration_ms / 1000
+                self._metrics.observe(r.claimed.subscription_id, r.outcome.kind, duration)
         self.attempts += len(results)
         self._results.extend(results)
         self._results_ready.set()
