@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, urlsplit, urlunsplit
 
 from outbox._errors import InvalidSubscriptionError
 from outbox._event import CloudEvent
@@ -571,8 +571,10 @@ def public_url(url: str) -> str:
         return url
     if not any(name.lower() == QUERY_TOKEN_PARAMETER for name, _ in pairs):
         return url
-    shown = [(n, "…" if n.lower() == QUERY_TOKEN_PARAMETER else v) for n, v in pairs]
-    return urlunsplit(parts._replace(query=urlencode(shown, safe="…")))
+    shown = "&".join(
+        f"{quote_plus(n)}={'…' if n.lower() == QUERY_TOKEN_PARAMETER else quote_plus(v)}" for n, v in pairs
+    )
+    return urlunsplit(parts._replace(query=shown))
 
 
 def _check_kanalen(value: object, problems: list[str]) -> tuple[Kanaal, ...]:

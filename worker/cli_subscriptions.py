@@ -22,7 +22,7 @@ from worker import subscription_store
 from worker.handshake import Agreement, HandshakeRefused, handshake
 from worker.safety import policy_from_environment
 from worker.secret_box import KEY_VARIABLE, SecretBox, SecretKeyError, new_key
-from worker.tls import tls_context
+from worker.tls import check_pair, check_pem, tls_context
 
 if TYPE_CHECKING:
     from worker.cli import Context
@@ -174,6 +174,31 @@ def _refused(exc: InvalidSubscriptionError) -> click.ClickException:
     return click.ClickException("the subscription was refused:\n" + "\n".join(f"  - {p}" for p in exc.problems))
 
 
+def _checked_tls(subscription: Subscription) -> Subscription:
+    """Beyond "is it PEM": certificates that load, a client certificate not expired, a key that
+    belongs to it. Refused whole, naming each field (never showing the key)."""
+    problems = []
+    for field, text in (
+        ("caBundle", subscription.ca_bundle),
+        ("clientCert", subscription.client_cert),
+        ("clientKey", subscription.client_key),
+    ):
+        if text is not None:
+            problem = check_pem(_TLS_FIELDS[field], text)
+            if problem is not None:
+                problems.append(problem.replace(_TLS_FIELDS[field], field, 1))
+    if not problems and subscription.client_cert and subscription.client_key:
+        problem = check_pair(subscription.client_cert, subscription.client_key)
+        if problem is not None:
+            problems.append(problem.replace("client_key", "clientKey").replace("client_cert", "clientCert"))
+    if problems:
+        raise _refused(InvalidSubscriptionError(problems))
+    return subscription
+
+
+_TLS_FIELDS = {"caBundle": "ca_bundle", "clientCert": "client_cert", "clientKey": "client_key"}
+
+
 def _load_abonnement(path: str) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
@@ -274,7 +299,7 @@ def subscriptions_add(
         subscription = Subscription.from_abonnement(document, allow_insecure=bool(options.get("allow_insecure")))
     except InvalidSubscriptionError as exc:
         raise _refused(exc) from None
-    subscription = _agreed(subscription, skip_handshake, origin)
+    subscription = _agreed(_checked_tls(subscription), skip_handshake, origin)
     with obj.connect() as conn:
         new_id = subscription_store.add(conn, subscription, obj.schema, box)
         stored = subscription_store.get(conn, obj.schema, new_id, box)
@@ -331,7 +356,7 @@ def subscriptions_update(
         "kanalen": {"kanalen": []},
     }
     for name in clear:
-        document.update(cleared[name])
+        document.update(cleared.get(name, {}))
     if "oauth2" in changes and current.oauth2 is not None:  # a new secret alone keeps the rest
         changes["oauth2"] = {**document_oauth2(current), **changes["oauth2"]}
     if "zgw" in changes and current.zgw is not None:
@@ -343,7 +368,7 @@ def subscriptions_update(
     except InvalidSubscriptionError as exc:
         raise _refused(exc) from None
     updated = replace(
-        updated,
+        _checked_tls(updated),
         id=current.id,
         agreement=current.agreement,
         handshake_at=current.handshake_at,

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from outbox._sql import query
+from outbox._subscription import public_url
 
 DELIVERY_STATES = ("pending", "delivering", "delivered", "failed")
 # "pending" counts every delivery still waiting to go out, the blocked ones (behind an earlier
@@ -25,7 +26,7 @@ def collect(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
     subscriptions = [
         {
             "id": str(sub_id),
-            "callbackUrl": url,
+            "callbackUrl": public_url(url),  # an access_token in the query stays hidden
             "status": status,
             "pending": int(pending),
             "delivered": int(delivered),
