@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -198,6 +197,15 @@ class Subscription:
                 "contentType: must be a media type such as 'application/cloudevents+json' "
                 f"(optionally with '; parameters'), got {content_type!r}"
             )
+        if isinstance(content_type, str) and content_mode in CONTENT_MODES:
+            expected = {"structured": "application/cloudevents+json", "batched": "application/cloudevents-batch+json"}
+            if content_mode == "binary":
+                problems.append("contentType: binary mode sends each event's datacontenttype; no override")
+            elif content_type.split(";")[0].strip().lower() != expected[str(content_mode)]:
+                problems.append(
+                    f"contentType: {content_mode} mode needs {expected[str(content_mode)]} "
+                    "(only its parameters, e.g. '; charset=utf-8', may differ)"
+                )
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or rate < 1):
             problems.append(f"rate: must be a whole number of requests per minute, at least 1, got {rate!r}")
         wants_preflight = _check_flag(preflight, "preflight", problems)
@@ -397,24 +405,11 @@ def _check_callback_url(value: object, allow_insecure: bool, problems: list[str]
         problems.append("callbackUrl: must not carry credentials; put them in auth")
     if parts.fragment:
         problems.append("callbackUrl: must not have a #fragment")
-    if not allow_insecure:
-        if parts.scheme != "https":
-            problems.append("callbackUrl: must use https (allow http:// explicitly with --allow-insecure)")
-        if _is_private_host(hostname):
-            problems.append(
-                f"callbackUrl: {hostname} is a loopback or private address (allow it explicitly with --allow-insecure)"
-            )
+    # Loopback and private addresses are the worker's to refuse (OUTBOX_ALLOWED_NETWORKS, checked
+    # at connect time and by the CLI); plain http is the subscription's.
+    if not allow_insecure and parts.scheme != "https":
+        problems.append("callbackUrl: must use https (allow http:// explicitly with --allow-insecure)")
     return value
-
-
-def _is_private_host(hostname: str) -> bool:
-    if hostname == "localhost" or hostname.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(hostname)
-    except ValueError:
-        return False
-    return not address.is_global
 
 
 def _check_auth(value: object, problems: list[str]) -> str | None:

@@ -154,7 +154,7 @@ def test_binary_mode_maps_attributes_to_ce_headers() -> None:
     headers, body = parts("binary", binary_data)
     assert (headers["Content-Type"], body) == ("application/octet-stream", b"\x00\x01raw")
     headers, _ = parts("binary", {**EVENT, "subject": "Zoë 100%"})
-    assert headers["ce-subject"] == "Zo%C3%AB 100%25", "percent-encoded as the HTTP binding says"
+    assert headers["ce-subject"] == "Zo%C3%AB%20100%25", "percent-encoded as the HTTP binding says"
 
 
 # -- the reference receiver ------------------------------------------------------------------------

@@ -265,12 +265,42 @@ def demo_command(obj: Context) -> None:
     "--auth", envvar="OUTBOX_RECEIVER_AUTH", help="Authorization value to require [env OUTBOX_RECEIVER_AUTH]."
 )
 @click.option("--allowed-origin", default="*", show_default=True, help="Origin to allow in the handshake.")
+@click.option("--allowed-rate", metavar="PER_MINUTE|*", help="WebHook-Allowed-Rate to answer [default: as asked].")
+@click.option("--answer", default=204, show_default=True, type=click.IntRange(100, 599), help="Status of a delivery.")
+@click.option("--retry-after", default=1, show_default=True, type=click.IntRange(0), help="Retry-After of a 429.")
+@click.option("--no-batch", is_flag=True, help="Refuse batched mode (415), as receivers of one format do.")
+@click.option("--require-https", is_flag=True, help="Record deliveries over plain HTTP as violations.")
+@click.option("--require-handshake", is_flag=True, help="Record deliveries without a handshake first as violations.")
+@click.option("--oauth-client-id", help="Serve POST /oauth/token for this client; deliveries need its tokens.")
+@click.option("--oauth-client-secret", envvar="OUTBOX_RECEIVER_OAUTH_SECRET", help="[env OUTBOX_RECEIVER_OAUTH_SECRET]")
+@click.option("--oauth-token-lifetime", default=3600, show_default=True, type=click.IntRange(1))
+@click.option("--jwt-client-id", help="Require a ZGW JWT (HS256) with this client_id.")
+@click.option("--jwt-secret", envvar="OUTBOX_RECEIVER_JWT_SECRET", help="[env OUTBOX_RECEIVER_JWT_SECRET]")
+@click.option(
+    "--webhook-secret", envvar="OUTBOX_RECEIVER_WEBHOOK_SECRET", help="Require Standard Webhooks signatures (whsec_…)."
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Serve HTTPS with this certificate.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="Private key of --tls-cert.")
+@click.option(
+    "--tls-client-ca", type=click.Path(dir_okay=False, exists=True), help="Require client certificates (mTLS)."
+)
 @click.option("--quiet", is_flag=True, help="Do not print a line per event.")
-def receiver_command(host: str, port: int, auth: str | None, allowed_origin: str, quiet: bool) -> None:
-    """A reference webhook receiver (handshake, bearer token, the three content modes, 415)."""
-    from worker.receiver import ReceiverConfig, serve
+def receiver_command(
+    host: str,
+    port: int,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_client_ca: str | None,
+    no_batch: bool,
+    **options: Any,
+) -> None:
+    """A reference webhook receiver that checks the NL GOV webhook guideline on the wire: the
+    handshake, the three content modes, every auth kind, signatures. GET /violations lists what
+    a sender broke; GET /events what arrived."""
+    from worker.receiver import ReceiverConfig, serve, tls_context
 
-    serve(host, port, ReceiverConfig(auth=auth, allowed_origin=allowed_origin, quiet=quiet))
+    context = tls_context(tls_cert, tls_key, tls_client_ca) if tls_cert else None
+    serve(host, port, ReceiverConfig(accept_batch=not no_batch, **options), ssl_context=context)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -174,9 +175,10 @@ def _refused(exc: InvalidSubscriptionError) -> click.ClickException:
     return click.ClickException("the subscription was refused:\n" + "\n".join(f"  - {p}" for p in exc.problems))
 
 
-def _checked_tls(subscription: Subscription) -> Subscription:
-    """Beyond "is it PEM": certificates that load, a client certificate not expired, a key that
-    belongs to it. Refused whole, naming each field (never showing the key)."""
+def _checked_target(subscription: Subscription) -> Subscription:
+    """Beyond the model's checks: certificates that load, a client certificate not expired, a key
+    that belongs to it, an address the worker may go to. Refused whole, naming each field (never
+    showing the key)."""
     problems = []
     for field, text in (
         ("caBundle", subscription.ca_bundle),
@@ -191,9 +193,36 @@ def _checked_tls(subscription: Subscription) -> Subscription:
         problem = check_pair(subscription.client_cert, subscription.client_key)
         if problem is not None:
             problems.append(problem.replace("client_key", "clientKey").replace("client_cert", "clientCert"))
+    problems += _address_problems(subscription)
     if problems:
         raise _refused(InvalidSubscriptionError(problems))
     return subscription
+
+
+def _address_problems(subscription: Subscription) -> list[str]:
+    """A callback URL or token URL whose host is an address (or localhost) the worker would refuse:
+    say so now, not at the first delivery. Names are checked when connecting (DNS may change)."""
+    try:
+        policy = policy_from_environment()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    problems = []
+    urls = [("callbackUrl", subscription.callback_url)]
+    if subscription.oauth2 is not None:
+        urls.append(("oauth2.tokenUrl", subscription.oauth2.token_url))
+    for field, url in urls:
+        host = urlsplit(url).hostname or ""
+        address = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
+        try:
+            kind = policy.refusal(address)
+        except ValueError:
+            continue  # a name: checked at connect time
+        if kind is not None:
+            problems.append(
+                f"{field}: {host} is a {kind} address, which deliveries may not go to; allow its network "
+                "with OUTBOX_ALLOWED_NETWORKS (the worker must have the same setting)"
+            )
+    return problems
 
 
 _TLS_FIELDS = {"caBundle": "ca_bundle", "clientCert": "client_cert", "clientKey": "client_key"}
@@ -229,7 +258,8 @@ def handshake_for(subscription: Subscription, origin: str | None, rate: int | No
         tls = None
         if subscription.ca_bundle or subscription.client_cert:
             tls = tls_context(subscription.ca_bundle, subscription.client_cert, subscription.client_key)
-        return handshake(subscription.callback_url, origin, rate, policy=policy, tls=tls)
+        timeout = float(os.environ.get("OUTBOX_REQUEST_TIMEOUT") or 10.0)  # the worker's HTTP timeout, if set
+        return handshake(subscription.callback_url, origin, rate, timeout, policy=policy, tls=tls)
     except HandshakeRefused as exc:
         raise click.ClickException(f"the subscription was refused: {exc}") from None
     except ValueError as exc:  # a TLS option or OUTBOX_ALLOWED_NETWORKS that cannot be used
@@ -299,7 +329,13 @@ def subscriptions_add(
         subscription = Subscription.from_abonnement(document, allow_insecure=bool(options.get("allow_insecure")))
     except InvalidSubscriptionError as exc:
         raise _refused(exc) from None
-    subscription = _agreed(_checked_tls(subscription), skip_handshake, origin)
+    subscription = _agreed(_checked_target(subscription), skip_handshake, origin)
+    if subscription.auth_kind == "none" and not subscription.allow_query_token:
+        click.echo(
+            "warning: no authentication: the webhook guideline (§3.1.2) says delivery requests MUST carry an access "
+            "token (--auth, --oauth2-*, --zgw-*)",
+            err=True,
+        )
     with obj.connect() as conn:
         new_id = subscription_store.add(conn, subscription, obj.schema, box)
         stored = subscription_store.get(conn, obj.schema, new_id, box)
@@ -368,7 +404,7 @@ def subscriptions_update(
     except InvalidSubscriptionError as exc:
         raise _refused(exc) from None
     updated = replace(
-        _checked_tls(updated),
+        _checked_target(updated),
         id=current.id,
         agreement=current.agreement,
         handshake_at=current.handshake_at,

@@ -330,7 +330,7 @@ class Worker:
                 known[sub_id] = (version, from_row(row, None), None)
                 continue
             try:
-                target: Target | None = Target(subscription, self.settings)
+                target: Target | None = self._sender.target(subscription)
             except ValueError as exc:  # e.g. a CA bundle that no longer loads
                 log(logging.ERROR, "subscription cannot be used", subscription=str(sub_id), error=str(exc))
                 target = None

@@ -70,7 +70,9 @@ class Target:
 
     Built once per subscription version, so a delivery only formats its request."""
 
-    def __init__(self, subscription: Subscription, settings: WorkerSettings) -> None:
+    def __init__(
+        self, subscription: Subscription, settings: WorkerSettings, token_transport: WebhookTransport | None = None
+    ) -> None:
         self.subscription = subscription
         self.url = httpx.URL(subscription.callback_url)
         extensions: dict[str, Any] = {"timeout": httpx.Timeout(settings.request_timeout).as_dict()}
@@ -80,6 +82,7 @@ class Target:
             extensions[TLS_EXTENSION] = self.tls
         self.extensions = extensions
         self.oauth2 = self.zgw = None
+        self.token_transport = token_transport or WebhookTransport(max_idle_per_host=1, max_body=MAX_ANSWER)
         if subscription.oauth2 is not None:
             o = subscription.oauth2
             self.oauth2 = OAuth2ClientCredentials(
@@ -89,6 +92,14 @@ class Target:
             self.zgw = ZgwJwt(subscription.zgw.client_id, subscription.zgw.secret)
         self.signer = WebhookSigner(subscription.signing_secrets) if subscription.signing_secrets else None
         self.batch_max = subscription.batch_max if subscription.content_mode == "batched" else 1
+        self.token_sender = self._send_token_request
+
+    async def _send_token_request(self, request: httpx.Request) -> httpx.Response:
+        """The token endpoint is reached like the target: same CA bundle and client certificate
+        (a private CA signs both, typically), same address checks (the sender's token transport)."""
+        if self.tls is not None:
+            request.extensions[TLS_EXTENSION] = self.tls
+        return await self.token_transport.handle_async_request(request)
 
     def __repr__(self) -> str:
         return f"Target({self.subscription!r})"
@@ -159,9 +170,14 @@ class Sender:
         request = httpx.Request("POST", target.url, headers=headers, content=body, extensions=target.extensions)
         return await self.transport.handle_async_request(request)
 
+    def target(self, subscription: Subscription) -> Target:
+        """How to send to `subscription` with this sender's transports (raises ValueError for TLS
+        options that do not load)."""
+        return Target(subscription, self.settings, self.token_transport)
+
     async def _authenticate(self, target: Target, headers: dict[str, str]) -> None:
         if target.oauth2 is not None:
-            headers["Authorization"] = await target.oauth2.authorization(self.token_transport.handle_async_request)
+            headers["Authorization"] = await target.oauth2.authorization(target.token_sender)
         elif target.zgw is not None:
             headers["Authorization"] = target.zgw.authorization()
         elif target.subscription.auth:
@@ -203,10 +219,11 @@ class PreflightRefused(Exception):
 
 
 def _header_value(value: Any) -> str:
-    """CloudEvents HTTP binding: attribute values as header values, percent-encoding what is unsafe."""
+    """CloudEvents HTTP binding (1.0.2 §3.1.3.2): attribute values as header values, with space,
+    double quote, percent and everything outside printable ASCII percent-encoded (UTF-8)."""
     if isinstance(value, bool):
         value = "true" if value else "false"
-    return quote(str(value), safe=" !#$&'()*+,/:;=?@[]^_`{|}~-.")
+    return quote(str(value), safe="!#$&'()*+,/:;=?@[]^_`{|}~-.<>\\")
 
 
 def request_parts(subscription: Subscription, claims: list[Claimed]) -> tuple[dict[str, str], bytes]:
@@ -232,7 +249,7 @@ def request_parts(subscription: Subscription, claims: list[Claimed]) -> tuple[di
             body = data.encode()
         else:
             body = orjson.dumps(data)
-        headers["Content-Type"] = subscription.content_type or content_type or "application/json"
+        headers["Content-Type"] = content_type or "application/json"  # datacontenttype, as the binding says
         return headers, body
     headers["Content-Type"] = subscription.content_type or STRUCTURED
     return headers, claimed.event.encode()
@@ -258,6 +275,9 @@ def _error_class(exc: BaseException) -> str:
     if not isinstance(exc, httpx.HTTPError | OSError):
         return f"internal error ({type(exc).__name__})"
     name = type(exc).__name__
+    if isinstance(exc, httpx.TransportError) and str(exc):
+        # Our transport words these itself (TLS verdicts, refused connections): no URL, no header.
+        return f"{name}: {str(exc).splitlines()[0][:300]}"
     cause = exc.__cause__
     if cause is not None and type(cause).__name__ != name:
         return f"{name} ({type(cause).__name__})"
