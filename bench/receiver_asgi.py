@@ -6,7 +6,8 @@ Run under uvicorn, one process, uvloop, httptools, access log off (as /work/shar
 
 Every POST (any path) is answered 204 No Content. Its arrival time (`time.time_ns()` when the
 request reaches the app) is kept per CloudEvent `id`, read from the body: structured mode, the
-JSON event format, whose `id` is near the start. The bench reads and resets that state:
+JSON event format, whose `id` is near the start; in batched mode every event of the array.
+The bench reads and resets that state:
 
     GET    /count      {"count": requests, "distinct": ids, "duplicates": ..., "first": ns, "last": ns}
     GET    /arrivals   {"<id>": ns of its first arrival, ...}
@@ -52,13 +53,21 @@ class State:
         if not self.first:
             self.first = now
         self.last = now
-        event_id = _event_id(body)
-        if event_id is None:
-            self.unidentified += 1
-        elif event_id in self.arrivals:
-            self.duplicates += 1
+        if body[:1] == b"[":  # batched mode: a JSON array of events, each counted
+            try:
+                batch = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                batch = []
+            ids = [str(e.get("id")) if isinstance(e, dict) and "id" in e else None for e in batch] or [None]
         else:
-            self.arrivals[event_id] = now
+            ids = [_event_id(body)]
+        for event_id in ids:
+            if event_id is None:
+                self.unidentified += 1
+            elif event_id in self.arrivals:
+                self.duplicates += 1
+            else:
+                self.arrivals[event_id] = now
 
 
 def _event_id(body: bytes) -> str | None:

@@ -81,6 +81,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 BENCH_DB = "bench_throughput"
 OUTBOX_SCHEMA = "outbox"
+RECEIVER_NETWORK = "127.0.0.0/8"  # the bench's receiver: the one private network the worker may reach
+BATCH_MAX = 100  # events per POST in the batched-mode drain
 TASK = "post_event"
 STRUCTURED = "application/cloudevents+json; charset=utf-8"
 HEADERS = {"Content-Type": STRUCTURED}
@@ -528,11 +530,12 @@ async def _install_peers(url: str) -> None:
 def setup_database(url: str, hook: str, peers: bool) -> str:
     """Schemas of the outbox (and peers) and the one subscription; returns the subscription id."""
     from worker import subscription_store
+    from worker.secret_box import SecretBox
 
     outbox.migrate(url, schema=OUTBOX_SCHEMA)
     subscription = Subscription.create(callback_url=hook, types=["*"], allow_insecure=True)
     with psycopg.connect(url) as conn:
-        subscription_id = subscription_store.add(conn, subscription, OUTBOX_SCHEMA)
+        subscription_id = subscription_store.add(conn, subscription, OUTBOX_SCHEMA, SecretBox())
     if peers:
         asyncio.run(_install_peers(url))
     return subscription_id
@@ -619,7 +622,10 @@ def worker_sender(in_flight: int) -> Any:
     from worker.http import Sender
     from worker.settings import WorkerSettings
 
-    return Sender(WorkerSettings.load(concurrency=max(in_flight, 10), request_timeout=HTTP_TIMEOUT))
+    settings = WorkerSettings.load(
+        concurrency=max(in_flight, 10), request_timeout=HTTP_TIMEOUT, allowed_networks=RECEIVER_NETWORK
+    )
+    return Sender(settings)
 
 
 def worker_transport_name() -> str:
@@ -635,8 +641,7 @@ def make_client(kind: str, in_flight: int) -> httpx.AsyncClient:
         pool = max(in_flight, 10)
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         return httpx.AsyncClient(limits=limits, timeout=HTTP_TIMEOUT)
-    client: httpx.AsyncClient = worker_sender(in_flight).client
-    return client
+    return httpx.AsyncClient(transport=worker_sender(in_flight).transport, timeout=HTTP_TIMEOUT, follow_redirects=False)
 
 
 CLIENT_LABEL = {"httpx": "httpx", "fast": "httpx+worker transport"}
@@ -727,6 +732,7 @@ class Bench:
         env = dict(os.environ)
         env["OUTBOX_DATABASE_URL"] = self.url
         env["OUTBOX_SCHEMA"] = OUTBOX_SCHEMA
+        env["OUTBOX_ALLOWED_NETWORKS"] = RECEIVER_NETWORK  # the receiver runs on this machine
         return env
 
     def _migrate_outbox(self) -> None:
@@ -804,9 +810,13 @@ class Bench:
 
     # - outbox
 
-    def drain_outbox(self, processes: int) -> Drain:
+    def drain_outbox(self, processes: int, mode: str = "structured") -> Drain:
         self._migrate_outbox()
         self._prepare(lambda: preload_outbox(self.url, self.n))
+        with psycopg.connect(self.url) as conn:  # the one subscription: this run's content mode
+            conn.execute(
+                f"UPDATE {OUTBOX_SCHEMA}.subscriptions SET content_mode = %s, batch_max = %s", (mode, BATCH_MAX)
+            )
         procs: list[subprocess.Popen[bytes]] = []
 
         def start() -> list[subprocess.Popen[bytes]]:
@@ -1175,6 +1185,14 @@ def build_configs(args: argparse.Namespace) -> tuple[list[Config], list[Config]]
     if "outbox" in wanted:
         for k in args.processes:
             drains.append(Config(f"outbox-{k}", "outbox", f"outbox run ×{k}", lambda b, k=k: b.drain_outbox(k)))
+            drains.append(
+                Config(
+                    f"outbox-batched-{k}",
+                    "outbox",
+                    f"outbox run ×{k}, batched mode ({BATCH_MAX} per POST)",
+                    lambda b, k=k: b.drain_outbox(k, "batched"),
+                )
+            )
     if "peers" in wanted and peers:
         for client in ("httpx", "fast"):
             for c in (10, 50):
