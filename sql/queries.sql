@@ -129,6 +129,14 @@ CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- name: schema_migrated
+-- The worker at start: does the schema have its migrations table at all?
+SELECT to_regclass(format('%%I.schema_migrations', %s::text)) IS NOT NULL;
+
+-- name: schema_version
+-- The worker at start: the newest applied migration.
+SELECT max(version) FROM {schema}.schema_migrations;
+
 -- name: applied_migrations
 -- The applied migrations, in order.
 SELECT version, name, checksum FROM {schema}.schema_migrations ORDER BY version;

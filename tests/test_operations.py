@@ -158,3 +158,19 @@ def test_retry_of_an_earlier_failed_delivery_waits_behind_the_one_in_flight(data
         conn.execute(query("promote_next", "outbox"), ([uuid.UUID(sub)], ["k"]))
         states = conn.execute("SELECT status FROM outbox.deliveries ORDER BY id").fetchall()
     assert states == [("pending",), ("delivered",)]
+
+
+def test_a_worker_refuses_to_start_on_an_unmigrated_or_older_schema(run_cli: Any, empty_database_url: str) -> None:
+    result = run_cli("run", url=empty_database_url)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: the outbox schema 'outbox' is not migrated: run `outbox migrate` first"
+    )
+    assert run_cli("migrate", url=empty_database_url).returncode == 0
+    with psycopg.connect(empty_database_url) as conn:
+        conn.execute(
+            "DELETE FROM outbox.schema_migrations WHERE version = (SELECT max(version) FROM outbox.schema_migrations)"
+        )
+    result = run_cli("run", url=empty_database_url)
+    assert result.returncode == 2
+    assert "is at migration 003, this worker needs 004: run `outbox migrate` first" in result.stderr

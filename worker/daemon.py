@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from outbox import Subscription
-from outbox._sql import query
+from outbox._sql import migrations, query
 from worker import router
 from worker.http import Claimed, Result, Sender, Target
 from worker.logs import log, redact
@@ -135,6 +135,16 @@ class Worker:
         if not self._box.encrypts:
             log(logging.WARNING, "subscription secrets are stored unencrypted: set OUTBOX_SECRET_KEY "
                 "(make one with `outbox secrets new-key`, then run `outbox secrets rotate`)")  # fmt: skip
+        try:
+            await self._check_schema()
+        except BaseException:
+            await self._sender.aclose()
+            if self._metrics is not None:
+                await self._metrics.stop()
+            await self._pool.close(timeout=2.0)
+            if self._stopping.is_set():  # told to stop while waiting for the database
+                return
+            raise
         listener = asyncio.create_task(self._listen(), name="listener")
         self._recorder = asyncio.create_task(self._record_forever(), name="recorder")
         try:
@@ -189,6 +199,25 @@ class Worker:
 
     def _free_slots(self) -> int:
         return self.settings.concurrency - len(self._in_flight)
+
+    async def _check_schema(self) -> None:
+        """Refuse to start on a schema older than this code: one readable line, not a failing pass
+        every poll interval. Waits for the database like every other step."""
+        expected = migrations()[-1].version
+
+        async def step(conn: psycopg.AsyncConnection[Any]) -> int | None:
+            exists = await (await conn.execute(query("schema_migrated", self.schema), (self.schema,))).fetchone()
+            if not exists or not exists[0]:
+                return None
+            row = await (await conn.execute(query("schema_version", self.schema))).fetchone()
+            return int(row[0]) if row and row[0] is not None else None
+
+        found = await self._db(step, forever=False)
+        if found is None or found < expected:
+            state = "not migrated" if found is None else f"at migration {found:03d}, this worker needs {expected:03d}"
+            raise StartupError(f"the outbox schema {self.schema!r} is {state}: run `outbox migrate` first")
+        if found > expected:  # a rolling upgrade migrated ahead of this worker: carry on, visibly
+            log(logging.WARNING, "the schema is newer than this worker", schema_version=found, worker_needs=expected)
 
     async def _main_loop(self) -> None:
         while not self._stopping.is_set():
