@@ -49,7 +49,8 @@ def _origin_option(command: Callable[..., Any]) -> Callable[..., Any]:
 # (flag, help) of every option `add` and `update` share; the parameter name is the flag's.
 _VALUE_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--callback-url", {"help": "Webhook URL the events are POSTed to (https)."}),
-    ("--auth", {"help": "Authorization header value, e.g. 'Bearer <token>'. A secret: never printed."}),
+    ("--auth", {"help": "Authorization header value, e.g. 'Bearer <token>'. A secret: never printed (give secrets in "
+                "--from-json - on standard input to keep them out of the process list)."}),
     ("--content-mode", {"type": click.Choice(["structured", "binary", "batched"]), "help": "HTTP content mode "
                         "[default: structured]."}),
     ("--batch-max", {"type": click.IntRange(1, 1000), "metavar": "N", "help": "Batched mode: events per POST at "
@@ -98,7 +99,11 @@ def _delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Allow an access_token in the callback URL's query string (the guideline: SHOULD NOT).",
     )(command)
     command = click.option(
-        "--allow-insecure", is_flag=True, default=None, help="Allow http:// (and loopback/private names in the URL)."
+        "--allow-insecure",
+        is_flag=True,
+        default=None,
+        help="Allow http:// callback and token URLs (local tests and demos). Private addresses are "
+        "OUTBOX_ALLOWED_NETWORKS' to allow.",
     )(command)
     for flag, settings in reversed(_VALUE_OPTIONS):
         command = click.option(flag, default=None, **settings)(command)
