@@ -45,7 +45,8 @@ ANY_VALUE = "*"
 BATCH_MAX_LIMIT = 1000
 
 _HEADER_VALUE = re.compile(r"^[\x20-\x7e\x80-\xff]+$")
-_MEDIA_TYPE = re.compile(r"^[!-~]+/[!-~]+( *;[\x20-\x7e]*)?$")
+_MEDIA_TYPE = re.compile(r"^[!-~]+/[!-~]+( *;[\x20-\x7e]*)?\Z")
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")  # controls and spaces: never part of a URL as sent
 _TYPE_PATTERN = re.compile(r"^[A-Za-z0-9.\-_:/*]+$")
 _ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 _SIGNING_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
@@ -391,6 +392,9 @@ def _check_callback_url(value: object, allow_insecure: bool, problems: list[str]
     if not isinstance(value, str) or not value:
         problems.append("callbackUrl: must be a non-empty URL")
         return ""
+    if _URL_FORBIDDEN.search(value):
+        problems.append("callbackUrl: must not contain spaces or control characters (percent-encode them)")
+        return value
     try:
         parts = urlsplit(value)
         hostname = parts.hostname
@@ -472,7 +476,9 @@ def _check_oauth2(value: object, allow_insecure: bool, problems: list[str]) -> O
         problems.append(f"oauth2.{key}: is not a field of oauth2 (tokenUrl, clientId, clientSecret, scope)")
     before = len(problems)
     token_url = _single_line(_field(value, "token_url", "tokenUrl"), "oauth2.tokenUrl", problems)
-    if token_url is not None:
+    if token_url is not None and _URL_FORBIDDEN.search(token_url):
+        problems.append("oauth2.tokenUrl: must not contain spaces or control characters")
+    elif token_url is not None:
         parts = urlsplit(token_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             problems.append("oauth2.tokenUrl: must be an absolute https:// URL")

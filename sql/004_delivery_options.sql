@@ -15,7 +15,7 @@ ALTER TABLE subscriptions
     ADD COLUMN allow_query_token boolean NOT NULL DEFAULT false,
     -- How requests authenticate; the secret parts live in `secrets`.
     ADD COLUMN auth_kind text NOT NULL DEFAULT 'none' CHECK (auth_kind IN ('none', 'static', 'oauth2', 'zgw')),
-    ADD COLUMN oauth2_token_url text CHECK (oauth2_token_url ~ '^https?://'),
+    ADD COLUMN oauth2_token_url text CHECK (oauth2_token_url ~* '^https?://'),
     ADD COLUMN oauth2_client_id text,
     ADD COLUMN oauth2_scope text,
     ADD COLUMN zgw_client_id text,
@@ -40,7 +40,10 @@ ALTER TABLE subscriptions
     ADD CONSTRAINT subscriptions_agreement_check CHECK (agreement IN ('handshake', 'out-of-band', 'preflight')),
     ADD CONSTRAINT subscriptions_agreement_time_check
         CHECK (agreement = 'preflight' OR (agreement = 'handshake') = (handshake_at IS NOT NULL)),
-    ADD CONSTRAINT subscriptions_preflight_check CHECK (preflight = (agreement = 'preflight'));
+    ADD CONSTRAINT subscriptions_preflight_check CHECK (preflight = (agreement = 'preflight')),
+    -- URL schemes are case-insensitive (RFC 3986), as the CLI's check is.
+    DROP CONSTRAINT subscriptions_callback_url_check,
+    ADD CONSTRAINT subscriptions_callback_url_check CHECK (callback_url ~* '^https?://');
 
 UPDATE subscriptions
    SET secrets = json_build_object('auth', auth)::text, auth_kind = 'static'

@@ -63,9 +63,10 @@ UPDATE {schema}.subscriptions
 RETURNING id;
 
 -- name: record_handshake
--- `outbox subscriptions verify ID`, or a pre-flight: the handshake succeeded (again).
+-- `outbox subscriptions verify ID`: the handshake succeeded (again); a pre-flight subscription stays one.
 UPDATE {schema}.subscriptions
-   SET agreement = 'handshake', handshake_at = now(), requested_rate = %s, allowed_rate = %s, updated_at = now()
+   SET agreement = CASE WHEN preflight THEN 'preflight' ELSE 'handshake' END, handshake_at = now(),
+       requested_rate = %s, allowed_rate = %s, updated_at = now()
  WHERE id = %s
 RETURNING id;
 
@@ -247,18 +248,31 @@ RETURNING d.id, d.attempts, d.subscription_id, ev.event::text, d.ordering_key, p
 -- name: create_pace
 -- Rate-limited subscriptions get their token bucket, full, the first time.
 INSERT INTO {schema}.subscription_pace (subscription_id, tokens)
-SELECT q.subscription_id, q.burst FROM unnest(%(rated_ids)s::uuid[], %(bursts)s::float8[]) AS q(subscription_id, burst)
+SELECT q.subscription_id, q.burst
+  FROM unnest(%(rated_ids)s::uuid[], %(bursts)s::float8[]) AS q(subscription_id, burst)
+  JOIN {schema}.subscriptions s ON s.id = q.subscription_id
+ ORDER BY q.subscription_id
 ON CONFLICT (subscription_id) DO NOTHING;
 
 -- name: refill_pace
 -- Before the claim: refill the buckets of rate-limited subscriptions (rate x pace, up to one
--- second's worth) and lock them until commit, so workers spend tokens in turn, never twice.
+-- second's worth) and lock them until commit, so workers spend tokens in turn, never twice. The
+-- rows are locked in subscription-id order (every worker the same order: no deadlocks), and the
+-- clock is read after the lock was granted (now() is when the transaction began: a worker that
+-- waited for the lock would count time another already counted).
+WITH locked AS (
+    SELECT subscription_id FROM {schema}.subscription_pace
+     WHERE subscription_id = ANY (%(rated_ids)s::uuid[])
+     ORDER BY subscription_id
+       FOR UPDATE
+)
 UPDATE {schema}.subscription_pace p
-   SET tokens = least(q.burst, p.tokens + extract(epoch FROM now() - p.refilled_at) * q.per_second * p.pace),
-       refilled_at = now()
-  FROM unnest(%(rated_ids)s::uuid[], %(per_second)s::float8[], %(bursts)s::float8[])
+   SET tokens = least(q.burst, p.tokens + greatest(extract(epoch FROM clock_timestamp() - p.refilled_at), 0)
+                                          * q.per_second * p.pace),
+       refilled_at = greatest(p.refilled_at, clock_timestamp())
+  FROM locked l, unnest(%(rated_ids)s::uuid[], %(per_second)s::float8[], %(bursts)s::float8[])
        AS q(subscription_id, per_second, burst)
- WHERE p.subscription_id = q.subscription_id;
+ WHERE p.subscription_id = l.subscription_id AND q.subscription_id = l.subscription_id;
 
 -- name: spend_pace
 -- After the claim: one token per request made of what this claim took (`unit` events per request).
@@ -271,23 +285,35 @@ UPDATE {schema}.subscription_pace p
 
 -- name: slow_down
 -- A 429: hold the subscription until the wait is over, and halve its pace (never below 1/64).
+-- Subscriptions removed meanwhile are skipped (their row would break the foreign key).
 INSERT INTO {schema}.subscription_pace AS p (subscription_id, tokens, pace, hold_until)
 SELECT q.subscription_id, 0, 0.5, now() + make_interval(secs => q.delay)
   FROM unnest(%b::uuid[], %b::float8[]) AS q(subscription_id, delay)
+  JOIN {schema}.subscriptions s ON s.id = q.subscription_id
+ ORDER BY q.subscription_id
 ON CONFLICT (subscription_id) DO UPDATE
    SET pace = greatest(p.pace / 2, 1.0 / 64), tokens = least(p.tokens, 0),
        hold_until = greatest(coalesce(p.hold_until, now()), EXCLUDED.hold_until);
 
 -- name: speed_up
--- Deliveries went through: a slowed-down subscription recovers its pace step by step.
-UPDATE {schema}.subscription_pace SET pace = least(1.0, pace * 1.25)
- WHERE subscription_id = ANY (%b::uuid[]) AND pace < 1;
+-- Deliveries went through: a slowed-down subscription recovers its pace step by step (rows locked
+-- in subscription-id order, as everywhere).
+WITH locked AS (
+    SELECT subscription_id FROM {schema}.subscription_pace
+     WHERE subscription_id = ANY (%b::uuid[]) AND pace < 1
+     ORDER BY subscription_id
+       FOR UPDATE
+)
+UPDATE {schema}.subscription_pace p SET pace = least(1.0, pace * 1.25)
+  FROM locked l
+ WHERE p.subscription_id = l.subscription_id;
 
 -- name: record_preflight
 -- A pre-flight handshake succeeded: when, and the rate the target allows.
+-- Only while the subscription is still a pre-flight one (the operator may have changed it meanwhile).
 UPDATE {schema}.subscriptions SET handshake_at = now(), allowed_rate = %s, updated_at = now()
- WHERE id = %s AND (allowed_rate IS DISTINCT FROM %s OR handshake_at < now() - interval '1 minute'
-                    OR handshake_at IS NULL);
+ WHERE id = %s AND agreement = 'preflight'
+   AND (allowed_rate IS DISTINCT FROM %s OR handshake_at < now() - interval '1 minute' OR handshake_at IS NULL);
 
 -- name: record_results
 -- Writes outcomes back, only where the claim is still ours (same token, still delivering): a worker

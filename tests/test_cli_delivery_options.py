@@ -17,8 +17,8 @@ AUTH = "Bearer static-secret-0123456789"
 SECRETS = (OAUTH_SECRET, ZGW_SECRET, SIGNING, AUTH, "static-secret")
 
 
-def _add(run_cli: Any, *args: str, env: dict[str, str] | None = None) -> Any:
-    return run_cli("subscriptions", "add", "--type", "*", "--skip-handshake", *args, env=env)
+def _add(run_cli: Any, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> Any:
+    return run_cli("subscriptions", "add", "--type", "*", "--skip-handshake", *args, env=env, input=input)
 
 
 def _show(run_cli: Any, sub: str) -> dict[str, Any]:
@@ -142,3 +142,24 @@ def test_preflight_subscription_skips_the_handshake_at_add(run_cli: Any) -> None
         assert receiver.received == []
     document = _show(run_cli, added.stdout.strip().splitlines()[-1])
     assert (document["agreement"], document["preflight"], document["handshakeAt"]) == ("preflight", True, None)
+
+
+def test_verify_keeps_a_preflight_subscription_preflight(run_cli: Any) -> None:
+    def answer(n: int, r: Received) -> tuple[int, dict[str, str], float]:
+        return (200, {"WebHook-Allowed-Origin": "*", "WebHook-Allowed-Rate": "120"}, 0.0)
+
+    with Receiver(answer=answer).running() as receiver:
+        added = _add(run_cli, "--callback-url", receiver.url, "--allow-insecure", "--preflight")
+        sub = added.stdout.strip().splitlines()[-1]
+        verified = run_cli("subscriptions", "verify", sub, "--origin", "outbox.example.nl")
+        assert verified.returncode == 0, verified.stderr
+    document = _show(run_cli, sub)
+    assert (document["agreement"], document["allowedRate"]) == ("preflight", "120")
+    assert document["handshakeAt"] is not None
+
+
+def test_urls_with_control_characters_or_upper_case_schemes(run_cli: Any) -> None:
+    bad = _add(run_cli, "--from-json", "-", input=json.dumps({"callbackUrl": "https://x.example/a\u0001b"}))
+    assert bad.returncode == 1 and "must not contain spaces or control characters" in bad.stderr
+    upper = _add(run_cli, "--callback-url", "HTTPS://hook.example.nl/in")
+    assert upper.returncode == 0, upper.stderr

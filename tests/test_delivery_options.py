@@ -334,3 +334,62 @@ def test_without_a_key_the_worker_says_so_once_and_a_bad_key_stops_it(
         "error: OUTBOX_SECRET_KEY: key 1 is not a Fernet key (32 url-safe base64-encoded bytes); "
         "make one with `outbox secrets new-key`"
     ]
+
+
+def test_a_batch_answer_means_retry_or_give_up_per_event(receiver: Receiver) -> None:
+    import asyncio
+    import uuid
+
+    from outbox import Subscription
+    from worker.http import Claimed, Sender
+    from worker.settings import WorkerSettings
+
+    receiver.answer = lambda n, r: (503, {}, 0.0)
+    settings = WorkerSettings.load(retry_max_attempts=3, allowed_networks="127.0.0.0/8")
+    subscription = Subscription.create(
+        callback_url=receiver.url, types=["*"], content_mode="batched", allow_insecure=True
+    )
+    event = zaak_event("z").to_json()
+    claims = [Claimed(1, 3, uuid.uuid4(), event, uuid.uuid4()), Claimed(2, 1, uuid.uuid4(), event, uuid.uuid4())]
+
+    async def deliver() -> list[Any]:
+        sender = Sender(settings)
+        try:
+            return await sender.deliver(sender.target(subscription), claims)
+        finally:
+            await sender.aclose()
+
+    last_try, first_try = asyncio.run(deliver())
+    assert len(receiver.received) == 1, "one request for the batch"
+    assert (last_try.status_code, first_try.status_code) == (503, 503)
+    assert last_try.outcome.kind == "failed", "its third attempt: given up"
+    assert first_try.outcome.kind == "retry", "its first attempt: retried, not failed with the other"
+
+
+def test_sigterm_releases_every_event_of_a_batch_in_flight(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    receiver.answer = lambda n, r: (204, {}, 5.0)  # answers long after the grace period
+    subscribe(database_url, receiver.url, content_mode="batched", batch_max=5)
+    enqueue(database_url, [zaak_event(f"z{i}") for i in range(5)])
+    worker = start_worker(
+        {"OUTBOX_SHUTDOWN_GRACE": "0.5", "OUTBOX_REQUEST_TIMEOUT": "10", "OUTBOX_LEASE_SECONDS": "60"}
+    )
+    wait_until(lambda: len(receiver.received) == 1, message="the batch in flight")
+    assert worker.terminate() == 0
+    rows = deliveries(database_url)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 0)] * 5, "all five released, not one"
+
+
+def test_side_effects_for_a_removed_or_changed_subscription_do_nothing(database_url: str) -> None:
+    import uuid
+
+    from outbox._sql import query
+
+    sub = subscribe(database_url, "https://hook.example.nl/x")  # agreed out of band, not a pre-flight one
+    with psycopg.connect(database_url) as conn:
+        conn.execute(query("slow_down", "outbox"), ([uuid.uuid4()], [1.0]))  # removed meanwhile: skipped
+        conn.execute(query("record_preflight", "outbox"), ("60", sub, "60"))  # no longer pre-flight: skipped
+        assert conn.execute("SELECT count(*) FROM outbox.subscription_pace").fetchone() == (0,)
+        row = conn.execute("SELECT agreement, allowed_rate FROM outbox.subscriptions WHERE id = %s", (sub,))
+        assert row.fetchone() == ("out-of-band", None)

@@ -93,8 +93,7 @@ def _delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Run the handshake before deliveries (pre-flight) instead of once now.",
     )(command)
     command = click.option(
-        "--allow-query-token",
-        is_flag=True,
+        "--allow-query-token/--no-allow-query-token",
         default=None,
         help="Allow an access_token in the callback URL's query string (the guideline: SHOULD NOT).",
     )(command)
@@ -335,6 +334,8 @@ def subscriptions_add(
     except InvalidSubscriptionError as exc:
         raise _refused(exc) from None
     subscription = _agreed(_checked_target(subscription), skip_handshake, origin)
+    if subscription.secrets() and not box.encrypts:
+        click.echo(f"warning: {KEY_VARIABLE} is not set: this subscription's secrets are stored unencrypted", err=True)
     if subscription.auth_kind == "none" and not subscription.allow_query_token:
         click.echo(
             "warning: no authentication: the webhook guideline (§3.1.2) says delivery requests MUST carry an access "
@@ -403,7 +404,7 @@ def subscriptions_update(
     if "zgw" in changes and current.zgw is not None:
         changes["zgw"] = {"clientId": current.zgw.client_id, "secret": current.zgw.secret, **changes["zgw"]}
     document.update(changes)
-    allow_insecure = current.allow_insecure if options.get("allow_insecure") is None else True
+    allow_insecure = current.allow_insecure if options.get("allow_insecure") is None else options["allow_insecure"]
     try:
         updated = Subscription.from_abonnement(document, allow_insecure=allow_insecure)
     except InvalidSubscriptionError as exc:

@@ -189,9 +189,12 @@ class Worker:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _database_down(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, psycopg.errors.TransactionRollback):  # a deadlock or serialization failure
+            log(logging.INFO, "transaction rolled back by the database, retrying", error=type(error).__name__)
+            return
         if self._database_ok:
             self._database_ok = False
-            error = state.outcome.exception() if state.outcome else None
             log(logging.WARNING, "database unreachable, retrying", worker=self.settings.worker_id,
                 error=type(error).__name__ if error else None)  # fmt: skip
 
@@ -360,7 +363,7 @@ class Worker:
                 continue
             try:
                 target: Target | None = self._sender.target(subscription)
-            except ValueError as exc:  # e.g. a CA bundle that no longer loads
+            except Exception as exc:  # e.g. a CA bundle that no longer loads: only this one is off
                 log(logging.ERROR, "subscription cannot be used", subscription=str(sub_id), error=str(exc))
                 target = None
             known[sub_id] = (version, subscription, target)
@@ -398,6 +401,12 @@ class Worker:
                 per_second.append(rate / 60.0)
                 bursts.append(max(1.0, rate / 60.0))  # at most one second's worth at once
                 rated_units.append(unit)
+        # Buckets are locked in subscription-id order by every worker, so two never deadlock on them.
+        order = sorted(range(len(rated_ids)), key=lambda i: rated_ids[i])
+        rated_ids = [rated_ids[i] for i in order]
+        per_second = [per_second[i] for i in order]
+        bursts = [bursts[i] for i in order]
+        rated_units = [rated_units[i] for i in order]
         return {
             "subscriptions": ids, "caps": caps, "units": units, "rated": rated, "limit": limit, "token": token,
             "lease": self.settings.lease_seconds, "rated_ids": rated_ids, "per_second": per_second,
@@ -461,34 +470,42 @@ class Worker:
     # -- recording results ---------------------------------------------------------------------
 
     async def _record_forever(self) -> None:
-        """Write results as they come; after `stop`, write what is left and return."""
+        """Write results as they come; after `stop`, write what is left and return. A batch that keeps
+        failing (not the connection: the database refuses a statement) is written without its side
+        effects (429 slow-downs, pre-flight records), so one poisoned result cannot stop recording."""
+        failures = 0
         while True:
             await self._results_ready.wait()
             self._results_ready.clear()
             if self._results:
                 await asyncio.sleep(0.001)  # let results that finish together share one transaction
                 try:
-                    await self._flush()
+                    await self._flush(essentials_only=failures >= 2)
+                    failures = 0
                 except Exception as exc:  # keep the results, say why, try again
+                    failures += 1
                     log(logging.ERROR, "writing results failed, retrying", count=len(self._results),
-                        error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")  # fmt: skip
+                        error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                        next_try="results only" if failures >= 2 else "in full")  # fmt: skip
                     await asyncio.sleep(self.settings.poll_interval)
                     self._results_ready.set()
                     continue
             if self._stopping.is_set() and not self._in_flight and not self._results:
                 return
 
-    async def _flush(self) -> None:
+    async def _flush(self, essentials_only: bool = False) -> None:
         """Write every result in hand; on failure they stay in hand for the next try."""
         batch = self._results
         self._results = []
         try:
-            await self._db(lambda c: self._write_results(c, batch))
+            await self._db(lambda c: self._write_results(c, batch, essentials_only))
         except BaseException:
             self._results = batch + self._results
             raise
 
-    async def _write_results(self, conn: psycopg.AsyncConnection[Any], batch: list[Result]) -> None:
+    async def _write_results(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[Result], essentials_only: bool = False
+    ) -> None:
         ids, tokens, states, codes, errors, delays = [], [], [], [], [], []
         retired: set[uuid.UUID] = set()
         slowed: dict[uuid.UUID, float] = {}  # 429: subscription -> how long to hold it
@@ -546,10 +563,13 @@ class Worker:
                     query("retire_subscriptions", self.schema),
                     ("the receiver answered 410 Gone: the target is retired", list(retired)),
                 )
-            if slowed:
-                await conn.execute(query("slow_down", self.schema), (list(slowed), list(slowed.values())))
+            if essentials_only:
+                slowed, recovered, preflights = {}, set(), {}
+            if slowed:  # in subscription-id order, as every pace-row lock (no deadlocks between workers)
+                ordered = sorted(slowed)
+                await conn.execute(query("slow_down", self.schema), (ordered, [slowed[s] for s in ordered]))
             if recovered - slowed.keys():
-                await conn.execute(query("speed_up", self.schema), (list(recovered - slowed.keys()),))
+                await conn.execute(query("speed_up", self.schema), (sorted(recovered - slowed.keys()),))
             for sub_id, allowed_rate in preflights.items():
                 await conn.execute(query("record_preflight", self.schema), (allowed_rate, sub_id, allowed_rate))
             await conn.execute(COMMIT)
@@ -618,16 +638,18 @@ class Worker:
         def left() -> float:
             return max(0.5, deadline - loop.time())
 
-        claims = {task: claimed for claimed, task in self._in_flight.values()}
+        claims: dict[asyncio.Task[None], list[Claimed]] = {}  # a batch is one task with several claims
+        for claimed, task in self._in_flight.values():
+            claims.setdefault(task, []).append(claimed)
         if claims:
-            log(logging.INFO, "stopping: waiting for deliveries in flight", count=len(claims),
+            log(logging.INFO, "stopping: waiting for deliveries in flight", count=len(self._in_flight),
                 grace_seconds=self.settings.shutdown_grace)  # fmt: skip
             _, pending = await asyncio.wait(claims, timeout=max(0.0, deadline - loop.time()))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             if pending:
-                await self._release([claims[task] for task in pending], left())
+                await self._release([c for task in pending for c in claims[task]], left())
         self._results_ready.set()  # the recorder writes what is in hand, then returns
         try:
             await asyncio.wait_for(self._recorder, timeout=left())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import ssl
 import time
 from dataclasses import dataclass
@@ -68,10 +69,15 @@ class Result:
 class Target:
     """How to send to one subscription (one version of it): URL, TLS, credentials, signer.
 
-    Built once per subscription version, so a delivery only formats its request."""
+    Built once per subscription version, so a delivery only formats its request. Build it with
+    `Sender.target`, which lends its transports and keeps OAuth2 tokens across versions."""
 
     def __init__(
-        self, subscription: Subscription, settings: WorkerSettings, token_transport: WebhookTransport | None = None
+        self,
+        subscription: Subscription,
+        settings: WorkerSettings,
+        token_transport: WebhookTransport | None = None,
+        oauth2: OAuth2ClientCredentials | None = None,
     ) -> None:
         self.subscription = subscription
         self.url = httpx.URL(subscription.callback_url)
@@ -81,28 +87,37 @@ class Target:
             self.tls = tls_context(subscription.ca_bundle, subscription.client_cert, subscription.client_key)
             extensions[TLS_EXTENSION] = self.tls
         self.extensions = extensions
-        self.oauth2 = self.zgw = None
-        self.token_transport = token_transport or WebhookTransport(max_idle_per_host=1, max_body=MAX_ANSWER)
-        if subscription.oauth2 is not None:
+        # Without the sender's, a transport that refuses every non-public address.
+        self.token_transport = token_transport or WebhookTransport(
+            max_idle_per_host=1, max_body=MAX_ANSWER, policy=AddressPolicy()
+        )
+        self.oauth2 = oauth2
+        if subscription.oauth2 is not None and oauth2 is None:
             o = subscription.oauth2
             self.oauth2 = OAuth2ClientCredentials(
                 o.token_url, o.client_id, o.client_secret, o.scope, timeout=settings.request_timeout
             )
-        if subscription.zgw is not None:
-            self.zgw = ZgwJwt(subscription.zgw.client_id, subscription.zgw.secret)
+        self.zgw = ZgwJwt(subscription.zgw.client_id, subscription.zgw.secret) if subscription.zgw else None
         self.signer = WebhookSigner(subscription.signing_secrets) if subscription.signing_secrets else None
         self.batch_max = subscription.batch_max if subscription.content_mode == "batched" else 1
-        self.token_sender = self._send_token_request
+        # The token endpoint gets the target's TLS options only when it is on the target's host: a
+        # public identity provider must not be checked against a private CA, nor see our client cert.
+        same_host = subscription.oauth2 is not None and httpx.URL(subscription.oauth2.token_url).host == self.url.host
+        self._token_tls = self.tls if same_host else None
+        # Pre-flight agreements are for this URL and these TLS options only (a new version starts over).
+        self.preflight_key = (subscription.id, subscription.callback_url, subscription.ca_bundle,
+                              subscription.client_cert)  # fmt: skip
 
-    async def _send_token_request(self, request: httpx.Request) -> httpx.Response:
-        """The token endpoint is reached like the target: same CA bundle and client certificate
-        (a private CA signs both, typically), same address checks (the sender's token transport)."""
-        if self.tls is not None:
-            request.extensions[TLS_EXTENSION] = self.tls
+    async def token_sender(self, request: httpx.Request) -> httpx.Response:
+        if self._token_tls is not None:
+            request.extensions[TLS_EXTENSION] = self._token_tls
         return await self.token_transport.handle_async_request(request)
 
     def __repr__(self) -> str:
         return f"Target({self.subscription!r})"
+
+
+PREFLIGHT_FAILURE_KEPT = 5.0  # seconds a refused pre-flight answers for the deliveries waiting on it
 
 
 class Sender:
@@ -117,63 +132,81 @@ class Sender:
         # Token endpoints answer more than a webhook's 4 KiB we keep (large JWTs): their own transport,
         # with the same address checks.
         self.token_transport = WebhookTransport(max_idle_per_host=4, max_body=MAX_ANSWER, policy=self.policy)
-        self._preflights: dict[UUID, tuple[float, str | None]] = {}  # subscription -> (agreed at, allowed rate)
-        self._preflight_locks: dict[UUID, asyncio.Lock] = {}
+        # pre-flight key -> (when, allowed rate, refusal): an agreement, or a refusal kept briefly
+        self._preflights: dict[tuple[Any, ...], tuple[float, str | None, str | None]] = {}
+        self._preflight_locks: dict[tuple[Any, ...], asyncio.Lock] = {}
+        self._credentials: dict[tuple[str, ...], OAuth2ClientCredentials] = {}
+        # A delivery (pre-flight, token, POST, token again, POST again) must end well inside its lease,
+        # or another worker would take it while it is still going.
+        self.deadline = settings.lease_seconds * 0.8
 
     async def aclose(self) -> None:
         await self.transport.aclose()
         await self.token_transport.aclose()
 
+    def target(self, subscription: Subscription) -> Target:
+        """How to send to `subscription` with this sender's transports; its OAuth2 token outlives the
+        version (raises ValueError for TLS options that do not load)."""
+        oauth2 = None
+        if subscription.oauth2 is not None:
+            o = subscription.oauth2
+            key = (o.token_url, o.client_id, hashlib.sha256(o.client_secret.encode()).hexdigest(), o.scope or "")
+            oauth2 = self._credentials.get(key)
+            if oauth2 is None:
+                oauth2 = self._credentials[key] = OAuth2ClientCredentials(
+                    o.token_url, o.client_id, o.client_secret, o.scope, timeout=self.settings.request_timeout
+                )
+        return Target(subscription, self.settings, self.token_transport, oauth2)
+
     async def deliver(self, target: Target, claims: list[Claimed]) -> list[Result]:
         """One request for `claims` (one, or a batch for one subscription). Never raises: what the
-        receiver, the network or the event does is the result, the same for every claim in it."""
+        receiver, the network or the event does is the result. The answer is the same for every
+        claim in it; what it means (retry or give up) depends on each claim's own attempts."""
         attempted_at = datetime.now(UTC)
         start = time.perf_counter()
         allowed_rate = None
         try:
-            if target.subscription.preflight:
-                allowed_rate = await self._preflight(target, claims[0].subscription_id)
-            headers, body = request_parts(target.subscription, claims)
-            await self._authenticate(target, headers)
-            if self.settings.webhook_origin:
-                headers["WebHook-Request-Origin"] = self.settings.webhook_origin
-            if target.signer is not None:
-                message_id = f"outbox-{claims[0].id}" + (f"-{claims[-1].id}" if len(claims) > 1 else "")
-                headers.update(target.signer.headers(message_id, int(time.time()), body))
-            response = await self._send(target, headers, body)
-            if response.status_code == 401 and target.oauth2 is not None:
-                # The token may have been revoked before it expired: one fresh token, one more try.
-                target.oauth2.invalidate(headers["Authorization"])
-                await self._authenticate(target, headers)
-                response = await self._send(target, headers, body)
-            outcome = from_status(
-                response.status_code,
-                response.headers.get("Retry-After"),
-                max(c.attempts for c in claims),
-                self.settings,
-            )
+            async with asyncio.timeout(self.deadline):
+                if target.subscription.preflight:
+                    allowed_rate = await self._preflight(target)
+                response = await self._request(target, claims)
         except Exception as exc:  # every failure must become a recorded attempt
             duration = (time.perf_counter() - start) * 1000
             error = _error_class(exc)
-            outcome = from_error(error, max(c.attempts for c in claims), self.settings)
-            return [Result(c, outcome, attempted_at, duration, error=error, allowed_rate=allowed_rate) for c in claims]
+            return [
+                Result(c, from_error(error, c.attempts, self.settings), attempted_at, duration, error=error,
+                       allowed_rate=allowed_rate)
+                for c in claims
+            ]  # fmt: skip
         duration = (time.perf_counter() - start) * 1000
         body_kept = _clean_body(response.content)
+        retry_after = response.headers.get("Retry-After")
         return [
-            Result(c, outcome, attempted_at, duration, status_code=response.status_code, body=body_kept,
-                   allowed_rate=allowed_rate)
+            Result(c, from_status(response.status_code, retry_after, c.attempts, self.settings), attempted_at,
+                   duration, status_code=response.status_code, body=body_kept, allowed_rate=allowed_rate)
             for c in claims
         ]  # fmt: skip
+
+    async def _request(self, target: Target, claims: list[Claimed]) -> httpx.Response:
+        headers, body = request_parts(target.subscription, claims)
+        await self._authenticate(target, headers)
+        if self.settings.webhook_origin:
+            headers["WebHook-Request-Origin"] = self.settings.webhook_origin
+        if target.signer is not None:
+            message_id = f"outbox-{claims[0].id}" + (f"-{claims[-1].id}" if len(claims) > 1 else "")
+            headers.update(target.signer.headers(message_id, int(time.time()), body))
+        response = await self._send(target, headers, body)
+        if response.status_code == 401 and target.oauth2 is not None:
+            # The token may have been revoked before it expired: one fresh token, one more try.
+            target.oauth2.invalidate(headers["Authorization"])
+            await self._authenticate(target, headers)
+            response = await self._send(target, headers, body)
+        return response
 
     async def _send(self, target: Target, headers: dict[str, str], body: bytes) -> httpx.Response:
         headers["User-Agent"] = USER_AGENT
         request = httpx.Request("POST", target.url, headers=headers, content=body, extensions=target.extensions)
         return await self.transport.handle_async_request(request)
-
-    def target(self, subscription: Subscription) -> Target:
-        """How to send to `subscription` with this sender's transports (raises ValueError for TLS
-        options that do not load)."""
-        return Target(subscription, self.settings, self.token_transport)
 
     async def _authenticate(self, target: Target, headers: dict[str, str]) -> None:
         if target.oauth2 is not None:
@@ -183,21 +216,26 @@ class Sender:
         elif target.subscription.auth:
             headers["Authorization"] = target.subscription.auth
 
-    async def _preflight(self, target: Target, subscription_id: UUID) -> str | None:
+    async def _preflight(self, target: Target) -> str | None:
         """The handshake immediately preceding deliveries (the guideline's MAY), repeated once it is
-        older than OUTBOX_PREFLIGHT_MAX_AGE; one at a time per subscription. Returns the allowed rate
-        ("" when the target gave none) when this call ran it, else None. Refusal raises."""
+        older than OUTBOX_PREFLIGHT_MAX_AGE; one at a time per subscription, and a refusal answers
+        the deliveries that waited for it. Returns the allowed rate ("" when the target gave none)
+        when this call ran it, else None. Refusal raises."""
         from worker.handshake import HandshakeRefused, handshake_async  # it imports this module
 
         origin = self.settings.webhook_origin
         if not origin:
             raise PreflightRefused("pre-flight handshake: set OUTBOX_WEBHOOK_ORIGIN (our WebHook-Request-Origin)")
-        max_age = self.settings.preflight_max_age
-        lock = self._preflight_locks.setdefault(subscription_id, asyncio.Lock())
+        key = target.preflight_key
+        lock = self._preflight_locks.setdefault(key, asyncio.Lock())
         async with lock:
-            done = self._preflights.get(subscription_id)
-            if done is not None and max_age > 0 and time.monotonic() - done[0] < max_age:
-                return None
+            done = self._preflights.get(key)
+            if done is not None:
+                age = time.monotonic() - done[0]
+                if done[2] is not None and age < PREFLIGHT_FAILURE_KEPT:
+                    raise PreflightRefused(done[2])
+                if done[2] is None and self.settings.preflight_max_age > 0 and age < self.settings.preflight_max_age:
+                    return None
             try:
                 agreement = await handshake_async(
                     target.subscription.callback_url,
@@ -208,9 +246,10 @@ class Sender:
                     tls=target.tls,
                 )
             except HandshakeRefused as exc:
-                self._preflights.pop(subscription_id, None)
-                raise PreflightRefused(f"pre-flight handshake refused: {exc}") from None
-            self._preflights[subscription_id] = (time.monotonic(), agreement.allowed_rate)
+                message = f"pre-flight handshake refused: {exc}"
+                self._preflights[key] = (time.monotonic(), None, message)
+                raise PreflightRefused(message) from None
+            self._preflights[key] = (time.monotonic(), agreement.allowed_rate, None)
             return agreement.allowed_rate or ""
 
 
@@ -272,6 +311,8 @@ def _error_class(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
+    if isinstance(exc, TimeoutError):  # the whole delivery ran into its deadline (see Sender.deadline)
+        return "timeout (the delivery took too long for its lease)"
     if not isinstance(exc, httpx.HTTPError | OSError):
         return f"internal error ({type(exc).__name__})"
     name = type(exc).__name__

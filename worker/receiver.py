@@ -29,6 +29,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
@@ -305,6 +306,8 @@ def make_app(config: ReceiverConfig) -> web.Application:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
         try:
             client_id, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+            # RFC 6749 §2.3.1: both are form-urlencoded before they are joined.
+            client_id, secret = unquote_plus(client_id), unquote_plus(secret)
         except (binascii.Error, UnicodeDecodeError):
             client_id = secret = ""
         wanted = f"{config.oauth_client_id}:{config.oauth_client_secret or ''}".encode()
