@@ -48,7 +48,8 @@ VALUES (%(callback_url)s, %(kanalen)s, %(types)s, %(content_mode)s, %(ordering_k
 RETURNING id;
 
 -- name: update_subscription
--- `outbox subscriptions update ID`: every option at once (the CLI re-validates the whole subscription).
+-- `outbox subscriptions update ID`: every option at once (the CLI re-validates the whole subscription),
+-- only if nobody changed the row since the CLI read it (updated_at as read).
 UPDATE {schema}.subscriptions
    SET callback_url = %(callback_url)s, kanalen = %(kanalen)s, types = %(types)s, content_mode = %(content_mode)s,
        ordering_key = %(ordering_key)s, allow_insecure = %(allow_insecure)s, handshake_at = %(handshake_at)s,
@@ -59,7 +60,7 @@ UPDATE {schema}.subscriptions
        oauth2_scope = %(oauth2_scope)s, zgw_client_id = %(zgw_client_id)s, ca_bundle = %(ca_bundle)s,
        client_cert = %(client_cert)s, secrets = %(secrets)s, secrets_encrypted = %(secrets_encrypted)s,
        updated_at = now()
- WHERE id = %(id)s
+ WHERE id = %(id)s AND updated_at = %(read_at)s
 RETURNING id;
 
 -- name: record_handshake

@@ -43,7 +43,11 @@ class Context:
             try:
                 with conn:
                     yield conn
-            except (subscription_store.SubscriptionNotFound, SecretKeyError) as exc:
+            except (
+                subscription_store.SubscriptionNotFound,
+                subscription_store.SubscriptionChanged,
+                SecretKeyError,
+            ) as exc:
                 raise click.ClickException(str(exc)) from None
             except psycopg.errors.UndefinedTable:
                 raise click.ClickException(

@@ -54,7 +54,8 @@ _VALUE_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--content-mode", {"type": click.Choice(["structured", "binary", "batched"]), "help": "HTTP content mode "
                         "[default: structured]."}),
     ("--batch-max", {"type": click.IntRange(1, 1000), "metavar": "N", "help": "Batched mode: events per POST at "
-                     "most [default: 100]. Per-key order is kept."}),
+                     "most [default: 100]; a worker claims at most OUTBOX_BATCH_SIZE per pass, so batches are "
+                     "no larger than that. Per-key order is kept."}),
     ("--content-type", {"metavar": "VALUE", "help": "Content-Type to send instead of the mode's, e.g. "
                         "application/cloudevents+json for receivers that compare it exactly."}),
     ("--ordering-key", {"metavar": "ATTRIBUTE", "help": "Event attribute to order by [default: subject]."}),
@@ -426,7 +427,7 @@ def subscriptions_update(
     if target_changed or skip_handshake:
         updated = _agreed(updated, skip_handshake or (current.agreement == "out-of-band" and not origin), origin)
     with obj.connect() as conn:
-        subscription_store.update(conn, obj.schema, updated, box)
+        subscription_store.update(conn, obj.schema, updated, box, current.updated_at)
         stored = subscription_store.get(conn, obj.schema, subscription_id, box)
     if as_json:
         click.echo(json.dumps(stored.to_public_dict(), indent=2))

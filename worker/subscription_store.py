@@ -107,12 +107,21 @@ def add(conn: psycopg.Connection[Any], subscription: Subscription, schema: str, 
     return str(row[0])
 
 
-def update(conn: psycopg.Connection[Any], schema: str, subscription: Subscription, box: SecretBox) -> None:
-    """Write every option of an existing subscription (status and pause reason stay as they are)."""
+class SubscriptionChanged(RuntimeError):
+    def __init__(self, subscription_id: str) -> None:
+        super().__init__(f"subscription {subscription_id} was changed by someone else meanwhile: run update again")
+
+
+def update(
+    conn: psycopg.Connection[Any], schema: str, subscription: Subscription, box: SecretBox, read_at: Any
+) -> None:
+    """Write every option of an existing subscription (status and pause reason stay as they are),
+    if it is still as it was at `read_at` (its updated_at then); else SubscriptionChanged."""
     assert subscription.id is not None
-    parameters = {**_parameters(subscription, box), "id": _subscription_id(subscription.id)}
+    parameters = {**_parameters(subscription, box), "id": _subscription_id(subscription.id), "read_at": read_at}
     if conn.execute(query("update_subscription", schema), parameters).fetchone() is None:
-        raise SubscriptionNotFound(subscription.id)
+        get(conn, schema, subscription.id, None)  # raises SubscriptionNotFound if it is gone
+        raise SubscriptionChanged(subscription.id)
 
 
 def rotate_secrets(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -> int:
@@ -129,7 +138,7 @@ def list_all(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -> list
         return [from_row(row, box) for row in cur.execute(query("list_subscriptions", schema)).fetchall()]
 
 
-def get(conn: psycopg.Connection[Any], schema: str, subscription_id: str, box: SecretBox) -> Subscription:
+def get(conn: psycopg.Connection[Any], schema: str, subscription_id: str, box: SecretBox | None) -> Subscription:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(query("get_subscription", schema), (_subscription_id(subscription_id),)).fetchone()
     if row is None:
