@@ -209,7 +209,10 @@ class OAuth2ClientCredentials:
         except httpx.TimeoutException as exc:
             raise CredentialsError(f"OAuth2 token endpoint did not answer in time ({type(exc).__name__})") from None
         except (httpx.HTTPError, OSError) as exc:
-            raise CredentialsError(f"OAuth2 token endpoint could not be reached ({type(exc).__name__})") from None
+            # The transport's own words (a TLS verdict, a refused address) carry no header or URL.
+            said = str(exc).splitlines()[0][:200] if str(exc) else ""
+            reason = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+            raise CredentialsError(f"OAuth2 token endpoint could not be reached ({reason})") from None
         document = _json_object(response.content)
         if not 200 <= response.status_code < 300:
             error = document.get("error") if document is not None else None

@@ -366,6 +366,9 @@ class Worker:
             except Exception as exc:  # e.g. a CA bundle that no longer loads: only this one is off
                 log(logging.ERROR, "subscription cannot be used", subscription=str(sub_id), error=str(exc))
                 target = None
+            if subscription.preflight and not self.settings.webhook_origin:
+                log(logging.ERROR, "pre-flight subscription, but OUTBOX_WEBHOOK_ORIGIN is not set: its deliveries "
+                    "will fail until it is", subscription=str(sub_id))  # fmt: skip
             known[sub_id] = (version, subscription, target)
         self._known = known
         return [entry[1] for entry in known.values()]
