@@ -61,12 +61,25 @@ def fill(conn: psycopg.Connection[Any], delivered: int, pending: int) -> None:
     conn.autocommit = False
 
 
-def time_claim(conn: psycopg.Connection[Any], repeats: int) -> tuple[float, str]:
+def time_claim(conn: psycopg.Connection[Any], repeats: int, rated: bool) -> tuple[float, str]:
+    """The worker's claim of 100 for the one subscription; `rated`: through its token bucket."""
     statement = query("claim", "outbox").decode()
+    sub = conn.execute("SELECT id FROM outbox.subscriptions").fetchone()
+    assert sub is not None
+    if rated:
+        conn.execute(
+            "INSERT INTO outbox.subscription_pace (subscription_id, tokens) VALUES (%s, 1000000) "
+            "ON CONFLICT (subscription_id) DO UPDATE SET tokens = 1000000",
+            (sub[0],),
+        )
+        conn.commit()
     times = []
     plan = ""
     for _ in range(repeats):
-        params = {"excluded": [], "limit": 100, "window": 400, "token": uuid.uuid4(), "lease": 60.0}
+        params = {
+            "subscriptions": [sub[0]], "caps": [100], "units": [1], "rated": [rated], "limit": 100,
+            "token": uuid.uuid4(), "lease": 60.0,
+        }  # fmt: skip
         rows = conn.execute(("EXPLAIN (ANALYZE, BUFFERS) " + statement).encode(), params).fetchall()
         conn.rollback()  # leave the pending rows pending for the next run
         plan = "\n".join(r[0] for r in rows)
@@ -88,19 +101,23 @@ def main() -> None:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
     url = _url(base, DATABASE)
     outbox.migrate(url)
-    print("claim of 100 among 1,000 due deliveries (window 400), median of", args.repeats, "EXPLAIN ANALYZE runs")
+    print("claim of 100 among 1,000 due deliveries, median of", args.repeats, "EXPLAIN ANALYZE runs")
     results = {}
     with psycopg.connect(url) as conn:
         conn.execute("SET jit = off")
         for delivered in (1_000, 1_000_000):
             fill(conn, delivered, 1_000)
-            median, plan = time_claim(conn, args.repeats)
-            results[delivered] = median
-            print(f"  {delivered:>9,} delivered rows: {median:7.2f} ms")
-            if args.show_plan:
-                print(plan)
-    ratio = results[1_000_000] / results[1_000]
-    print(f"  ratio 1M / 1k: {ratio:.2f} ({'does not grow' if ratio < 1.5 else 'GROWS'} with history)")
+            for rated in (False, True):
+                median, plan = time_claim(conn, args.repeats, rated)
+                results[delivered, rated] = median
+                kind = "rate-limited" if rated else "unlimited"
+                print(f"  {delivered:>9,} delivered rows, {kind:12}: {median:7.2f} ms")
+                if args.show_plan:
+                    print(plan)
+    for rated in (False, True):
+        ratio = results[1_000_000, rated] / results[1_000, rated]
+        kind = "rate-limited" if rated else "unlimited"
+        print(f"  ratio 1M / 1k, {kind}: {ratio:.2f} ({'does not grow' if ratio < 1.5 else 'GROWS'} with history)")
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
 
