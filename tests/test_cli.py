@@ -104,7 +104,7 @@ def test_handshake_accepted_is_recorded(run_cli: Any, reader: psycopg.Connection
         {"WebHook-Allowed-Origin": "outbox.gemeente.nl", "WebHook-Allowed-Rate": "120"}
     ).running() as r:
         result = run_cli(
-            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure",
+            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure", "--no-auth",
             "--origin", "outbox.gemeente.nl", "--rate", "600", "--json",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
@@ -126,7 +126,15 @@ def test_handshake_star_origin_via_environment(run_cli: Any, reader: psycopg.Con
     with _handshake_receiver({"WebHook-Allowed-Origin": "*"}).running() as r:
         env_origin = {"OUTBOX_WEBHOOK_ORIGIN": "outbox.gemeente.nl"}
         result = run_cli(
-            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure", env=env_origin
+            "subscriptions",
+            "add",
+            "--callback-url",
+            r.url,
+            "--type",
+            "*",
+            "--allow-insecure",
+            "--no-auth",
+            env=env_origin,
         )
     assert result.returncode == 0, result.stderr
     assert reader.execute("SELECT agreement, allowed_rate FROM outbox.subscriptions").fetchone() == ("handshake", None)
@@ -154,7 +162,7 @@ def test_handshake_refused_stores_nothing(
 ) -> None:
     with _handshake_receiver(headers, status).running() as r:
         result = run_cli(
-            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure",
+            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure", "--no-auth",
             "--origin", "outbox.gemeente.nl", "--auth", f"Bearer {SECRET}",
         )  # fmt: skip
     assert result.returncode == 1
@@ -165,7 +173,7 @@ def test_handshake_refused_stores_nothing(
 def test_handshake_with_a_rate_needs_an_allowed_rate(run_cli: Any) -> None:
     with _handshake_receiver({"WebHook-Allowed-Origin": "*"}).running() as r:
         result = run_cli(
-            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure",
+            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure", "--no-auth",
             "--origin", "outbox.gemeente.nl", "--rate", "60",
         )  # fmt: skip
     assert result.returncode == 1
@@ -174,7 +182,7 @@ def test_handshake_with_a_rate_needs_an_allowed_rate(run_cli: Any) -> None:
 
 def test_handshake_unreachable_target(run_cli: Any) -> None:
     result = run_cli(
-        "subscriptions", "add", "--callback-url", "http://127.0.0.1:9/hook", "--type", "*", "--allow-insecure",
+        "subscriptions", "add", "--callback-url", "http://127.0.0.1:9/hook", "--type", "*", "--allow-insecure", "--no-auth",
         "--origin", "outbox.gemeente.nl",
     )  # fmt: skip
     assert result.returncode == 1
@@ -190,7 +198,15 @@ def test_skip_handshake_records_out_of_band(run_cli: Any, tmp_path: Path, reader
 def test_verify_runs_the_handshake_again(run_cli: Any, reader: psycopg.Connection[Any]) -> None:
     with _handshake_receiver({"WebHook-Allowed-Origin": "*", "WebHook-Allowed-Rate": "*"}).running() as r:
         added = run_cli(
-            "subscriptions", "add", "--callback-url", r.url, "--type", "*", "--allow-insecure", "--skip-handshake"
+            "subscriptions",
+            "add",
+            "--callback-url",
+            r.url,
+            "--type",
+            "*",
+            "--allow-insecure",
+            "--no-auth",
+            "--skip-handshake",
         )
         new_id = _last_line(added.stdout)
         result = run_cli("subscriptions", "verify", new_id, "--origin", "outbox.gemeente.nl", "--rate", "30")
@@ -219,12 +235,20 @@ def test_malformed_subscription_is_refused_whole(run_cli: Any, tmp_path: Path, r
 def test_not_json_is_clear_and_flags_override_the_file(run_cli: Any, tmp_path: Path) -> None:
     path = tmp_path / "x.json"
     path.write_text("{nope")
-    result = run_cli("subscriptions", "add", "--from-json", str(path))
+    result = run_cli("subscriptions", "add", "--from-json", str(path), "--no-auth")
     assert result.returncode == 1
     assert "is not valid JSON" in result.stderr
     path.write_text(json.dumps({"callbackUrl": "https://x.nl/a", "types": ["*"], "contentMode": "binary"}))
     result = run_cli(
-        "subscriptions", "add", "--from-json", str(path), "--content-mode", "batched", "--skip-handshake", "--json"
+        "subscriptions",
+        "add",
+        "--from-json",
+        str(path),
+        "--content-mode",
+        "batched",
+        "--skip-handshake",
+        "--json",
+        "--no-auth",
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.rsplit("\n", 2)[0])["contentMode"] == "batched", "a flag overrides the file"

@@ -18,7 +18,7 @@ SECRETS = (OAUTH_SECRET, ZGW_SECRET, SIGNING, AUTH, "static-secret")
 
 
 def _add(run_cli: Any, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> Any:
-    return run_cli("subscriptions", "add", "--type", "*", "--skip-handshake", *args, env=env, input=input)
+    return run_cli("subscriptions", "add", "--type", "*", "--skip-handshake", "--no-auth", *args, env=env, input=input)
 
 
 def _show(run_cli: Any, sub: str) -> dict[str, Any]:
@@ -79,7 +79,11 @@ def test_update_changes_only_what_is_given_and_switches_auth_kinds(run_cli: Any)
     assert document["authKind"] == "zgw" and document["auth"] is None, "one auth kind replaces the other"
     assert document["contentMode"] == "binary" and document["requestedRate"] == 60, "the rest stays"
     assert document["zgw"] == {"clientId": "open-notificaties", "secret": "(set)"}
-    cleared = run_cli("subscriptions", "update", sub, "--clear", "auth", "--clear", "rate", "--skip-handshake")
+    unguarded = run_cli("subscriptions", "update", sub, "--clear", "auth", "--skip-handshake")
+    assert unguarded.returncode == 1 and "MUST carry an access token" in unguarded.stderr
+    cleared = run_cli(
+        "subscriptions", "update", sub, "--clear", "auth", "--clear", "rate", "--skip-handshake", "--no-auth"
+    )
     assert cleared.returncode == 0, cleared.stderr
     document = _show(run_cli, sub)
     assert (document["authKind"], document["requestedRate"], document["zgw"]) == ("none", None, None)
@@ -136,7 +140,7 @@ def test_preflight_subscription_skips_the_handshake_at_add(run_cli: Any) -> None
     with Receiver(answer=answer).running() as receiver:
         added = run_cli(
             "subscriptions", "add", "--callback-url", receiver.url, "--type", "*", "--allow-insecure",
-            "--preflight", "--origin", "outbox.example.nl",
+            "--preflight", "--origin", "outbox.example.nl", "--no-auth",
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
         assert receiver.received == []
@@ -163,3 +167,13 @@ def test_urls_with_control_characters_or_upper_case_schemes(run_cli: Any) -> Non
     assert bad.returncode == 1 and "must not contain spaces or control characters" in bad.stderr
     upper = _add(run_cli, "--callback-url", "HTTPS://hook.example.nl/in")
     assert upper.returncode == 0, upper.stderr
+
+
+def test_a_subscription_without_an_access_token_is_refused_unless_the_operator_says_so(run_cli: Any) -> None:
+    args = ("subscriptions", "add", "--callback-url", "https://hook.example.nl/in", "--type", "*", "--skip-handshake")
+    refused = run_cli(*args)
+    assert refused.returncode == 1
+    assert "auth: the webhook guideline (§3.1.2) says deliveries MUST carry an access token" in refused.stderr
+    assert "no subscriptions" in run_cli("subscriptions", "list").stdout
+    assert run_cli(*args, "--no-auth").returncode == 0
+    assert run_cli(*args, "--auth", AUTH).returncode == 0

@@ -142,7 +142,7 @@ def test_a_target_that_does_not_agree_is_refused_and_nothing_stored(run_cli: Any
     with _breaking(answer) as receiver:
         result = run_cli(
             "subscriptions", "add", "--callback-url", receiver.url, "--type", "*", "--allow-insecure",
-            "--origin", ORIGIN, env={"OUTBOX_REQUEST_TIMEOUT": "1"},
+            "--origin", ORIGIN, "--auth", STATIC, env={"OUTBOX_REQUEST_TIMEOUT": "1"},
         )  # fmt: skip
     assert result.returncode == 1, case
     assert "the subscription was refused" in result.stderr

@@ -86,6 +86,12 @@ def _delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
         "`outbox secrets new-signing-secret` makes one.",
     )(command)
     command = click.option(
+        "--no-auth",
+        is_flag=True,
+        help="Deliver without an access token, though the guideline says MUST (§3.1.2): for targets protected "
+        "otherwise (mutual TLS, a private network).",
+    )(command)
+    command = click.option(
         "--type", "types", multiple=True, metavar="PATTERN", help="Event type pattern; * is a wildcard. Repeatable."
     )(command)
     command = click.option(
@@ -202,6 +208,21 @@ def _checked_target(subscription: Subscription) -> Subscription:
     if problems:
         raise _refused(InvalidSubscriptionError(problems))
     return subscription
+
+
+def _require_auth(subscription: Subscription, no_auth: bool) -> None:
+    """The guideline (004 §3.1.2): a delivery request MUST carry an access token. Without one the
+    subscription is refused, unless the operator says the target is protected otherwise."""
+    if subscription.auth_kind == "none" and not subscription.allow_query_token and not no_auth:
+        raise _refused(
+            InvalidSubscriptionError(
+                [
+                    "auth: the webhook guideline (§3.1.2) says deliveries MUST carry an access token: give --auth, "
+                    "--oauth2-… or --zgw-… (or force one in the URL with --allow-query-token); --no-auth if the "
+                    "target is protected otherwise (mutual TLS, a private network)"
+                ]
+            )
+        )
 
 
 def _address_problems(subscription: Subscription) -> list[str]:
@@ -334,15 +355,10 @@ def subscriptions_add(
         subscription = Subscription.from_abonnement(document, allow_insecure=bool(options.get("allow_insecure")))
     except InvalidSubscriptionError as exc:
         raise _refused(exc) from None
+    _require_auth(subscription, bool(options.get("no_auth")))
     subscription = _agreed(_checked_target(subscription), skip_handshake, origin)
     if subscription.secrets() and not box.encrypts:
         click.echo(f"warning: {KEY_VARIABLE} is not set: this subscription's secrets are stored unencrypted", err=True)
-    if subscription.auth_kind == "none" and not subscription.allow_query_token:
-        click.echo(
-            "warning: no authentication: the webhook guideline (§3.1.2) says delivery requests MUST carry an access "
-            "token (--auth, --oauth2-*, --zgw-*)",
-            err=True,
-        )
     with obj.connect() as conn:
         new_id = subscription_store.add(conn, subscription, obj.schema, box)
         stored = subscription_store.get(conn, obj.schema, new_id, box)
@@ -410,6 +426,8 @@ def subscriptions_update(
         updated = Subscription.from_abonnement(document, allow_insecure=allow_insecure)
     except InvalidSubscriptionError as exc:
         raise _refused(exc) from None
+    if current.auth_kind != "none" or current.allow_query_token:  # taking the token away needs --no-auth too
+        _require_auth(updated, bool(options.get("no_auth")))
     updated = replace(
         _checked_target(updated),
         id=current.id,
