@@ -284,6 +284,15 @@ UPDATE {schema}.subscription_pace p
        unnest(%(rated_ids)s::uuid[], %(rated_units)s::int4[]) AS q(subscription_id, unit)
  WHERE p.subscription_id = c.subscription_id AND q.subscription_id = c.subscription_id;
 
+-- name: next_token_in
+-- After the spend: seconds until a rate-limited subscription that ran out has a token again (NULL:
+-- none ran out), so the worker wakes then instead of at its next poll.
+SELECT min((1 - p.tokens) / (q.per_second * p.pace))
+  FROM {schema}.subscription_pace p
+  JOIN unnest(%(rated_ids)s::uuid[], %(per_second)s::float8[]) AS q(subscription_id, per_second)
+    ON q.subscription_id = p.subscription_id
+ WHERE p.tokens < 1;
+
 -- name: slow_down
 -- A 429: hold the subscription until the wait is over, and halve its pace (never below 1/64).
 -- Subscriptions removed meanwhile are skipped (their row would break the foreign key).

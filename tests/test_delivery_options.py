@@ -393,3 +393,18 @@ def test_side_effects_for_a_removed_or_changed_subscription_do_nothing(database_
         assert conn.execute("SELECT count(*) FROM outbox.subscription_pace").fetchone() == (0,)
         row = conn.execute("SELECT agreement, allowed_rate FROM outbox.subscriptions WHERE id = %s", (sub,))
         assert row.fetchone() == ("out-of-band", None)
+
+
+def test_a_rate_between_whole_tokens_per_poll_is_kept(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    # 90 per minute = 1.5 per second: a worker that only looked once per poll interval (1 s) would
+    # manage 1 per second; it wakes when the next token is due instead.
+    subscribe(database_url, receiver.url, rate=90)
+    enqueue(database_url, [zaak_event(f"z{i}") for i in range(10)])
+    start_worker({"OUTBOX_POLL_INTERVAL": "1.0"})
+    wait_until(lambda: count_delivered(database_url) == 10, timeout=30, message="10 delivered")
+    times = sorted(r.arrived for r in receiver.received)
+    spread = times[-1] - times[0]
+    assert spread >= (10 - 1.5) / 1.5 * 0.85, f"faster than the rate: {spread:.2f} s"
+    assert spread <= 7.5, f"slower than the rate allows: {spread:.2f} s (1 per poll would take 8.5 s)"

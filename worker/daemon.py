@@ -67,6 +67,7 @@ class Worker:
         self._listen_pid: int | None = None
         self._idle = False
         self._next_due_in: float | None = None  # seconds until the next retry or lease expiry
+        self._next_token_in: float | None = None  # seconds until a rate-limited subscription has a token
         self._cycles = 0
         self.delivered = 0  # counters for progress lines and tests
         self.attempts = 0
@@ -262,6 +263,8 @@ class Worker:
         due = self._next_due_in
         if busy or due is None or (due <= 0 and claimed == 0):
             due = self.settings.poll_interval
+        if self._next_token_in is not None:  # a rate-limited subscription waits for its next token
+            due = min(due, self._next_token_in)
         await self._sleep(max(0.0, due))
 
     async def _sleep(self, seconds: float) -> None:
@@ -312,7 +315,7 @@ class Worker:
                         )
                     await conn.execute(query("mark_routed", schema), ([row[0] for row in events],))
                 active = [uuid.UUID(str(s.id)) for s in subscriptions if s.status == "active"]
-                claim_cursor = None
+                claim_cursor = token_cursor = None
                 if limit > 0 and active and not self._stopping.is_set():
                     params = self._claim_parameters(active, rows, limit, token)
                     if params["subscriptions"]:
@@ -322,12 +325,15 @@ class Worker:
                         claim_cursor = await conn.execute(query("claim", schema), params)
                         if params["rated_ids"]:
                             await conn.execute(query("spend_pace", schema), params)
+                            token_cursor = await conn.execute(query("next_token_in", schema), params)
                 next_due_cursor = await conn.execute(query("next_due_in", schema), (active,))
                 await conn.execute(COMMIT)
                 await pipeline.sync()
                 claimed = await claim_cursor.fetchall() if claim_cursor is not None else []
                 next_due = await next_due_cursor.fetchone()
+                next_token = await token_cursor.fetchone() if token_cursor is not None else None
             self._next_due_in = float(next_due[0]) if next_due and next_due[0] is not None else None
+            self._next_token_in = float(next_token[0]) if next_token and next_token[0] is not None else None
             return len(events), claimed
 
         routed, rows = await self._db(step, forever=False)
