@@ -223,6 +223,18 @@ async def test_observe_counts_outcomes_and_durations_per_subscription(metrics: M
     assert "outbox_deliveries_in_flight 0.0" in (await scrape(metrics)).splitlines()
 
 
+async def test_a_removed_subscription_leaves_the_metrics(metrics: Metrics) -> None:
+    kept, removed = str(uuid.uuid4()), str(uuid.uuid4())
+    metrics.observe(kept, "delivered", 0.1)
+    metrics.observe(removed, "delivered", 0.1)
+    metrics.keep_only({kept})
+    body = await scrape(metrics)
+    assert removed not in body
+    assert f'outbox_deliveries_total{{outcome="delivered",subscription="{kept}"}} 1.0' in body.splitlines()
+    metrics.observe(removed, "retry", 0.1)  # seen again (it was not removed after all): counted afresh
+    assert f'outbox_deliveries_total{{outcome="retry",subscription="{removed}"}} 1.0' in (await scrape(metrics))
+
+
 def test_observe_refuses_an_unknown_outcome() -> None:
     metrics = Metrics(Health())
     with pytest.raises(ValueError, match="outcome must be one of"):

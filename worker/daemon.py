@@ -376,6 +376,8 @@ class Worker:
                 log(logging.ERROR, "pre-flight subscription, but OUTBOX_WEBHOOK_ORIGIN is not set: its deliveries "
                     "will fail until it is", subscription=str(sub_id))  # fmt: skip
             known[sub_id] = (version, subscription, target)
+        if self._metrics is not None and known.keys() != self._known.keys():
+            self._metrics.keep_only({str(sub_id) for sub_id in known})
         self._known = known
         return [entry[1] for entry in known.values()]
 

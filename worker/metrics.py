@@ -159,6 +159,17 @@ class Metrics:
         if duration_seconds is not None:
             self.attempt_duration.labels(subscription=subscription).observe(max(0.0, duration_seconds))
 
+    def keep_only(self, subscription_ids: set[str]) -> None:
+        """Drop the series of subscriptions that no longer exist (removed), so they do not stay
+        exported, frozen, until the process restarts."""
+        for subscription in self._known_subscriptions - subscription_ids:
+            for kind in OUTCOMES:
+                with contextlib.suppress(KeyError):
+                    self.deliveries.remove(subscription, kind)
+            with contextlib.suppress(KeyError):
+                self.attempt_duration.remove(subscription)
+        self._known_subscriptions &= subscription_ids
+
     def set_in_flight(self, n: int) -> None:
         self.in_flight.set(n)
 
