@@ -30,7 +30,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from ipaddress import ip_address
 from typing import Any
 
@@ -74,7 +74,9 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return addresses
 
 
-class _Answer:
+class Answer:
+    """What a server answered, as read (no httpx objects: the delivery path is CPU-bound)."""
+
     __slots__ = ("body", "headers", "keep_alive", "status")
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
@@ -82,6 +84,13 @@ class _Answer:
         self.headers = headers
         self.body = body
         self.keep_alive = keep_alive
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of header `name` (lowercase), or None."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value.decode("latin-1")
+        return None
 
 
 class _Connection(asyncio.Protocol):
@@ -92,7 +101,7 @@ class _Connection(asyncio.Protocol):
         self.max_body = max_body
         self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[_Answer] | None = None
+        self.waiter: asyncio.Future[Answer] | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
         self.body_seen = 0
@@ -168,7 +177,7 @@ class _Connection(asyncio.Protocol):
     def _answer(self, keep_alive: bool) -> None:
         """Resolve the exchange with what arrived, copied now: later bytes cannot change it."""
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(_Answer(self.status, self.headers, bytes(self.body), keep_alive))
+            self.waiter.set_result(Answer(self.status, self.headers, bytes(self.body), keep_alive))
 
     # -- use -------------------------------------------------------------------------------------
 
@@ -182,10 +191,10 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def exchange(self, raw: bytes, timeout: float | None, loop: asyncio.AbstractEventLoop) -> _Answer:
+    async def exchange(self, raw: bytes, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Answer:
         self.headers, self.body, self.body_seen, self.header_bytes = [], bytearray(), 0, 0
         self.status, self.headers_done, self.got_bytes = 0, False, False
-        waiter: asyncio.Future[_Answer] = loop.create_future()
+        waiter: asyncio.Future[Answer] = loop.create_future()
         self.waiter = waiter
         self.transport.write(raw)
         timer = loop.call_later(timeout, _time_out, waiter) if timeout else None
@@ -196,7 +205,7 @@ class _Connection(asyncio.Protocol):
                 timer.cancel()
 
 
-def _time_out(waiter: asyncio.Future[_Answer]) -> None:
+def _time_out(waiter: asyncio.Future[Answer]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 
@@ -306,53 +315,70 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         raise httpx.ConnectError(f"cannot connect: {failure.strerror or failure}") from None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(f"{url.scheme!r} is not http or https", request=request)
+        """httpx's transport API (handshakes, token requests)."""
         context = request.extensions.get(TLS_EXTENSION)
         if context is not None and not isinstance(context, ssl.SSLContext):
             raise TypeError(f"request.extensions[{TLS_EXTENSION!r}] must be an ssl.SSLContext")
+        try:
+            answer = await self.send(
+                request.url,
+                request.method.encode(),
+                request.headers.raw,
+                request.content,
+                request.extensions.get("timeout") or {},
+                context,
+            )
+        except httpx.TransportError as exc:
+            exc.request = request
+            raise
+        return httpx.Response(answer.status, headers=answer.headers, content=answer.body, request=request)
+
+    async def send(
+        self,
+        url: httpx.URL,
+        method: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        timeouts: Mapping[str, float | None],
+        context: ssl.SSLContext | None = None,
+    ) -> Answer:
+        """One request, as given: `headers` must include Host (and Content-Length for a body).
+        Raises httpx's transport exceptions (without a request attached)."""
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"{url.scheme!r} is not http or https")
         key = (url.raw_scheme, url.raw_host, url.port or 0, context)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool()
-        timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
-        parts = [request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n"]
-        for name, value in request.headers.raw:
+        parts = [method, b" ", url.raw_path, b" HTTP/1.1\r\n"]
+        for name, value in headers:
             if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name or b":" in name:
-                raise httpx.LocalProtocolError(f"header {name!r} would break the request", request=request)
+                raise httpx.LocalProtocolError(f"header {name!r} would break the request")
             parts += [name, b": ", value, b"\r\n"]
         parts.append(b"\r\n")
-        raw = b"".join(parts) + request.content
+        raw = b"".join(parts) + body
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             connection = self._idle_connection(pool)
             reused = connection is not None
             if connection is None:
-                try:
-                    connection = await self._connect(pool, url, timeouts.get("connect"), context)
-                except httpx.TransportError as exc:
-                    exc.request = request
-                    raise
+                connection = await self._connect(pool, url, timeouts.get("connect"), context)
             try:
                 answer = await connection.exchange(raw, timeouts.get("read"), loop)
             except ConnectionResetError:
                 connection.close()
                 if reused and not connection.got_bytes and attempt == 1:
                     continue  # the server had closed this kept-alive connection: once more, fresh
-                raise httpx.RemoteProtocolError("the server closed the connection", request=request) from None
+                raise httpx.RemoteProtocolError("the server closed the connection") from None
             except TimeoutError:
                 connection.close()
-                raise httpx.ReadTimeout("no answer in time", request=request) from None
-            except httpx.TransportError as exc:
-                exc.request = request
-                raise
+                raise httpx.ReadTimeout("no answer in time") from None
             if answer.keep_alive and not connection.closed and len(pool.idle) < self._max_idle:
                 connection.idle_since = time.monotonic()
                 pool.idle.append(connection)
             else:
                 connection.close()
-            return httpx.Response(answer.status, headers=answer.headers, content=answer.body, request=request)
+            return answer
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self, grace: float = 1.0) -> None:
