@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 import httpx
-import jwt
 
 Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
@@ -86,6 +85,8 @@ class ZgwJwt:
             "user_id": "",
             "user_representation": "",
         }
+        import jwt  # PyJWT (and cryptography): loaded by the first ZGW subscription only
+
         with warnings.catch_warnings():
             # ZGW secrets are whatever the API's admin set, often under 32 bytes: still what it checks.
             warnings.simplefilter("ignore", getattr(jwt, "InsecureKeyLengthWarning", UserWarning))  # PyJWT >= 2.10

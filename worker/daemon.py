@@ -25,7 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -37,11 +37,13 @@ from outbox._sql import migrations, query
 from worker import router
 from worker.http import Claimed, Result, Sender, Target
 from worker.logs import log, redact
-from worker.metrics import Metrics
 from worker.outcome import Outcome
 from worker.secret_box import SecretBox
 from worker.settings import WorkerSettings
 from worker.subscription_store import from_row
+
+if TYPE_CHECKING:
+    from worker.metrics import Metrics
 
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 BEGIN, COMMIT = query("begin", "outbox"), query("commit", "outbox")
@@ -123,6 +125,8 @@ class Worker:
         )
         await self._pool.open(wait=False)
         if self.settings.metrics_port is not None:
+            from worker.metrics import Metrics  # aiohttp and prometheus-client: only when asked for
+
             self._metrics = Metrics(self, self.schema)
             try:
                 await self._metrics.start(self.settings.metrics_host, self.settings.metrics_port, self._pool.connection)

@@ -19,11 +19,12 @@ import tempfile
 import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import certifi
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 FIELDS = ("ca_bundle", "client_cert", "client_key")
 _CACHE_SIZE = 256
@@ -33,6 +34,8 @@ _lock = threading.Lock()
 
 
 def _certificates(text: str) -> list[x509.Certificate]:
+    from cryptography import x509  # the PEM checks are the CLI's: the worker starts without them
+
     try:
         return x509.load_pem_x509_certificates(text.encode())
     except ValueError:
@@ -45,6 +48,9 @@ def _format_problem(field: str, text: str) -> str | None:
         raise ValueError(f"unknown TLS field {field!r}")
     has_key = "PRIVATE KEY-----" in text
     if field == "client_key":
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+
         if "ENCRYPTED" in text:
             return "client_key: is protected by a passphrase; give the key without one (it is stored encrypted)"
         try:
@@ -81,6 +87,8 @@ def check_pem(field: str, text: str, now: datetime | None = None) -> str | None:
 
 def check_pair(client_cert_pem: str, client_key_pem: str) -> str | None:
     """Whether the key belongs to the certificate (both already pass `check_pem`)."""
+    from cryptography.hazmat.primitives import serialization
+
     certificate = _certificates(client_cert_pem)[0]
     key = serialization.load_pem_private_key(client_key_pem.encode(), password=None)
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
