@@ -70,6 +70,7 @@ class Worker:
         self._idle = False
         self._next_due_in: float | None = None  # seconds until the next retry or lease expiry
         self._next_token_in: float | None = None  # seconds until a rate-limited subscription has a token
+        self._saturated = False  # the last claim took all it was allowed (process slots or a subscription's share)
         self._cycles = 0
         self.delivered = 0  # counters for progress lines and tests
         self.attempts = 0
@@ -296,6 +297,8 @@ class Worker:
         key_lock = router.key_lock_prefix(schema)
         self._cycles += 1
 
+        caps_used: dict[uuid.UUID, int] = {}  # what the claim allowed each subscription (filled by step)
+
         async def step(conn: psycopg.AsyncConnection[Any]) -> tuple[int, list[tuple[Any, ...]]]:
             # One transaction (the advisory locks last until its commit). Flight 1 reads; flight 2
             # writes the routes, claims, asks when next to look, and commits.
@@ -322,6 +325,8 @@ class Worker:
                 claim_cursor = token_cursor = None
                 if limit > 0 and active and not self._stopping.is_set():
                     params = self._claim_parameters(active, rows, limit, token)
+                    caps_used.clear()
+                    caps_used.update(zip(params["subscriptions"], params["caps"], strict=True))
                     if params["subscriptions"]:
                         if params["rated_ids"]:
                             await conn.execute(query("create_pace", schema), params)
@@ -343,6 +348,8 @@ class Worker:
         routed, rows = await self._db(step, forever=False)
         claims = [Claimed(d_id, attempts, sub_id, event, token, key, rescued)
                   for d_id, attempts, sub_id, event, key, rescued in rows]  # fmt: skip
+        taken = Counter(c.subscription_id for c in claims)
+        self._saturated = len(claims) >= limit > 0 or any(taken[s] >= cap for s, cap in caps_used.items())
         for target, group in self._requests(claims):
             self._per_subscription[group[0].subscription_id] += len(group)
             task = asyncio.create_task(self._deliver(target, group))
@@ -464,8 +471,10 @@ class Worker:
             self._per_subscription[subscription_id] -= len(claims)
             if self._per_subscription[subscription_id] <= 0:
                 del self._per_subscription[subscription_id]
-            # Claim again once half a batch of slots is free: keeps the pipe full without tiny claims.
-            if self._free_slots() * 2 >= min(self.settings.batch_size, self.settings.concurrency):
+            # Claim again once half a batch of slots is free, if the last claim was held back by slots
+            # or a subscription's share: keeps the pipe full without tiny claims, and an idle worker
+            # does not spend a pass (a transaction) after every delivery.
+            if self._saturated and self._free_slots() * 2 >= min(self.settings.batch_size, self.settings.concurrency):
                 self._wake.set()
         if self._metrics is not None:
             self._metrics.set_in_flight(len(self._in_flight))
