@@ -49,7 +49,7 @@ _MEDIA_TYPE = re.compile(r"^[!-~]+/[!-~]+( *;[\x20-\x7e]*)?\Z")
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")  # controls and spaces: never part of a URL as sent
 _TYPE_PATTERN = re.compile(r"^[A-Za-z0-9.\-_:/*]+$")
 _ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
-_SIGNING_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----")
 _ABONNEMENT_KEYS = frozenset(
     {
@@ -389,30 +389,35 @@ def auth_hint(auth: str | None) -> str | None:
 
 
 def _check_callback_url(value: object, allow_insecure: bool, problems: list[str]) -> str:
+    return _check_url(value, "callbackUrl", allow_insecure, problems)
+
+
+def _check_url(value: object, name: str, allow_insecure: bool, problems: list[str]) -> str:
+    """An absolute http(s) URL the worker can send to: callbackUrl, oauth2.tokenUrl."""
     if not isinstance(value, str) or not value:
-        problems.append("callbackUrl: must be a non-empty URL")
+        problems.append(f"{name}: must be a non-empty URL")
         return ""
     if _URL_FORBIDDEN.search(value):
-        problems.append("callbackUrl: must not contain spaces or control characters (percent-encode them)")
+        problems.append(f"{name}: must not contain spaces or control characters (percent-encode them)")
         return value
     try:
         parts = urlsplit(value)
         hostname = parts.hostname
         _ = parts.port  # raises on a bad port
     except ValueError as exc:
-        problems.append(f"callbackUrl: is not a valid URL ({exc})")
+        problems.append(f"{name}: is not a valid URL ({exc})")
         return value
     if parts.scheme not in ("https", "http") or not hostname:
-        problems.append("callbackUrl: must be an absolute https:// URL")
+        problems.append(f"{name}: must be an absolute https:// URL")
         return value
     if parts.username or parts.password:
-        problems.append("callbackUrl: must not carry credentials; put them in auth")
+        problems.append(f"{name}: must not carry credentials; put them in auth")
     if parts.fragment:
-        problems.append("callbackUrl: must not have a #fragment")
+        problems.append(f"{name}: must not have a #fragment")
     # Loopback and private addresses are the worker's to refuse (OUTBOX_ALLOWED_NETWORKS, checked
     # at connect time and by the CLI); plain http is the subscription's.
     if not allow_insecure and parts.scheme != "https":
-        problems.append("callbackUrl: must use https (allow http:// explicitly with --allow-insecure)")
+        problems.append(f"{name}: must use https (allow http:// explicitly with --allow-insecure)")
     return value
 
 
@@ -475,15 +480,10 @@ def _check_oauth2(value: object, allow_insecure: bool, problems: list[str]) -> O
     for key in sorted(set(value) - known):
         problems.append(f"oauth2.{key}: is not a field of oauth2 (tokenUrl, clientId, clientSecret, scope)")
     before = len(problems)
-    token_url = _single_line(_field(value, "token_url", "tokenUrl"), "oauth2.tokenUrl", problems)
-    if token_url is not None and _URL_FORBIDDEN.search(token_url):
-        problems.append("oauth2.tokenUrl: must not contain spaces or control characters")
-    elif token_url is not None:
-        parts = urlsplit(token_url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            problems.append("oauth2.tokenUrl: must be an absolute https:// URL")
-        elif parts.scheme != "https" and not allow_insecure:
-            problems.append("oauth2.tokenUrl: must use https (allow http:// explicitly with --allow-insecure)")
+    raw_url = _field(value, "token_url", "tokenUrl")
+    token_url = _check_url(raw_url, "oauth2.tokenUrl", allow_insecure, problems) if raw_url is not None else None
+    if raw_url is None:
+        problems.append("oauth2.tokenUrl: must be a non-empty URL")
     client_id = _single_line(_field(value, "client_id", "clientId"), "oauth2.clientId", problems)
     client_secret = _single_line(
         _field(value, "client_secret", "clientSecret"), "oauth2.clientSecret", problems, secret=True
@@ -491,6 +491,8 @@ def _check_oauth2(value: object, allow_insecure: bool, problems: list[str]) -> O
     scope = value.get("scope")
     if scope is not None:
         scope = _single_line(scope, "oauth2.scope", problems)
+        if scope is not None and not all(_SCOPE_TOKEN.fullmatch(token) for token in scope.split(" ")):
+            problems.append("oauth2.scope: must be scope tokens separated by single spaces (RFC 6749 §3.3)")
     if len(problems) > before or token_url is None or client_id is None or client_secret is None:
         return None
     return OAuth2Client(token_url=token_url, client_id=client_id, client_secret=client_secret, scope=scope)
@@ -511,16 +513,33 @@ def _check_zgw(value: object, problems: list[str]) -> ZgwClient | None:
     return ZgwClient(client_id=client_id, secret=secret)
 
 
-def check_signing_secret(value: object) -> str | None:
-    """The rule a Standard Webhooks secret breaks, or None: 'whsec_' + base64 of 24 to 64 bytes."""
-    if not isinstance(value, str) or not _SIGNING_SECRET.match(value):
-        return "must be 'whsec_' followed by base64 (as Standard Webhooks secrets are)"
+SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+SIGNING_KEY_BYTES = (24, 64)  # the Standard Webhooks secret size range
+
+
+def signing_key(secret: str) -> bytes:
+    """The key bytes of a Standard Webhooks secret "whsec_<base64>"; ValueError (never showing the
+    secret) when malformed. Padding is optional, as the reference libraries accept it."""
+    if not secret.startswith(SIGNING_SECRET_PREFIX):
+        raise ValueError(f"a signing secret must start with {SIGNING_SECRET_PREFIX}")
+    encoded = secret[len(SIGNING_SECRET_PREFIX) :]
     try:
-        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
-        return "must be 'whsec_' followed by valid base64"
-    if not 24 <= len(key) <= 64:
-        return f"must encode 24 to 64 bytes of key (this one has {len(key)})"
+        raise ValueError(f"a signing secret must be {SIGNING_SECRET_PREFIX} followed by base64") from None
+    low, high = SIGNING_KEY_BYTES
+    if not low <= len(key) <= high:
+        raise ValueError(f"a signing secret's key must be {low} to {high} bytes, not {len(key)}")
+    return key
+
+
+def check_signing_secret(value: object) -> str | None:
+    """The rule a Standard Webhooks secret breaks, or None."""
+    try:
+        signing_key(value) if isinstance(value, str) else signing_key("")
+    except ValueError:
+        low, high = SIGNING_KEY_BYTES
+        return f"must be {SIGNING_SECRET_PREFIX} followed by base64 of {low} to {high} bytes"
     return None
 
 

@@ -250,7 +250,7 @@ RETURNING d.id, d.attempts, d.subscription_id, ev.event::text, d.ordering_key, p
 -- Rate-limited subscriptions get their token bucket, full, the first time.
 INSERT INTO {schema}.subscription_pace (subscription_id, tokens)
 SELECT q.subscription_id, q.burst
-  FROM unnest(%(rated_ids)s::uuid[], %(bursts)s::float8[]) AS q(subscription_id, burst)
+  FROM unnest(%(fresh_ids)s::uuid[], %(fresh_bursts)s::float8[]) AS q(subscription_id, burst)
   JOIN {schema}.subscriptions s ON s.id = q.subscription_id
  ORDER BY q.subscription_id
 ON CONFLICT (subscription_id) DO NOTHING;

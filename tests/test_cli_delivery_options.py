@@ -91,7 +91,7 @@ def test_update_changes_only_what_is_given_and_switches_auth_kinds(run_cli: Any)
     assert bad.returncode == 2 and "--batch-max" in bad.stderr
     refused = run_cli("subscriptions", "update", sub, "--signing-secret", "not-a-secret", "--skip-handshake")
     assert refused.returncode == 1
-    assert "signingSecrets[0]: must be 'whsec_' followed by base64" in refused.stderr
+    assert "signingSecrets[0]: must be whsec_ followed by base64 of 24 to 64 bytes" in refused.stderr
     missing = run_cli("subscriptions", "update", "00000000-0000-0000-0000-000000000000", "--rate", "5")
     assert missing.returncode == 1 and "no subscription with id" in missing.stderr
 

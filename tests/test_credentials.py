@@ -20,6 +20,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from outbox._subscription import check_signing_secret
 from worker.credentials import (
     CredentialsError,
     OAuth2ClientCredentials,
@@ -27,9 +28,6 @@ from worker.credentials import (
     WebhookSigner,
     ZgwJwt,
     _lifetime,
-    check_oauth2,
-    check_signing_secret,
-    check_zgw,
     new_signing_secret,
     signing_headers,
 )
@@ -454,68 +452,3 @@ def test_signer_refuses_misuse() -> None:
     for message_id in ("", "a\r\nX-Injected: 1", "zoë"):
         with pytest.raises(ValueError, match="message id"):
             signer.headers(message_id, 1, b"")
-
-
-# -- checks for the CLI ----------------------------------------------------------------------------
-
-
-GOOD_OAUTH2: dict[str, Any] = {
-    "token_url": "https://auth.example.nl/token",
-    "client_id": "client",
-    "client_secret": "Hush-9x",
-    "scope": None,
-}
-SCOPE_RULE = "scope: must be scope tokens separated by single spaces (RFC 6749 §3.3)"
-
-
-def test_check_oauth2_accepts_good_settings() -> None:
-    assert check_oauth2(**GOOD_OAUTH2) == []
-    assert check_oauth2("https://auth.example.nl/realms/x/token", "client", "secret", None) == []
-    assert check_oauth2("https://auth.example.nl:8443/token", "client", "secret", "openid zaken.lezen") == []
-    assert check_oauth2("http://127.0.0.1:8080/token", "client", "secret", None, allow_insecure=True) == []
-
-
-@pytest.mark.parametrize(
-    ("changes", "problems"),
-    [
-        ({"token_url": "http://auth.example.nl/token"}, ["token_url: must be an https URL"]),
-        ({"token_url": "ftp://auth.example.nl/token"}, ["token_url: must be an https URL"]),
-        ({"token_url": "auth.example.nl/token"}, ["token_url: must be an https URL"]),
-        ({"token_url": "https:///token"}, ["token_url: must have a host"]),
-        ({"token_url": "https://u:p@auth.example.nl/t"}, ["token_url: must not contain credentials (user:password@)"]),
-        ({"token_url": "https://auth.example.nl/token#x"}, ["token_url: must not have a #fragment"]),
-        ({"token_url": "https://auth.example.nl:99999/t"}, ["token_url: must be a valid URL"]),
-        ({"token_url": "https://auth.example.nl/t ken"}, ["token_url: must not contain spaces or control characters"]),
-        ({"client_id": ""}, ["client_id: must not be empty"]),
-        ({"client_id": "c\n"}, ["client_id: must not contain control characters"]),
-        ({"client_secret": ""}, ["client_secret: must not be empty"]),
-        ({"client_secret": "Hush-9x\x00"}, ["client_secret: must not contain control characters"]),
-        ({"client_secret": "Hush-9x" * 200}, ["client_secret: must be at most 1024 characters"]),
-        ({"scope": ""}, [SCOPE_RULE]),
-        ({"scope": "a  b"}, [SCOPE_RULE]),
-        ({"scope": 'a "b"'}, [SCOPE_RULE]),
-        (
-            {"token_url": "http://x", "client_id": "", "client_secret": ""},
-            ["token_url: must be an https URL", "client_id: must not be empty", "client_secret: must not be empty"],
-        ),
-    ],
-)
-def test_check_oauth2_problems(changes: dict[str, Any], problems: list[str]) -> None:
-    found = check_oauth2(**{**GOOD_OAUTH2, **changes})
-    assert found == problems
-    assert all("Hush" not in problem for problem in found), "no secret in a problem"
-
-
-def test_check_oauth2_insecure_still_wants_http() -> None:
-    assert check_oauth2("ftp://x/token", "c", "s", None, allow_insecure=True) == [
-        "token_url: must be an http or https URL"
-    ]
-
-
-def test_check_zgw() -> None:
-    assert check_zgw("open-notificaties", "secret") == []
-    assert check_zgw("", "") == ["client_id: must not be empty", "secret: must not be empty"]
-    assert check_zgw("a\tb", "x" * 1025) == [
-        "client_id: must not contain control characters",
-        "secret: must be at most 1024 characters",
-    ]

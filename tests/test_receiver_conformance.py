@@ -25,7 +25,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from worker.conformance import RULES
-from worker.http import USER_AGENT
+from worker.credentials import USER_AGENT
 from worker.receiver import ReceiverConfig, make_app
 
 STRUCTURED = "application/cloudevents+json; charset=utf-8"

@@ -215,3 +215,18 @@ def test_matches_is_the_public_function() -> None:
     s = Subscription.from_abonnement(SEED_ABONNEMENT)
     e = event(data={"domein": "VTH", "is_eindzaakstatus": "true"})
     assert matches(s, e) is True
+
+
+def test_oauth2_settings_are_checked_like_the_callback_url() -> None:
+    def problems(**oauth2: str) -> list[str]:
+        good = {"tokenUrl": "https://idp.example.nl/token", "clientId": "c", "clientSecret": "s3cret-value"}
+        with pytest.raises(InvalidSubscriptionError) as caught:
+            Subscription.create(callback_url="https://x.nl/h", types=["*"], oauth2={**good, **oauth2})
+        return caught.value.problems
+
+    assert problems(tokenUrl="https://h:99999/t") == ["oauth2.tokenUrl: is not a valid URL (Port out of range 0-65535)"]
+    assert problems(tokenUrl="https://u:p@h/t") == ["oauth2.tokenUrl: must not carry credentials; put them in auth"]
+    assert problems(tokenUrl="https://[::1/token")[0].startswith("oauth2.tokenUrl: is not a valid URL")
+    assert problems(scope="a  b") == ["oauth2.scope: must be scope tokens separated by single spaces (RFC 6749 §3.3)"]
+    shown = " ".join(problems(clientSecret="bad\nsecret"))
+    assert "bad" not in shown and "oauth2.clientSecret: must be one line" in shown

@@ -567,9 +567,9 @@ def secrets_new_key() -> None:
 @secrets.command("new-signing-secret")
 def secrets_new_signing_secret() -> None:
     """Print a new Standard Webhooks signing secret (whsec_…) for --signing-secret."""
-    import base64
+    from worker.credentials import new_signing_secret
 
-    click.echo("whsec_" + base64.b64encode(os.urandom(32)).decode())
+    click.echo(new_signing_secret())
 
 
 @secrets.command("rotate")

@@ -4,7 +4,6 @@
 - `OAuth2ClientCredentials`: an OAuth 2.0 client credentials grant (RFC 6749 §4.4), token cached
   until shortly before it expires, one token request at a time however many deliveries ask.
 - `WebhookSigner` / `signing_headers`: Standard Webhooks signatures (https://www.standardwebhooks.com).
-- `check_*`: "field: rule" problems for the CLI, before anything is stored.
 
 No secret and no token ever appears in an error message or a repr.
 """
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -23,9 +21,11 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import quote_plus, urlencode
 
 import httpx
+
+from outbox._subscription import SIGNING_SECRET_PREFIX, signing_key
 
 Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
@@ -33,12 +33,9 @@ USER_AGENT = "nlgov-outbox/0.1"
 ZGW_REUSE_SECONDS = 60.0  # servers check iat with a leeway: a token must stay recent
 DEFAULT_TOKEN_SECONDS = 300.0  # kept this long when the token endpoint gives no expires_in
 TOKEN_TIMEOUT = 10.0
-SIGNING_KEY_BYTES = (24, 64)  # the Standard Webhooks secret size range
-SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")  # RFC 6749 §5.2 error charset, bounded
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3
 _HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: safe in an Authorization header
 
 
@@ -132,7 +129,6 @@ class OAuth2ClientCredentials:
         scope: str | None = None,
         *,
         timeout: float = TOKEN_TIMEOUT,
-        user_agent: str = USER_AGENT,
     ) -> None:
         self.token_url = token_url
         self.client_id = client_id
@@ -141,7 +137,6 @@ class OAuth2ClientCredentials:
         self._url = httpx.URL(token_url)
         self._basic = _basic(client_id, client_secret)
         self._body = urlencode({"grant_type": "client_credentials", **({"scope": scope} if scope else {})}).encode()
-        self._user_agent = user_agent
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._expires_at = 0.0  # time.monotonic()
@@ -195,7 +190,7 @@ class OAuth2ClientCredentials:
                 "Authorization": self._basic,
                 "Content-Type": "application/x-www-form-urlencoded",
                 "Accept": "application/json",
-                "User-Agent": self._user_agent,
+                "User-Agent": USER_AGENT,
             },
             content=self._body,
             extensions={"timeout": httpx.Timeout(self.timeout).as_dict()},
@@ -251,22 +246,6 @@ def _json_object(raw: bytes) -> dict[str, object] | None:
 # -- Standard Webhooks signing ---------------------------------------------------------------------
 
 
-def _secret_key(secret: str) -> bytes:
-    """The key bytes of a "whsec_<base64>" secret; ValueError (without the secret) when malformed."""
-    if not secret.startswith(SECRET_PREFIX):
-        raise ValueError(f"a signing secret must start with {SECRET_PREFIX}")
-    encoded = secret[len(SECRET_PREFIX) :]
-    try:
-        # Padding is optional, as the reference libraries accept it.
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"a signing secret must be {SECRET_PREFIX} followed by base64") from None
-    low, high = SIGNING_KEY_BYTES
-    if not low <= len(key) <= high:
-        raise ValueError(f"a signing secret's key must be {low} to {high} bytes, not {len(key)}")
-    return key
-
-
 @dataclass(frozen=True)
 class SigningKey:
     """One secret's HMAC-SHA256 state, keyed once: each signature copies it instead of keying anew."""
@@ -275,7 +254,7 @@ class SigningKey:
 
     @classmethod
     def from_secret(cls, secret: str) -> SigningKey:
-        return cls(hmac.new(_secret_key(secret), digestmod=hashlib.sha256))
+        return cls(hmac.new(signing_key(secret), digestmod=hashlib.sha256))
 
     def sign(self, signed: bytes) -> str:
         mac = self._mac.copy()
@@ -314,73 +293,6 @@ def signing_headers(secrets: Sequence[str], message_id: str, timestamp: int, bod
     return WebhookSigner(secrets).headers(message_id, timestamp, body)
 
 
-def check_signing_secret(value: str) -> str | None:
-    """The problem with a signing secret as one sentence, or None when it is usable."""
-    try:
-        _secret_key(value)
-    except ValueError:
-        low, high = SIGNING_KEY_BYTES
-        return f"must be {SECRET_PREFIX} followed by base64 of {low} to {high} bytes"
-    return None
-
-
 def new_signing_secret() -> str:
     """A fresh secret: 32 random bytes, as the Standard Webhooks libraries make them."""
-    return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(32)).decode("ascii")
-
-
-# -- checks for the CLI ----------------------------------------------------------------------------
-
-
-def _check_text(name: str, value: str, problems: list[str], *, max_length: int = 1024) -> None:
-    if not value:
-        problems.append(f"{name}: must not be empty")
-    elif _CONTROL.search(value):
-        problems.append(f"{name}: must not contain control characters")
-    elif len(value) > max_length:
-        problems.append(f"{name}: must be at most {max_length} characters")
-
-
-def check_oauth2(
-    token_url: str, client_id: str, client_secret: str, scope: str | None, *, allow_insecure: bool = False
-) -> list[str]:
-    """Problems with OAuth2 client credentials settings as "field: rule"; empty when they are usable."""
-    problems: list[str] = []
-    parts = None
-    if _CONTROL.search(token_url) or " " in token_url:
-        problems.append("token_url: must not contain spaces or control characters")
-    else:
-        try:
-            parts = urlsplit(token_url)
-            if parts.port == 0:  # .port raises ValueError on a port that is not a number up to 65535
-                raise ValueError
-        except ValueError:
-            problems.append("token_url: must be a valid URL")
-            parts = None
-    if parts is not None:
-        if parts.scheme != "https" and not (allow_insecure and parts.scheme == "http"):
-            problems.append("token_url: must be an " + ("http or https URL" if allow_insecure else "https URL"))
-        elif not parts.hostname:
-            problems.append("token_url: must have a host")
-        elif parts.username is not None or parts.password is not None:
-            problems.append("token_url: must not contain credentials (user:password@)")
-        elif parts.fragment:
-            problems.append("token_url: must not have a #fragment")
-        else:
-            try:
-                httpx.URL(token_url)
-            except httpx.InvalidURL:
-                problems.append("token_url: must be a valid URL")
-    _check_text("client_id", client_id, problems)
-    _check_text("client_secret", client_secret, problems)
-    if scope is not None and not all(_SCOPE_TOKEN.fullmatch(token) for token in scope.split(" ")):
-        problems.append("scope: must be scope tokens separated by single spaces (RFC 6749 §3.3)")
-    return problems
-
-
-def check_zgw(client_id: str, secret: str) -> list[str]:
-    """Problems with ZGW JWT settings as "field: rule"; empty when they are usable."""
-    problems: list[str] = []
-    _check_text("client_id", client_id, problems)
-    _check_text("secret", secret, problems)
-    return problems
+    return SIGNING_SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(32)).decode("ascii")

@@ -328,8 +328,9 @@ class Worker:
                     caps_used.clear()
                     caps_used.update(zip(params["subscriptions"], params["caps"], strict=True))
                     if params["subscriptions"]:
-                        if params["rated_ids"]:
+                        if params["fresh_ids"]:
                             await conn.execute(query("create_pace", schema), params)
+                        if params["rated_ids"]:
                             await conn.execute(query("refill_pace", schema), params)
                         claim_cursor = await conn.execute(query("claim", schema), params)
                         if params["rated_ids"]:
@@ -429,10 +430,12 @@ class Worker:
         per_second = [per_second[i] for i in order]
         bursts = [bursts[i] for i in order]
         rated_units = [rated_units[i] for i in order]
+        fresh = [i for i, sub_id in enumerate(rated_ids) if sub_id not in pace]  # no bucket yet
         return {
             "subscriptions": ids, "caps": caps, "units": units, "rated": rated, "limit": limit, "token": token,
             "lease": self.settings.lease_seconds, "rated_ids": rated_ids, "per_second": per_second,
             "bursts": bursts, "rated_units": rated_units,
+            "fresh_ids": [rated_ids[i] for i in fresh], "fresh_bursts": [bursts[i] for i in fresh],
         }  # fmt: skip
 
     def _requests(self, claims: list[Claimed]) -> list[tuple[Target, list[Claimed]]]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from worker.http import USER_AGENT
+from worker.credentials import USER_AGENT
 from worker.safety import AddressPolicy, DestinationRefused
 from worker.transport import TLS_EXTENSION, Resolver, WebhookTransport
 
@@ -70,14 +70,19 @@ async def handshake_async(
     policy: AddressPolicy | None = None,
     tls: ssl.SSLContext | None = None,
     resolver: Resolver | None = None,
+    transport: WebhookTransport | None = None,
 ) -> Agreement:
+    """`transport`: one to reuse (the worker's, for pre-flights; it brings its own address policy and
+    keeps the connection for the delivery that follows); else one made and closed for this call."""
     headers = {"WebHook-Request-Origin": origin, "User-Agent": USER_AGENT}
     if rate is not None:
         headers["WebHook-Request-Rate"] = str(rate)
     extensions: dict[str, object] = {"timeout": httpx.Timeout(timeout).as_dict()}
     if tls is not None:
         extensions[TLS_EXTENSION] = tls
-    transport = WebhookTransport(max_idle_per_host=1, policy=policy, resolver=resolver)
+    own = transport is None
+    if transport is None:
+        transport = WebhookTransport(max_idle_per_host=1, policy=policy, resolver=resolver)
     try:
         request = httpx.Request("OPTIONS", callback_url, headers=headers, extensions=extensions)
         answer = await transport.handle_async_request(request)
@@ -91,7 +96,8 @@ async def handshake_async(
             f"the OPTIONS handshake could not reach the target ({type(exc).__name__}): {exc}"
         ) from None
     finally:
-        await transport.aclose()
+        if own:
+            await transport.aclose()
     status = f"{answer.status_code} {answer.reason_phrase}".strip()
     if not answer.is_success:
         raise HandshakeRefused(f"the target answered {status} to the OPTIONS handshake, not 2xx")

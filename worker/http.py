@@ -28,14 +28,13 @@ import httpx
 import orjson
 
 from outbox import Subscription
-from worker.credentials import CredentialsError, OAuth2ClientCredentials, WebhookSigner, ZgwJwt
+from worker.credentials import USER_AGENT, CredentialsError, OAuth2ClientCredentials, WebhookSigner, ZgwJwt
 from worker.outcome import Outcome, from_error, from_status
 from worker.safety import AddressPolicy, DestinationRefused
 from worker.settings import WorkerSettings
 from worker.tls import tls_context
 from worker.transport import MAX_ANSWER, TLS_EXTENSION, Answer, WebhookTransport
 
-USER_AGENT = "nlgov-outbox/0.1"
 _USER_AGENT = USER_AGENT.encode()
 STRUCTURED = "application/cloudevents+json; charset=utf-8"
 BATCHED = "application/cloudevents-batch+json; charset=utf-8"
@@ -244,8 +243,8 @@ class Sender:
                     origin,
                     target.subscription.requested_rate,
                     self.settings.request_timeout,
-                    policy=self.policy,
                     tls=target.tls,
+                    transport=self.transport,
                 )
             except HandshakeRefused as exc:
                 message = f"pre-flight handshake refused: {exc}"

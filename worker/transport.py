@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 import time
@@ -59,8 +60,10 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
+@functools.cache
 def default_ssl_context() -> ssl.SSLContext:
-    """Verification on, Mozilla's CA bundle (as httpx)."""
+    """Verification on, Mozilla's CA bundle (as httpx). Built once (loading the bundle takes ~13 ms)
+    and shared: nothing changes a context after it is made."""
     return ssl.create_default_context(cafile=certifi.where())
 
 
