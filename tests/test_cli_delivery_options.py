@@ -79,6 +79,9 @@ def test_update_changes_only_what_is_given_and_switches_auth_kinds(run_cli: Any)
     assert document["authKind"] == "zgw" and document["auth"] is None, "one auth kind replaces the other"
     assert document["contentMode"] == "binary" and document["requestedRate"] == 60, "the rest stays"
     assert document["zgw"] == {"clientId": "open-notificaties", "secret": "(set)"}
+    rotated = run_cli("subscriptions", "update", sub, "--zgw-secret", ZGW_SECRET + "-new", "--skip-handshake")
+    assert rotated.returncode == 0, rotated.stderr
+    assert _show(run_cli, sub)["zgw"] == {"clientId": "open-notificaties", "secret": "(set)"}, "a new secret alone"
     unguarded = run_cli("subscriptions", "update", sub, "--clear", "auth", "--skip-handshake")
     assert unguarded.returncode == 1 and "MUST carry an access token" in unguarded.stderr
     cleared = run_cli(

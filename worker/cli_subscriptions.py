@@ -416,10 +416,10 @@ def subscriptions_update(
     }
     for name in clear:
         document.update(cleared.get(name, {}))
-    if "oauth2" in changes and current.oauth2 is not None:  # a new secret alone keeps the rest
-        changes["oauth2"] = {**document_oauth2(current), **changes["oauth2"]}
-    if "zgw" in changes and current.zgw is not None:
-        changes["zgw"] = {"clientId": current.zgw.client_id, "secret": current.zgw.secret, **changes["zgw"]}
+    before = current.to_abonnement()
+    for kind in ("oauth2", "zgw"):  # a new secret alone keeps the rest of that kind's settings
+        if kind in changes and before[kind] is not None:
+            changes[kind] = {**before[kind], **changes[kind]}
     document.update(changes)
     allow_insecure = current.allow_insecure if options.get("allow_insecure") is None else options["allow_insecure"]
     try:
@@ -451,16 +451,6 @@ def subscriptions_update(
         click.echo(json.dumps(stored.to_public_dict(), indent=2))
     else:
         click.echo(f"updated {subscription_id}")
-
-
-def document_oauth2(sub: Subscription) -> dict[str, Any]:
-    assert sub.oauth2 is not None
-    return {
-        "tokenUrl": sub.oauth2.token_url,
-        "clientId": sub.oauth2.client_id,
-        "clientSecret": sub.oauth2.client_secret,
-        "scope": sub.oauth2.scope,
-    }
 
 
 @subscriptions.command("verify")
