@@ -7,8 +7,10 @@ at commit, once per transaction); busy workers poll, and the host then commits
 without the NOTIFY's cluster-wide commit lock.
 
 SQLAlchemy sessions and connections are unwrapped to their psycopg 3
-connection (the `postgresql+psycopg` dialect), so every entry point runs the
-same SQL with the same binary parameters; only the thin unwrapping differs.
+connection (the `postgresql+psycopg` dialect), and so are Django's
+(`django.db.connection`, `connections[alias]`; see `outbox.django.connection`),
+so every entry point runs the same SQL with the same binary parameters; only the
+thin unwrapping differs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
-    SyncTarget = psycopg.Connection[Any] | Session | SAConnection
+    # Django's connection wrappers (django.db.connection) are accepted too; they carry no types.
+    SyncTarget = psycopg.Connection[Any] | Session | SAConnection | Any
     AsyncTarget = psycopg.AsyncConnection[Any] | AsyncSession | SAAsyncConnection
 
 
@@ -71,6 +74,23 @@ def _check_transaction(status: pq.TransactionStatus, autocommit: bool) -> None:
 # -- sync ------------------------------------------------------------------------
 
 
+def _is_django(target: object) -> bool:
+    # Recognised by its module, so Django is imported only by hosts that use it.
+    return type(target).__module__.startswith("django.db.backends.")
+
+
+def _connection(target: object) -> psycopg.Connection[Any]:
+    """The psycopg connection to write on, checked to be inside the caller's transaction (a
+    Django connection outside `transaction.atomic()` is allowed: see `outbox.django.connection`)."""
+    if _is_django(target):
+        from outbox.django.connection import psycopg_connection
+
+        return psycopg_connection(target)
+    pg = _psycopg_connection(target)
+    _check_transaction(pg.info.transaction_status, pg.autocommit)
+    return pg
+
+
 def _psycopg_connection(target: object) -> psycopg.Connection[Any]:
     if isinstance(target, psycopg.Connection):
         return target
@@ -91,7 +111,7 @@ def _psycopg_connection(target: object) -> psycopg.Connection[Any]:
             f"enqueue: SQLAlchemy must use the psycopg 3 driver (postgresql+psycopg://), not {type(driver).__module__}"
         )
     raise UnsupportedConnectionError(
-        "enqueue takes a psycopg.Connection, a SQLAlchemy Session or Connection; "
+        "enqueue takes a psycopg.Connection, a SQLAlchemy Session or Connection, or a Django connection; "
         f"got {type(target).__name__} (use enqueue_async for async connections)"
     )
 
@@ -106,8 +126,7 @@ def enqueue(
     """
     schema, max_event_bytes = _settings(schema, max_event_bytes)
     document = _document(event, max_event_bytes)
-    pg = _psycopg_connection(conn)
-    _check_transaction(pg.info.transaction_status, pg.autocommit)
+    pg = _connection(conn)
     with pg.cursor() as cur:
         cur.execute(query("insert_event", schema), (document, notify_channel(schema)))
         result = cur.fetchone()
@@ -130,8 +149,7 @@ def enqueue_many(
     documents = _documents(events, max_event_bytes)
     if not documents:
         return []
-    pg = _psycopg_connection(conn)
-    _check_transaction(pg.info.transaction_status, pg.autocommit)
+    pg = _connection(conn)
     with pg.cursor() as cur:
         cur.execute(query("insert_events", schema), (documents, notify_channel(schema)))
         return [int(r[0]) for r in cur.fetchall()]
@@ -143,6 +161,11 @@ def enqueue_many(
 async def _async_psycopg_connection(target: object) -> psycopg.AsyncConnection[Any]:
     if isinstance(target, psycopg.AsyncConnection):
         return target
+    if _is_django(target):
+        raise UnsupportedConnectionError(
+            "enqueue_async: Django's connections are synchronous; call outbox.enqueue (wrap it in "
+            "sync_to_async in async views)"
+        )
     try:
         from sqlalchemy.ext.asyncio import AsyncConnection as SAAsyncConnection
         from sqlalchemy.ext.asyncio import AsyncSession

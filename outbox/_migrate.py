@@ -25,16 +25,19 @@ def _checksum(migration: Migration) -> str:
     return hashlib.sha256(migration.text.encode()).hexdigest()
 
 
-def migrate(conninfo: str | psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA) -> list[Migration]:
-    """Create or upgrade the outbox schema; returns the migrations applied now (empty if none)."""
+def migrate(
+    conninfo: str | psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA, up_to: int | None = None
+) -> list[Migration]:
+    """Create or upgrade the outbox schema (to migration `up_to`, default the newest); returns the
+    migrations applied now (empty if none). A connection given must be in autocommit mode."""
     check_schema_name(schema)
     if isinstance(conninfo, psycopg.Connection):
-        return _migrate(conninfo, schema)
+        return _migrate(conninfo, schema, up_to)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        return _migrate(conn, schema)
+        return _migrate(conn, schema, up_to)
 
 
-def _migrate(conn: psycopg.Connection[Any], schema: str) -> list[Migration]:
+def _migrate(conn: psycopg.Connection[Any], schema: str, up_to: int | None) -> list[Migration]:
     lock_key = f"nlgov-outbox migrate {schema}"
     with conn.transaction():
         conn.execute(query("migrate_lock", schema), (lock_key,))
@@ -51,6 +54,8 @@ def _migrate(conn: psycopg.Connection[Any], schema: str) -> list[Migration]:
             raise MigrationError(f"the database has migrations {unknown} that this version does not know: upgrade")
         done = []
         for migration in migrations():
+            if up_to is not None and migration.version > up_to:
+                break
             if migration.version in applied:
                 if applied[migration.version][1] != _checksum(migration):
                     raise MigrationError(
@@ -70,3 +75,12 @@ def _migrate(conn: psycopg.Connection[Any], schema: str) -> list[Migration]:
     finally:
         with conn.transaction():
             conn.execute(query("migrate_unlock", schema), (lock_key,))
+
+
+def schema_version(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> int | None:
+    """The newest migration applied to `schema`, or None when it has none (not migrated)."""
+    exists = conn.execute(query("schema_migrated", schema), (schema,)).fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = conn.execute(query("schema_version", schema)).fetchone()
+    return int(row[0]) if row and row[0] is not None else None

@@ -404,11 +404,14 @@ DELETE FROM {schema}.idle_workers w
  WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.listen_pid);
 
 -- name: failed_for_retry
--- `outbox retry`: the failed deliveries asked for, locked until the retry commits.
+-- `outbox retry` and the admin's action: the failed deliveries asked for, locked (in id order) until the
+-- retry commits.
 SELECT id, subscription_id, ordering_key FROM {schema}.deliveries
  WHERE status = 'failed'
    AND (%(subscription)s::uuid IS NULL OR subscription_id = %(subscription)s::uuid)
    AND (%(delivery)s::bigint IS NULL OR id = %(delivery)s::bigint)
+   AND (%(deliveries)s::int8[] IS NULL OR id = ANY (%(deliveries)s::int8[]))
+ ORDER BY id
    FOR UPDATE;
 
 -- name: retry_failed

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 import outbox
+from outbox._operations import retry_failed
 from outbox._sql import query
 from tests.support import (
     Receiver,
@@ -136,8 +137,6 @@ def test_demo_runs_the_whole_flow(run_cli: Any) -> None:
 
 
 def test_retry_of_an_earlier_failed_delivery_waits_behind_the_one_in_flight(database_url: str) -> None:
-    from worker import maintenance
-
     sub = subscribe(database_url, "http://127.0.0.1:9/hook")
     with psycopg.connect(database_url) as conn:
         positions = outbox.enqueue_many(conn, [zaak_event("k", 1), zaak_event("k", 2)])
@@ -149,7 +148,7 @@ def test_retry_of_an_earlier_failed_delivery_waits_behind_the_one_in_flight(data
         )
         conn.execute("UPDATE outbox.events SET routed_at = now()")
         conn.commit()
-        assert maintenance.retry_failed(conn, "outbox", delivery_id=None, subscription_id=sub) == 1
+        assert retry_failed(conn, "outbox", delivery_id=None, subscription_id=sub) == 1
         states = conn.execute("SELECT status FROM outbox.deliveries ORDER BY id").fetchall()
         assert states == [("blocked",), ("delivering",)], "never two of one key in flight"
         # The one in flight finishes: the retried one is next.

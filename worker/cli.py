@@ -16,6 +16,7 @@ import click
 import psycopg
 
 from outbox import migrate
+from outbox._operations import retry_failed
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name, migrations
 from worker import logs, maintenance, subscription_store
 from worker import status as status_report
@@ -162,7 +163,7 @@ def retry_command(obj: Context, subscription_id: str | None, all_failed: bool, d
                 f"{subscription_id!r} is not a subscription id", param_hint="--subscription"
             ) from None
     with obj.connect() as conn:
-        count = maintenance.retry_failed(conn, obj.schema, subscription_id=subscription_id, delivery_id=delivery_id)
+        count = retry_failed(conn, obj.schema, subscription_id=subscription_id, delivery_id=delivery_id)
     click.echo(f"{count} failed deliver{'y' if count == 1 else 'ies'} back to pending")
 
 

@@ -1,4 +1,4 @@
-"""Operator maintenance: put failed deliveries back (`outbox retry`), delete old history (`outbox purge`).
+"""Operator maintenance: delete old history (`outbox purge`); `outbox retry` is `outbox._operations.retry_failed`.
 
 Each is idempotent SQL that any process may run at any time; purge works in small batches, each its
 own transaction, so it never holds long locks on a busy outbox.
@@ -7,14 +7,12 @@ own transaction, so it never holds long locks on a busy outbox.
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from outbox._sql import query
-from worker.router import key_lock_prefix
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -26,24 +24,6 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise ValueError(f"{text!r} is not a duration: use a number and a unit, e.g. 90s, 15m, 12h, 30d, 2w")
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def retry_failed(
-    conn: psycopg.Connection[Any], schema: str, *, subscription_id: str | None = None, delivery_id: int | None = None
-) -> int:
-    """Failed deliveries back (with fresh attempts): pending, or blocked behind an unfinished
-    delivery of their ordering key, so a key never has two in flight. Returns how many."""
-    params = {
-        "subscription": uuid.UUID(subscription_id) if subscription_id else None,
-        "delivery": delivery_id,
-    }
-    with conn.transaction():
-        rows = conn.execute(query("failed_for_retry", schema), params).fetchall()
-        if not rows:
-            return 0
-        ids, subscriptions, keys = (list(column) for column in zip(*rows, strict=True))
-        conn.execute(query("lock_keys", schema), (key_lock_prefix(schema), subscriptions, keys))
-        return len(conn.execute(query("retry_failed", schema), (ids,)).fetchall())
 
 
 def purge(conn: psycopg.Connection[Any], schema: str, older_than: timedelta, batch_size: int = 1000) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from outbox import CloudEvent, InvalidEventError, Subscription
+from outbox._operations import key_lock_prefix
 from worker.logs import log
 
 
@@ -57,11 +58,11 @@ def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription])
     return routes
 
 
+__all__ = ["Routes", "key_lock_prefix", "lock_key", "ordering_key", "plan"]
+
+
 def lock_key(schema: str) -> str:
     """The advisory lock that makes one worker at a time the router of a schema."""
     return f"nlgov-outbox route {schema}"
 
 
-def key_lock_prefix(schema: str) -> str:
-    """Prefix of the per-(subscription, ordering key) advisory locks (see `lock_keys` in queries.sql)."""
-    return f"nlgov-outbox key {schema} "

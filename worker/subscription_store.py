@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from outbox import Kanaal, Subscription
+from outbox._operations import set_subscription_status
 from outbox._sql import query
 from outbox._subscription import OAuth2Client, ZgwClient
 from worker.secret_box import SecretBox
@@ -150,10 +151,7 @@ def set_status(
     conn: psycopg.Connection[Any], schema: str, subscription_id: str, status: str, reason: str | None
 ) -> None:
     """active (reason None) or paused (with a reason)."""
-    row = conn.execute(
-        query("set_subscription_status", schema), (status, reason, _subscription_id(subscription_id))
-    ).fetchone()
-    if row is None:
+    if not set_subscription_status(conn, schema, _subscription_id(subscription_id), status, reason):
         raise SubscriptionNotFound(subscription_id)
 
 

@@ -1,0 +1,56 @@
+"""Operator actions shared by the `outbox` command and the Django admin: the same SQL for both.
+
+`retry_failed` is `outbox retry`, `set_subscription_status` is `outbox
+subscriptions pause|resume`. Each runs in its own transaction on the caller's
+connection (nested as a savepoint when one is open).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+
+from outbox._sql import query
+
+
+def key_lock_prefix(schema: str) -> str:
+    """Prefix of the per-(subscription, ordering key) advisory locks (see `lock_keys` in queries.sql)."""
+    return f"nlgov-outbox key {schema} "
+
+
+def retry_failed(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    *,
+    subscription_id: str | uuid.UUID | None = None,
+    delivery_id: int | None = None,
+    delivery_ids: list[int] | None = None,
+) -> int:
+    """Failed deliveries back (with fresh attempts): pending, or blocked behind an unfinished
+    delivery of their ordering key, so a key never has two in flight. Returns how many.
+    Narrowed by subscription, one delivery, or a list of deliveries (the admin's selection)."""
+    params = {
+        "subscription": uuid.UUID(str(subscription_id)) if subscription_id else None,
+        "delivery": delivery_id,
+        "deliveries": delivery_ids,
+    }
+    with conn.transaction():
+        rows = conn.execute(query("failed_for_retry", schema), params).fetchall()
+        if not rows:
+            return 0
+        ids, subscriptions, keys = (list(column) for column in zip(*rows, strict=True))
+        conn.execute(query("lock_keys", schema), (key_lock_prefix(schema), subscriptions, keys))
+        return len(conn.execute(query("retry_failed", schema), (ids,)).fetchall())
+
+
+def set_subscription_status(
+    conn: psycopg.Connection[Any], schema: str, subscription_id: str | uuid.UUID, status: str, reason: str | None
+) -> bool:
+    """active (reason None) or paused (with a reason); False when there is no such subscription."""
+    with conn.transaction():
+        row = conn.execute(
+            query("set_subscription_status", schema), (status, reason, uuid.UUID(str(subscription_id)))
+        ).fetchone()
+    return row is not None
