@@ -75,8 +75,9 @@ def _check_transaction(status: pq.TransactionStatus, autocommit: bool) -> None:
 
 
 def _is_django(target: object) -> bool:
-    # Recognised by its module, so Django is imported only by hosts that use it.
-    return type(target).__module__.startswith("django.db.backends.")
+    # Recognised by shape (a DatabaseWrapper, or the `django.db.connection` proxy in front of one, also from
+    # third-party engines), so Django is imported only by hosts that use it.
+    return hasattr(target, "in_atomic_block") and hasattr(target, "settings_dict")
 
 
 def _connection(target: object) -> psycopg.Connection[Any]:

@@ -141,15 +141,27 @@ def conformance_receiver(config: Any, ssl_context: Any = None) -> Iterator[str]:
 
 
 class WorkerProcess:
-    """`python -m worker run` against a database, with its JSON log lines kept in a file."""
+    """`python -m worker run` (or `command`) against a database, with its JSON log lines kept in a file."""
 
-    def __init__(self, database_url: str, log_path: Path, env: dict[str, str] | None = None, *args: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *args: str,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.log_path = log_path
         environment = {**os.environ, **FAST, "OUTBOX_DATABASE_URL": database_url, **(env or {})}
         environment.pop("OUTBOX_SCHEMA", None)
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run", *args], env=environment, stdout=self._log, stderr=self._log
+            [*(command or [sys.executable, "-m", "worker"]), "run", *args],
+            env=environment,
+            stdout=self._log,
+            stderr=self._log,
+            cwd=cwd,
         )
 
     def logs(self) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ class ReadOnlyQuerySet(models.QuerySet):
         raise ReadOnlyError("the outbox tables are read-only through Django")
 
 
-class ReadOnlyManager(models.Manager.from_queryset(ReadOnlyQuerySet)):
+class ReadOnlyManager(models.Manager.from_queryset(ReadOnlyQuerySet)):  # type: ignore[misc]
     def get_queryset(self) -> ReadOnlyQuerySet:
         # The outbox's database even without the router.
         return super().get_queryset().using(self._db or conf.database())

@@ -1,0 +1,76 @@
+"""Django tests: the example host (examples/django_host) on the test PostgreSQL server.
+
+pytest-django creates the test database once and runs `migrate`, which creates
+the outbox schema through the app's migration. The outbox tables are not
+Django-managed, so Django's flush leaves them: they are emptied after each test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import conninfo
+
+HOST_DIR = Path(__file__).resolve().parents[2] / "examples" / "django_host"
+OUTBOX_TABLES = "outbox.delivery_attempts, outbox.deliveries, outbox.subscription_pace, outbox.subscriptions, outbox.events"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(server_url: str) -> None:
+    from django.conf import settings
+    from django.db import connections
+
+    params = conninfo.conninfo_to_dict(server_url)
+    values = {
+        "NAME": params.get("dbname") or "postgres",
+        "USER": params.get("user") or "",
+        "PASSWORD": params.get("password") or "",
+        "HOST": params.get("host") or "",
+        "PORT": str(params.get("port") or ""),
+    }
+    for target in (settings.DATABASES["default"], connections["default"].settings_dict):
+        target.update(values)
+        target.setdefault("TEST", {})["NAME"] = f"outbox_django_test_{os.getpid()}"
+
+
+@pytest.fixture
+def django_db_url(django_db_setup: Any, server_url: str) -> Iterator[str]:
+    """The libpq URL of the Django test database (for workers, the CLI and reads from outside).
+    The outbox tables are emptied after the test."""
+    from django.db import connections
+
+    params = conninfo.conninfo_to_dict(server_url)
+    params["dbname"] = connections["default"].settings_dict["NAME"]
+    url = conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    yield url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {OUTBOX_TABLES}")
+
+
+def manage(*args: str, url: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python manage.py …` of the example host, in a subprocess, on the database at `url`."""
+    environment = {**os.environ, "DATABASE_URL": url, **(env or {})}
+    for name in ("OUTBOX_DATABASE_URL", "OUTBOX_SCHEMA", "DJANGO_SETTINGS_MODULE"):
+        environment.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=HOST_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def outbox_rows(url: str) -> list[dict[str, Any]]:
+    """The events in the outbox, committed ones only (read on a connection of its own)."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return [row["event"] for row in cur.execute("SELECT event FROM outbox.events ORDER BY position").fetchall()]

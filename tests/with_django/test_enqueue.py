@@ -1,0 +1,173 @@
+"""The outbox on Django's connection: the event shares the host's transaction."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+
+import outbox
+from outbox import CloudEvent, InvalidEventError
+from outbox.django import connection as django_connection
+from outbox.django import process_cloudevent
+from tests.support import zaak_event
+from tests.with_django.conftest import outbox_rows
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def ids(url: str) -> list[str]:
+    return [event["id"] for event in outbox_rows(url)]
+
+
+def test_inside_atomic_the_event_commits_with_the_change(django_db_url: str) -> None:
+    from onderwerpen.models import Klantcontact
+
+    event = zaak_event(str(uuid.uuid4()))
+    with transaction.atomic():
+        Klantcontact.objects.create(onderwerp="vraag")
+        outbox.enqueue(connection, event)
+        assert ids(django_db_url) == []  # not visible before the commit
+    assert ids(django_db_url) == [event.id]
+    assert Klantcontact.objects.count() == 1
+
+
+def test_a_rollback_takes_the_event_with_it(django_db_url: str) -> None:
+    from onderwerpen.models import Klantcontact
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Klantcontact.objects.create(onderwerp="vraag")
+        outbox.enqueue_many(connection, [zaak_event(str(uuid.uuid4())), zaak_event(str(uuid.uuid4()))])
+        raise RuntimeError("the view failed")
+    assert ids(django_db_url) == []
+    assert Klantcontact.objects.count() == 0
+
+
+def test_a_rolled_back_savepoint_takes_its_events_and_keeps_the_outer_ones(django_db_url: str) -> None:
+    kept, dropped = zaak_event(str(uuid.uuid4())), zaak_event(str(uuid.uuid4()))
+    with transaction.atomic():
+        outbox.enqueue(connection, kept)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            outbox.enqueue(connection, dropped)
+            raise RuntimeError("inner block failed")
+    assert ids(django_db_url) == [kept.id]
+
+
+def test_outside_atomic_the_event_is_its_own_transaction_and_says_so_once(
+    django_db_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(django_connection, "_warned_autocommit", False)
+    first, second = zaak_event(str(uuid.uuid4())), zaak_event(str(uuid.uuid4()))
+    with caplog.at_level(logging.WARNING, logger="outbox.django"):
+        outbox.enqueue(connection, first)
+        assert ids(django_db_url) == [first.id]  # committed at once, no atomic block around it
+        outbox.enqueue(connection, second)
+    assert ids(django_db_url) == [first.id, second.id]
+    lines = [r.getMessage() for r in caplog.records if "outside transaction.atomic()" in r.getMessage()]
+    assert len(lines) == 1
+    assert "not together with your change" in lines[0]
+
+
+def test_connections_by_alias_work_like_the_default(django_db_url: str) -> None:
+    from django.db import connections
+
+    event = zaak_event(str(uuid.uuid4()))
+    with transaction.atomic(using="default"):
+        outbox.enqueue(connections["default"], event)
+    assert ids(django_db_url) == [event.id]
+
+
+def test_an_invalid_event_raises_before_anything_is_written(django_db_url: str) -> None:
+    with pytest.raises(InvalidEventError, match="type: must be a non-empty string"), transaction.atomic():
+        process_cloudevent("")
+    assert ids(django_db_url) == []
+
+
+def test_a_failed_transaction_is_refused(django_db_url: str) -> None:
+    from django.db import DatabaseError
+
+    with transaction.atomic():
+        try:
+            with connection.cursor() as cur:
+                cur.execute("SELECT 1/0")
+        except DatabaseError:
+            connection.needs_rollback = True
+        with pytest.raises(outbox.NoTransactionError, match="already failed"):
+            outbox.enqueue(connection, zaak_event(str(uuid.uuid4())))
+    assert ids(django_db_url) == []
+
+
+async def test_async_enqueue_says_django_connections_are_sync() -> None:
+    with pytest.raises(outbox.UnsupportedConnectionError, match="synchronous"):
+        await outbox.enqueue_async(connection, zaak_event(str(uuid.uuid4())))
+
+
+# -- the drop-in for notifications-api-common ---------------------------------------------
+
+
+def test_process_cloudevent_writes_the_event_notifications_api_common_builds(
+    django_db_url: str, settings: Any
+) -> None:
+    settings.NOTIFICATIONS_SOURCE = "urn:nld:oin:01823288444:openklant"
+    with transaction.atomic():
+        process_cloudevent(
+            "nl.overheid.zaken.zaak-gekoppeld",
+            subject="a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5",
+            dataref="https://openklant.example/onderwerpobjecten/1",
+            data={"zaak": "urn:uuid:a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5", "label": "Mijn Klantcontact Onderwerp"},
+        )
+    [event] = outbox_rows(django_db_url)
+    assert set(event) == {"id", "source", "specversion", "type", "subject", "time", "dataref", "datacontenttype", "data"}
+    assert uuid.UUID(event["id"]).version == 4
+    assert event["source"] == "urn:nld:oin:01823288444:openklant"
+    assert event["specversion"] == "1.0"
+    assert event["type"] == "nl.overheid.zaken.zaak-gekoppeld"
+    assert event["subject"] == "a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5"
+    assert event["dataref"] == "https://openklant.example/onderwerpobjecten/1"
+    assert event["datacontenttype"] == "application/json"
+    assert event["data"] == {"zaak": "urn:uuid:a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5", "label": "Mijn Klantcontact Onderwerp"}
+    # To the second, UTC, with Z, as the original's strftime("%Y-%m-%dT%H:%M:%SZ").
+    assert len(event["time"]) == 20 and event["time"].endswith("Z") and event["time"][10] == "T"
+    CloudEvent.from_dict(event)  # and a valid NL GOV event
+
+
+def test_process_cloudevent_leaves_unset_what_is_none_or_json_null(django_db_url: str) -> None:
+    import json
+
+    document = json.loads('{"type": "nl.overheid.klantinteracties.klantcontact-geregistreerd", "subject": null}')
+    with transaction.atomic():
+        process_cloudevent(document["type"], subject=document["subject"])
+    [event] = outbox_rows(django_db_url)
+    assert "subject" not in event and "dataref" not in event and "data" not in event
+    assert event["datacontenttype"] == "application/json"
+
+
+def test_process_cloudevent_uses_cloudevent_specversion(django_db_url: str, settings: Any) -> None:
+    settings.CLOUDEVENT_SPECVERSION = "1.0"
+    with transaction.atomic():
+        process_cloudevent("nl.overheid.zaken.zaak-gekoppeld")
+    assert outbox_rows(django_db_url)[0]["specversion"] == "1.0"
+    settings.CLOUDEVENT_SPECVERSION = "0.3"
+    with pytest.raises(InvalidEventError, match="specversion"), transaction.atomic():
+        process_cloudevent("nl.overheid.zaken.zaak-gekoppeld")
+
+
+def test_process_cloudevent_without_a_source_writes_nothing_and_warns(
+    django_db_url: str, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.NOTIFICATIONS_SOURCE = ""
+    with caplog.at_level(logging.WARNING, logger="outbox.django"), transaction.atomic():
+        process_cloudevent("nl.overheid.zaken.zaak-gekoppeld", subject=str(uuid.uuid4()))
+    assert outbox_rows(django_db_url) == []
+    assert any("no_notification_source_set" in r.getMessage() for r in caplog.records)
+
+
+def test_process_cloudevent_has_the_signature_of_notifications_api_common() -> None:
+    import inspect
+
+    parameters = inspect.signature(process_cloudevent).parameters
+    assert list(parameters) == ["event_type", "subject", "dataref", "data"]
+    assert [p.default for p in parameters.values()][1:] == [None, None, None]
