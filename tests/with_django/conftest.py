@@ -19,7 +19,9 @@ import pytest
 from psycopg import conninfo
 
 HOST_DIR = Path(__file__).resolve().parents[2] / "examples" / "django_host"
-OUTBOX_TABLES = "outbox.delivery_attempts, outbox.deliveries, outbox.subscription_pace, outbox.subscriptions, outbox.events"
+OUTBOX_TABLES = (
+    "outbox.delivery_attempts, outbox.deliveries, outbox.subscription_pace, outbox.subscriptions, outbox.events"
+)
 
 
 @pytest.fixture(scope="session")
@@ -54,11 +56,14 @@ def django_db_url(django_db_setup: Any, server_url: str) -> Iterator[str]:
         conn.execute(f"TRUNCATE {OUTBOX_TABLES}")
 
 
-def manage(*args: str, url: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def manage(
+    *args: str, url: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """`python manage.py …` of the example host, in a subprocess, on the database at `url`."""
-    environment = {**os.environ, "DATABASE_URL": url, **(env or {})}
+    environment = dict(os.environ)
     for name in ("OUTBOX_DATABASE_URL", "OUTBOX_SCHEMA", "DJANGO_SETTINGS_MODULE"):
         environment.pop(name, None)
+    environment.update({"DATABASE_URL": url, **(env or {})})
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=HOST_DIR,

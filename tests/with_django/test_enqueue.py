@@ -108,9 +108,7 @@ async def test_async_enqueue_says_django_connections_are_sync() -> None:
 # -- the drop-in for notifications-api-common ---------------------------------------------
 
 
-def test_process_cloudevent_writes_the_event_notifications_api_common_builds(
-    django_db_url: str, settings: Any
-) -> None:
+def test_process_cloudevent_writes_the_event_notifications_api_common_builds(django_db_url: str, settings: Any) -> None:
     settings.NOTIFICATIONS_SOURCE = "urn:nld:oin:01823288444:openklant"
     with transaction.atomic():
         process_cloudevent(
@@ -120,7 +118,17 @@ def test_process_cloudevent_writes_the_event_notifications_api_common_builds(
             data={"zaak": "urn:uuid:a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5", "label": "Mijn Klantcontact Onderwerp"},
         )
     [event] = outbox_rows(django_db_url)
-    assert set(event) == {"id", "source", "specversion", "type", "subject", "time", "dataref", "datacontenttype", "data"}
+    assert set(event) == {
+        "id",
+        "source",
+        "specversion",
+        "type",
+        "subject",
+        "time",
+        "dataref",
+        "datacontenttype",
+        "data",
+    }
     assert uuid.UUID(event["id"]).version == 4
     assert event["source"] == "urn:nld:oin:01823288444:openklant"
     assert event["specversion"] == "1.0"
@@ -128,7 +136,10 @@ def test_process_cloudevent_writes_the_event_notifications_api_common_builds(
     assert event["subject"] == "a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5"
     assert event["dataref"] == "https://openklant.example/onderwerpobjecten/1"
     assert event["datacontenttype"] == "application/json"
-    assert event["data"] == {"zaak": "urn:uuid:a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5", "label": "Mijn Klantcontact Onderwerp"}
+    assert event["data"] == {
+        "zaak": "urn:uuid:a7b3c8d9-e4f5-6a7b-8c9d-e0f1a2b3c4d5",
+        "label": "Mijn Klantcontact Onderwerp",
+    }
     # To the second, UTC, with Z, as the original's strftime("%Y-%m-%dT%H:%M:%SZ").
     assert len(event["time"]) == 20 and event["time"].endswith("Z") and event["time"][10] == "T"
     CloudEvent.from_dict(event)  # and a valid NL GOV event
