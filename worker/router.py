@@ -64,5 +64,3 @@ __all__ = ["Routes", "key_lock_prefix", "lock_key", "ordering_key", "plan"]
 def lock_key(schema: str) -> str:
     """The advisory lock that makes one worker at a time the router of a schema."""
     return f"nlgov-outbox route {schema}"
-
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ def rows(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def failed(django_db_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def failed(django_db_url: str, tmp_path: Path) -> dict[str, Any]:
     """Two subscriptions with secrets; three events failed on a receiver that answers 415 with a body."""
     receiver = Receiver(answer=lambda n, r: (415, {}, 0.0), body_for=lambda r: b"unsupported: use structured mode")
     with receiver.running():
@@ -52,7 +51,7 @@ def failed(django_db_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     deliveries = rows(
         django_db_url, "SELECT * FROM outbox.deliveries WHERE subscription_id = %s ORDER BY id", subscription
     )
-    yield {"subscription": subscription, "other": other, "events": events, "deliveries": deliveries}
+    return {"subscription": subscription, "other": other, "events": events, "deliveries": deliveries}
 
 
 def staff(*permissions: str) -> Client:

@@ -38,21 +38,30 @@ def test_inside_atomic_the_event_commits_with_the_change(django_db_url: str) -> 
 def test_a_rollback_takes_the_event_with_it(django_db_url: str) -> None:
     from onderwerpen.models import Klantcontact
 
-    with pytest.raises(RuntimeError), transaction.atomic():
-        Klantcontact.objects.create(onderwerp="vraag")
-        outbox.enqueue_many(connection, [zaak_event(str(uuid.uuid4())), zaak_event(str(uuid.uuid4()))])
-        raise RuntimeError("the view failed")
+    def change() -> None:
+        with transaction.atomic():
+            Klantcontact.objects.create(onderwerp="vraag")
+            outbox.enqueue_many(connection, [zaak_event(str(uuid.uuid4())), zaak_event(str(uuid.uuid4()))])
+            raise RuntimeError("the view failed")
+
+    with pytest.raises(RuntimeError):
+        change()
     assert ids(django_db_url) == []
     assert Klantcontact.objects.count() == 0
 
 
 def test_a_rolled_back_savepoint_takes_its_events_and_keeps_the_outer_ones(django_db_url: str) -> None:
     kept, dropped = zaak_event(str(uuid.uuid4())), zaak_event(str(uuid.uuid4()))
-    with transaction.atomic():
-        outbox.enqueue(connection, kept)
-        with pytest.raises(RuntimeError), transaction.atomic():
+
+    def inner() -> None:
+        with transaction.atomic():
             outbox.enqueue(connection, dropped)
             raise RuntimeError("inner block failed")
+
+    with transaction.atomic():
+        outbox.enqueue(connection, kept)
+        with pytest.raises(RuntimeError):
+            inner()
     assert ids(django_db_url) == [kept.id]
 
 

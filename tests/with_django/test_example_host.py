@@ -159,12 +159,10 @@ def test_a_worker_started_by_manage_py_delivers_what_the_host_committed(
 
 def test_manage_py_outbox_status_json_equals_outbox_status_json(django_db_url: str, run_cli: Any) -> None:
     subscribe(django_db_url, "https://receiver.example/hook")
-    from django.db import connection
+    from django.db import connection, transaction
 
     import outbox
     from tests.support import zaak_event
-
-    from django.db import transaction
 
     with transaction.atomic():
         outbox.enqueue_many(connection, [zaak_event(str(uuid.uuid4())) for _ in range(2)])
