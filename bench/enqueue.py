@@ -22,6 +22,12 @@ batches of 100 events, one transaction each: `enqueue_many` against a plain
   M0 / Bb0 send events / JSON built once, outside the loop. M0 is the figure
   the 50,000 events/s target is checked against: the library's cost (validate,
   serialize, insert), as the peer figure is that of the INSERT alone.
+Django (section `django`, the example host's model on Django's psycopg 3 connection), one
+  `transaction.atomic()` = `Onderwerpobject.objects.create(...)` (one model save), then
+  D   `outbox.django.process_cloudevent(...)` (the drop-in for notifications-api-common);
+  DB  the same JSON document as notifications-api-common builds it, INSERTed through Django's
+      cursor into the bare table;
+  both leave the atomic block with a COMMIT. Target: cost(D)/cost(DB) <= 1.10.
 K concurrent connections (threads), A / B / A' as above. A transaction that
   notified takes, at commit, a heavyweight lock on "database 0" (PreCommit_Notify
   in PostgreSQL's async.c: cluster-wide) and holds it until after its commit
@@ -53,6 +59,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -516,7 +523,102 @@ def concurrent_section(k: int, per_conn: int) -> Section:
     return section
 
 
-SECTIONS = ("single", "batch", "concurrent")
+# -- Django: the ORM transaction of a Django host -----------------------------------------
+
+
+def django_setup(url: str) -> None:
+    """Django configured on `url` with the example host's app, migrated; the outbox in OUTBOX_SCHEMA."""
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
+    from psycopg import conninfo
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "django_host"))
+    params = conninfo.conninfo_to_dict(url)
+    settings.configure(
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": params.get("dbname", ""),
+                "USER": params.get("user", ""),
+                "PASSWORD": params.get("password", ""),
+                "HOST": params.get("host", ""),
+                "PORT": str(params.get("port", "")),
+            }
+        },
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "outbox.django", "onderwerpen"],
+        OUTBOX_SCHEMA=OUTBOX_SCHEMA,
+        NOTIFICATIONS_SOURCE=SOURCE,
+        USE_TZ=True,
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+    )
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def django_tables() -> tuple[str, ...]:
+    from onderwerpen.models import Onderwerpobject
+
+    return (Onderwerpobject._meta.db_table,)
+
+
+def _django_change() -> tuple[str, str]:
+    from onderwerpen.models import Onderwerpobject
+
+    zaak = str(uuid.uuid4())
+    row = Onderwerpobject.objects.create(
+        onderwerpobjectidentificator_code_objecttype="zaak",
+        onderwerpobjectidentificator_code_soort_object_id="uuid",
+        onderwerpobjectidentificator_object_id=zaak,
+        onderwerpobjectidentificator_code_register="openzaak",
+    )
+    return zaak, LINK_BASE + str(row.uuid)
+
+
+def tx_django_process_cloudevent(_: Conn) -> None:
+    from django.db import transaction
+
+    from outbox.django import process_cloudevent
+
+    with transaction.atomic():
+        zaak, link = _django_change()
+        process_cloudevent(EVENT_TYPE, subject=zaak, data=_data(zaak, link, LABEL))
+
+
+def tx_django_bare(_: Conn) -> None:
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        zaak, link = _django_change()
+        # notifications-api-common's document (construct_cloudevent), serialized as CloudEvent does.
+        document = {
+            "id": str(uuid.uuid4()),
+            "source": SOURCE,
+            "specversion": "1.0",
+            "type": EVENT_TYPE,
+            "subject": zaak,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "datacontenttype": "application/json",
+            "data": _data(zaak, link, LABEL),
+        }
+        with connection.cursor() as cur:
+            cur.execute(INSERT_BARE, [orjson.dumps(document).decode()])
+
+
+def django_section(n: int) -> Section:
+    return Section(
+        f"Django: transaction.atomic() = one model save + the event ({n} tx per run)",
+        "tx",
+        n,
+        1,
+        [
+            Kind("D", "save() + outbox.django.process_cloudevent", tx_django_process_cloudevent),
+            Kind("DB", "save() + INSERT of the same JSON through Django's cursor", tx_django_bare),
+        ],
+    )
+
+
+SECTIONS = ("single", "batch", "concurrent", "django")
 
 
 def bench(url: str, args: argparse.Namespace) -> tuple[float | None, float | None]:
@@ -533,9 +635,15 @@ def bench(url: str, args: argparse.Namespace) -> tuple[float | None, float | Non
         "single": single_section_with_floor(args.transactions),
         "batch": batch_section(args.batches, args.batch_size),
         "concurrent": concurrent_section(k, max(1, args.concurrent_transactions // k)),
+        "django": django_section(args.transactions),
     }
     sections = {name: chosen[name] for name in SECTIONS if name in args.sections}
-    warmups = {"single": args.warmup, "batch": max(1, args.warmup // 10), "concurrent": max(k, args.warmup // 2)}
+    warmups = {
+        "single": args.warmup,
+        "batch": max(1, args.warmup // 10),
+        "concurrent": max(k, args.warmup // 2),
+        "django": args.warmup,
+    }
     prepared = ""
 
     with psycopg.connect(url, autocommit=True) as maint:
@@ -550,7 +658,11 @@ def bench(url: str, args: argparse.Namespace) -> tuple[float | None, float | Non
                 def serial(fn: TxFn, n: int) -> float:
                     return run_serial(conn, fn, n)
 
-                for name in ("single", "batch"):
+                if "django" in sections:
+                    django_setup(url)
+                    global TABLES
+                    TABLES = (*TABLES, *django_tables())
+                for name in ("single", "batch", "django"):
                     if name in sections:
                         print(f"\n[{sections[name].title}]", file=sys.stderr)
                         measure(
@@ -595,6 +707,11 @@ def bench(url: str, args: argparse.Namespace) -> tuple[float | None, float | Non
         report(sections["concurrent"])
         ratio_line(sections["concurrent"], "A", "B")
         ratio_line(sections["concurrent"], "A", "A'")
+    if "django" in sections:
+        report(sections["django"])
+        django_ratio = ratio_line(sections["django"], "D", "DB")
+        verdict = "PASS" if django_ratio <= 1.10 else "FAIL"
+        print(f"  Django target: cost(D)/cost(DB) = {django_ratio:.3f} <= 1.10: {verdict}")
     return ratio, many_rate
 
 

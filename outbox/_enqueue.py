@@ -128,7 +128,7 @@ def enqueue(
     schema, max_event_bytes = _settings(schema, max_event_bytes)
     document = _document(event, max_event_bytes)
     pg = _connection(conn)
-    with pg.cursor() as cur:
+    with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
         cur.execute(query("insert_event", schema), (document, notify_channel(schema)))
         result = cur.fetchone()
     assert result is not None
@@ -151,7 +151,7 @@ def enqueue_many(
     if not documents:
         return []
     pg = _connection(conn)
-    with pg.cursor() as cur:
+    with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
         cur.execute(query("insert_events", schema), (documents, notify_channel(schema)))
         return [int(r[0]) for r in cur.fetchall()]
 
