@@ -129,7 +129,7 @@ def enqueue(
     document = _document(event, max_event_bytes)
     pg = _connection(conn)
     with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
-        cur.execute(query("insert_event", schema), (document, notify_channel(schema)))
+        cur.execute(query("insert_event", schema), (document,))
         result = cur.fetchone()
     assert result is not None
     return int(result[0])
@@ -200,7 +200,7 @@ async def enqueue_async(
     pg = await _async_psycopg_connection(conn)
     _check_transaction(pg.info.transaction_status, pg.autocommit)
     async with pg.cursor() as cur:
-        await cur.execute(query("insert_event", schema), (document, notify_channel(schema)))
+        await cur.execute(query("insert_event", schema), (document,))
         result = await cur.fetchone()
     assert result is not None
     return int(result[0])

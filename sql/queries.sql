@@ -3,15 +3,12 @@
 -- filled in as a quoted identifier; values are always bind parameters.
 
 -- name: insert_event
--- One event, in the caller's transaction. If a worker is idle, pg_notify
--- wakes it at commit (notifications of one transaction fold into one); busy
--- workers poll, and then the host commits without the NOTIFY's global lock.
-WITH ins AS (
-    INSERT INTO {schema}.events (event) VALUES (%s) RETURNING position
-)
-SELECT ins.position,
-       (SELECT pg_notify(%s, '') WHERE EXISTS (SELECT 1 FROM {schema}.idle_workers))
-  FROM ins;
+-- One event, in the caller's transaction: <schema>.insert_event (005) inserts it
+-- and, if a worker is idle, queues a NOTIFY for the commit (notifications of one
+-- transaction fold into one); busy workers poll, and then the host commits
+-- without the NOTIFY's global lock. A function, so connections that do not
+-- prepare statements get its plans cached all the same.
+SELECT {schema}.insert_event(%s);
 
 -- name: insert_events
 -- A batch in one statement. Binary array parameters (%b): psycopg's

@@ -55,11 +55,25 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class EventSearch:
+    """The search box takes an event id or subject: `event_field` is the lookup that points at events."""
+
+    event_field = "event"
+    search_fields = ("pk",)  # shows the box; the search itself is below
+    search_help_text = "an event id or subject (exact)"
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> tuple[Any, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(**{f"{self.event_field}__in": _events_matching(term)}), False
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(ReadOnlyAdmin):
     list_display = ("public_url", "status", "paused_reason", "content_mode", "auth_kind", "agreement", "created_at")
     list_filter = ("status", "content_mode", "auth_kind")
-    search_fields = ("callback_url",)
+    # No search over callback_url: it would let a search confirm a guessed access_token in a query string.
     fields = (
         "id",
         "public_url",
@@ -126,7 +140,7 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdmin):
+class DeliveryAdmin(EventSearch, ReadOnlyAdmin):
     list_display = (
         "id",
         "event_type",
@@ -140,8 +154,6 @@ class DeliveryAdmin(ReadOnlyAdmin):
     )
     list_filter = ("status", "subscription")
     list_select_related = ("event", "subscription")
-    search_fields = ("id",)  # replaced by event id / subject below
-    search_help_text = "an event id or subject (exact)"
     fields = (
         "id",
         "event_link",
@@ -160,14 +172,6 @@ class DeliveryAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     inlines = (AttemptInline,)
     actions = ("retry",)
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Delivery], search_term: str
-    ) -> tuple[QuerySet[Delivery], bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(event__in=_events_matching(term)), False
 
     @admin.display(description="type")
     def event_type(self, obj: Delivery) -> str | None:
@@ -204,20 +208,11 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
+class EventAdmin(EventSearch, ReadOnlyAdmin):
+    event_field = "position"
     list_display = ("position", "event_type", "event_id", "subject", "enqueued_at", "routed_at")
-    search_fields = ("position",)  # replaced by event id / subject below
-    search_help_text = "an event id or subject (exact)"
     fields = ("position", "event_id", "event_type", "subject", "enqueued_at", "routed_at", "event_json")
     readonly_fields = fields
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Event], search_term: str
-    ) -> tuple[QuerySet[Event], bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(position__in=_events_matching(term)), False
 
     @admin.display(description="type")
     def event_type(self, obj: Event) -> str | None:

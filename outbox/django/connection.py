@@ -39,6 +39,11 @@ def driver_problem(connection: Any) -> str | None:
 
 def psycopg_connection(connection: Any) -> psycopg.Connection[Any]:
     """The psycopg connection of a Django connection, connected, checked to be usable."""
+    if type(connection).__name__ == "ConnectionProxy":
+        # `django.db.connection` looks the wrapper up again on every attribute (~4 µs each): once is enough.
+        from django.db import connections
+
+        connection = connections[connection.alias]
     problem = driver_problem(connection)
     if problem:
         raise UnsupportedConnectionError(f"enqueue: {problem}")

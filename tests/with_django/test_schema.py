@@ -123,3 +123,20 @@ def test_a_project_on_psycopg2_gets_a_check_error_at_start(empty_database_url: s
         "(outbox.E002) the outbox cannot write events: DATABASES['default'] runs on the psycopg2 driver"
         in result.stderr
     )
+
+
+def test_the_django_migrations_apply_every_sql_file() -> None:
+    """A new sql/ file needs a Django migration that names it, or `manage.py migrate` would stop short."""
+    from django.db.migrations.loader import MigrationLoader
+
+    from outbox.django.migration_ops import ApplyOutboxSql
+
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    versions = [
+        operation.version
+        for (app, _), migration in sorted(loader.disk_migrations.items())
+        if app == "outbox"
+        for operation in migration.operations
+        if isinstance(operation, ApplyOutboxSql)
+    ]
+    assert versions[-1] == NEWEST

@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
     dependencies: list[tuple[str, str]] = []
 
     operations = [
-        ApplyOutboxSql(version=4),
+        ApplyOutboxSql(version=5),
         migrations.CreateModel(
             name="Delivery",
             fields=[
