@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
 from outbox._errors import NoTransactionError, UnsupportedConnectionError
 
@@ -32,7 +33,7 @@ def driver_problem(connection: Any) -> str | None:
     if driver != "psycopg":
         return (
             f"DATABASES[{alias!r}] runs on the {driver} driver; the outbox writes on psycopg 3 "
-            "(pip install 'psycopg[binary]>=3.2': Django's postgresql backend then uses it)"
+            "(Django's own postgresql backend uses it whenever it is installed)"
         )
     return None
 
@@ -53,6 +54,8 @@ def psycopg_connection(connection: Any) -> psycopg.Connection[Any]:
     pg = connection.connection
     if not isinstance(pg, psycopg.Connection):  # pragma: no cover - guarded by driver_problem
         raise UnsupportedConnectionError(f"enqueue: Django handed out a {type(pg).__name__}, not a psycopg connection")
+    if pg.info.transaction_status == pq.TransactionStatus.INERROR:  # an error caught outside an atomic block
+        raise NoTransactionError("enqueue: the caller's transaction has already failed; roll it back first")
     if connection.get_autocommit():
         _note_autocommit(connection.alias)
     return pg

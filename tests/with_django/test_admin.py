@@ -4,54 +4,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from tests.support import Receiver, WorkerProcess, enqueue, subscribe, wait_until, zaak_event
+from tests.with_django.conftest import QUERY_TOKEN, rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-STATIC_TOKEN = "Bearer static-secret-0f3c9a"
-QUERY_TOKEN = "query-secret-77ab12"
-
-
-def rows(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
-    with psycopg.connect(url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute(sql, params).fetchall()
-
-
-@pytest.fixture
-def failed(django_db_url: str, tmp_path: Path) -> dict[str, Any]:
-    """Two subscriptions with secrets; three events failed on a receiver that answers 415 with a body."""
-    receiver = Receiver(answer=lambda n, r: (415, {}, 0.0), body_for=lambda r: b"unsupported: use structured mode")
-    with receiver.running():
-        subscription = subscribe(django_db_url, receiver.url, auth=STATIC_TOKEN)
-        other = subscribe(
-            django_db_url, f"https://receiver.example/hook?access_token={QUERY_TOKEN}", allow_query_token=True
-        )
-        with psycopg.connect(django_db_url) as conn:
-            conn.execute(
-                "UPDATE outbox.subscriptions SET status = 'paused', paused_reason = 'later' WHERE id = %s", (other,)
-            )
-        events = [zaak_event(str(uuid.uuid4()), n) for n in range(3)]
-        enqueue(django_db_url, events)
-        worker = WorkerProcess(django_db_url, tmp_path / "worker.log")
-        try:
-            wait_until(
-                lambda: len(rows(django_db_url, "SELECT id FROM outbox.deliveries WHERE status = 'failed'")) == 3,
-                message="three failed deliveries",
-            )
-        finally:
-            worker.terminate()
-    deliveries = rows(
-        django_db_url, "SELECT * FROM outbox.deliveries WHERE subscription_id = %s ORDER BY id", subscription
-    )
-    return {"subscription": subscription, "other": other, "events": events, "deliveries": deliveries}
 
 
 def staff(*permissions: str) -> Client:

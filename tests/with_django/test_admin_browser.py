@@ -1,0 +1,132 @@
+"""The outbox admin in a real headless Chromium, driven by keyboard: log in, find the failed deliveries,
+read one's attempts, retry it, pause its subscription. Chromium comes from the system (.ci/run installs
+Debian's); Playwright drives it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from tests.with_django.conftest import QUERY_TOKEN, rows
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/run installs Debian's chromium)"),
+]
+
+# Headless, and quiet on a closed network (no background connections that would be refused).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls of the test are still sync.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+            # Django keeps connections per asyncio context: those opened under Playwright's loop close here.
+            from django.db import connections
+
+            connections.close_all()
+
+
+@pytest.fixture
+def live_url(django_db_url: str) -> Iterator[str]:
+    """The example host served on 127.0.0.1 for this test (its connections closed when it stops)."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.test.testcases import LiveServerThread
+
+    thread = LiveServerThread("127.0.0.1", StaticFilesHandler, port=0)
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    try:
+        yield f"http://127.0.0.1:{thread.port}"
+    finally:
+        thread.terminate()
+
+
+def tab_to(page: Any, selector: str, limit: int = 60) -> None:
+    """Press Tab until the element matching `selector` has the focus: it is reachable by keyboard."""
+    for _ in range(limit):
+        if page.evaluate("s => document.activeElement && document.activeElement.matches(s)", selector):
+            return
+        page.keyboard.press("Tab")
+    raise AssertionError(f"{selector} cannot be reached with Tab")
+
+
+def test_an_operator_retries_a_failed_delivery_and_pauses_its_subscription_by_keyboard(
+    failed: dict[str, Any], live_url: str, page: Any, django_db_url: str
+) -> None:
+    User.objects.create_superuser("beheerder", password="een-lang-wachtwoord")
+    page.goto(f"{live_url}/admin/login/?next=/admin/outbox/delivery/%3Fstatus__exact%3Dfailed")
+    page.keyboard.type("beheerder")  # the username field has the focus on load
+    page.keyboard.press("Tab")
+    page.keyboard.type("een-lang-wachtwoord")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/admin/outbox/delivery/?status__exact=failed")
+
+    listing = page.content()
+    assert all(event.subject in listing for event in failed["events"])
+    assert "static-secret" not in listing and QUERY_TOKEN not in listing
+
+    # Open the first failed delivery by keyboard and read its attempt.
+    first = failed["deliveries"][0]["id"]
+    tab_to(page, f'a[href$="/admin/outbox/delivery/{first}/change/?_changelist_filters=status__exact%3Dfailed"]')
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/admin/outbox/delivery/{first}/change/**")
+    attempts = page.locator("#attempt_rows-group").inner_text()
+    assert "415" in attempts and "unsupported: use structured mode" in attempts
+    page.go_back()
+
+    # Select it, choose the retry action, run it: all by keyboard.
+    tab_to(page, f'input[name="_selected_action"][value="{first}"]')
+    page.keyboard.press("Space")
+    tab_to(page, 'select[name="action"]')
+    page.keyboard.press("ArrowDown")  # "---------" → the first action
+    assert page.eval_on_selector('select[name="action"]', "s => s.value") == "retry"
+    tab_to(page, 'button[name="index"]')
+    page.keyboard.press("Enter")
+    page.wait_for_load_state()
+    assert "1 failed delivery back to pending" in page.locator("ul.messagelist").inner_text()
+    [row] = rows(django_db_url, "SELECT status, attempts FROM outbox.deliveries WHERE id = %s", first)
+    assert row == {"status": "pending", "attempts": 0}
+
+    # Pause the subscription the same way.
+    page.goto(f"{live_url}/admin/outbox/subscription/")
+    tab_to(page, f'input[name="_selected_action"][value="{failed["subscription"]}"]')
+    page.keyboard.press("Space")
+    tab_to(page, 'select[name="action"]')
+    page.keyboard.press("ArrowDown")
+    assert page.eval_on_selector('select[name="action"]', "s => s.value") == "pause"
+    tab_to(page, 'button[name="index"]')
+    page.keyboard.press("Enter")
+    page.wait_for_load_state()
+    assert "Paused 1 subscription" in page.locator("ul.messagelist").inner_text()
+    [subscription] = rows(
+        django_db_url, "SELECT status FROM outbox.subscriptions WHERE id = %s", failed["subscription"]
+    )
+    assert subscription["status"] == "paused"
+
