@@ -1,6 +1,6 @@
 """The outbox admin in a real headless Chromium, driven by keyboard: log in, find the failed deliveries,
-read one's attempts, retry it, pause its subscription. Chromium comes from the system (.ci/run installs
-Debian's); Playwright drives it."""
+read one's attempts, retry it, pause its subscription; and every outbox admin page checked with axe-core
+against WCAG 2.1 A and AA. Chromium comes from the system (.ci/run installs Debian's); Playwright drives it."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_an_operator_retries_a_failed_delivery_and_pauses_its_subscription_by_ke
     page.keyboard.press("Tab")
     page.keyboard.type("een-lang-wachtwoord")
     page.keyboard.press("Enter")
-    page.wait_for_url("**/admin/outbox/delivery/?status__exact=failed")
+    page.wait_for_url(f"{live_url}/admin/outbox/delivery/?status__exact=failed")
 
     listing = page.content()
     assert all(event.subject in listing for event in failed["events"])
@@ -130,3 +130,38 @@ def test_an_operator_retries_a_failed_delivery_and_pauses_its_subscription_by_ke
     )
     assert subscription["status"] == "paused"
 
+
+WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def test_every_outbox_admin_page_meets_wcag_21_aa(
+    failed: dict[str, Any], live_url: str, page: Any, django_db_url: str
+) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    User.objects.create_superuser("beheerder", password="een-lang-wachtwoord")
+    page.goto(f"{live_url}/admin/login/?next=/admin/outbox/")
+    page.keyboard.type("beheerder")
+    page.keyboard.press("Tab")
+    page.keyboard.type("een-lang-wachtwoord")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_url}/admin/outbox/")
+    delivery = failed["deliveries"][0]
+    paths = [
+        "/admin/outbox/",
+        "/admin/outbox/delivery/",
+        "/admin/outbox/delivery/?status__exact=failed",
+        f"/admin/outbox/delivery/{delivery['id']}/change/",
+        "/admin/outbox/subscription/",
+        f"/admin/outbox/subscription/{failed['subscription']}/change/",
+        "/admin/outbox/event/",
+        f"/admin/outbox/event/{delivery['event_position']}/change/",
+    ]
+    axe = Axe()
+    found = {}
+    for path in paths:
+        if page.url != live_url + path:
+            page.goto(live_url + path)
+        result = axe.run(page, options={"runOnly": {"type": "tag", "values": WCAG_21_AA}})
+        found[path] = [(v["id"], [n["target"] for n in v["nodes"]]) for v in result.response["violations"]]
+    assert found == {path: [] for path in paths}
