@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 from psycopg import pq
@@ -32,8 +32,13 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
-    # Django's connection wrappers (django.db.connection) are accepted too; they carry no types.
-    SyncTarget = psycopg.Connection[Any] | Session | SAConnection | Any
+    class DjangoConnection(Protocol):
+        """`django.db.connection`, `connections[alias]` (Django ships no types: this is their shape)."""
+
+        in_atomic_block: bool
+        settings_dict: dict[str, Any]
+
+    SyncTarget = psycopg.Connection[Any] | Session | SAConnection | DjangoConnection
     AsyncTarget = psycopg.AsyncConnection[Any] | AsyncSession | SAAsyncConnection
 
 
@@ -83,7 +88,7 @@ def _is_django(target: object) -> bool:
 def _connection(target: object) -> psycopg.Connection[Any]:
     """The psycopg connection to write on, checked to be inside the caller's transaction (a
     Django connection outside `transaction.atomic()` is allowed: see `outbox.django.connection`)."""
-    if _is_django(target):
+    if not isinstance(target, psycopg.Connection) and _is_django(target):
         from outbox.django.connection import psycopg_connection
 
         return psycopg_connection(target)
@@ -199,7 +204,7 @@ async def enqueue_async(
     document = _document(event, max_event_bytes)
     pg = await _async_psycopg_connection(conn)
     _check_transaction(pg.info.transaction_status, pg.autocommit)
-    async with pg.cursor() as cur:
+    async with psycopg.AsyncCursor(pg) as cur:  # server-side binding, as in `enqueue`
         await cur.execute(query("insert_event", schema), (document,))
         result = await cur.fetchone()
     assert result is not None
@@ -220,6 +225,6 @@ async def enqueue_many_async(
         return []
     pg = await _async_psycopg_connection(conn)
     _check_transaction(pg.info.transaction_status, pg.autocommit)
-    async with pg.cursor() as cur:
+    async with psycopg.AsyncCursor(pg) as cur:  # server-side binding (%b), as in `enqueue_many`
         await cur.execute(query("insert_events", schema), (documents, notify_channel(schema)))
         return [int(r[0]) for r in await cur.fetchall()]

@@ -53,8 +53,9 @@ def test_pages_render_show_attempts_and_never_a_secret(
     )
     assert event["id"] in detail
     event_page = text(admin_client.get(f"/admin/outbox/event/{delivery['event_position']}/change/"))
-    assert "&quot;linkObjectType&quot;" not in event_page  # not a zaak-link event; the JSON is there:
+    # the event's JSON, whole
     assert "&quot;specversion&quot;: &quot;1.0&quot;" in event_page
+    assert f"&quot;id&quot;: &quot;{event['id']}&quot;" in event_page
     assert "<textarea" not in event_page and 'name="_save"' not in event_page  # read-only
 
 
