@@ -191,3 +191,30 @@ def test_process_cloudevent_has_the_signature_of_notifications_api_common() -> N
     parameters = inspect.signature(process_cloudevent).parameters
     assert list(parameters) == ["event_type", "subject", "dataref", "data"]
     assert [p.default for p in parameters.values()][1:] == [None, None, None]
+
+
+def test_zaak_links_from_open_klants_grouped_identificator(django_db_url: str, settings: Any) -> None:
+    """Open Klant's model exposes the identificator as a group (a mapping with snake_case keys)."""
+    from types import SimpleNamespace
+
+    from outbox.django import enqueue_zaak_links
+
+    settings.ENABLE_CLOUD_EVENTS = True
+    zaak = str(uuid.uuid4())
+    ident = {"code_objecttype": "zaak", "code_soort_object_id": "uuid", "object_id": zaak, "code_register": "openzaak"}
+    before = SimpleNamespace(onderwerpobjectidentificator=ident, klantcontact="Mijn Klantcontact Onderwerp")
+    after = SimpleNamespace(
+        onderwerpobjectidentificator={**ident, "code_objecttype": "klantcontact"}, klantcontact=None
+    )
+    url = "https://openklant.example/klantinteracties/api/v1/onderwerpobjecten/5fee9673"
+    with transaction.atomic():
+        written = enqueue_zaak_links(before, after, url=url)
+    assert [e.type for e in written] == ["nl.overheid.zaken.zaak-ontkoppeld"]
+    [event] = outbox_rows(django_db_url)
+    assert event["subject"] == zaak
+    assert event["data"] == {
+        "zaak": f"urn:uuid:{zaak}",
+        "linkTo": url,
+        "label": "Mijn Klantcontact Onderwerp",
+        "linkObjectType": "Onderwerpobject",
+    }
