@@ -35,7 +35,7 @@ K concurrent connections (threads), A / B / A' as above. A transaction that
   record is flushed, so notifying transactions commit one at a time and cannot
   share a WAL flush (group commit).
 
-Method (as /work/shared/PEERS.md): before every timed run TRUNCATE, pre-load
+Method (as ../shared/PEERS.md): before every timed run TRUNCATE, pre-load
 (optional, `--preload`), ANALYZE, CHECKPOINT; warm-up before the first timed
 run; each figure is the median of `--runs` runs, the kinds interleaved (the
 order rotates from run to run).

@@ -1,6 +1,6 @@
 """The benchmark's webhook receiver: a bare ASGI app that answers 204 and remembers what arrived.
 
-Run under uvicorn, one process, uvloop, httptools, access log off (as /work/shared/PEERS.md):
+Run under uvicorn, one process, uvloop, httptools, access log off (as ../shared/PEERS.md):
 
     uvicorn --app-dir bench receiver_asgi:app --loop uvloop --http httptools --no-access-log --lifespan off
 

@@ -1,6 +1,6 @@
 """Delivery throughput and latency: `outbox run` against procrastinate, pgqueuer and a bare POST loop.
 
-What the issue asks, measured the way /work/shared/PEERS.md says the peer figures were:
+What the issue asks, measured the way ../shared/PEERS.md says the peer figures were:
 
 * drain: a backlog of `--events` events (default 20,000, ~600 bytes, each with its own subject:
   the outbox orders deliveries per subject) for one subscription on a local receiver that answers
