@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, quote_plus, urlsplit, urlunsplit
 
 from outbox._errors import InvalidSubscriptionError
 from outbox._event import CloudEvent
+from outbox._filters import EventView, Filter, compile_filters, filters_match
 
 ContentMode = Literal["structured", "binary", "batched"]
 CONTENT_MODES: tuple[ContentMode, ...] = ("structured", "binary", "batched")
@@ -53,7 +54,7 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----")
 _ABONNEMENT_KEYS = frozenset(
     {
-        "url", "callbackUrl", "auth", "kanalen", "types", "contentMode", "orderingKey", "status",
+        "url", "callbackUrl", "auth", "kanalen", "types", "filters", "contentMode", "orderingKey", "status",
         "batchMax", "contentType", "rate", "preflight", "oauth2", "zgw", "signingSecrets",
         "caBundle", "clientCert", "clientKey", "allowQueryToken",
     }
@@ -100,6 +101,8 @@ class Subscription:
     auth: str | None = field(default=None, repr=False)
     kanalen: tuple[Kanaal, ...] = ()
     types: tuple[str, ...] = ()
+    # CloudEvents Subscriptions API filter expressions (and JSON Logic), compiled; all must hold.
+    filters: tuple[Filter, ...] = ()
     content_mode: ContentMode = "structured"
     status: Literal["active", "paused"] = "active"
     paused_reason: str | None = None
@@ -161,6 +164,7 @@ class Subscription:
         auth: object = None,
         kanalen: object = (),
         types: object = (),
+        filters: object = (),
         content_mode: object = "structured",
         ordering_key: object = None,
         allow_insecure: bool = False,
@@ -187,6 +191,7 @@ class Subscription:
         secret = _check_auth(auth, problems)
         parsed_kanalen = _check_kanalen(kanalen, problems)
         parsed_types = _check_types(types, problems)
+        parsed_filters = compile_filters(filters, problems)
         if content_mode not in CONTENT_MODES:
             problems.append(f"contentMode: must be one of {', '.join(CONTENT_MODES)}, got {content_mode!r}")
         if ordering_key is not None and (not isinstance(ordering_key, str) or not _ATTRIBUTE_NAME.match(ordering_key)):
@@ -235,6 +240,7 @@ class Subscription:
             auth=secret,
             kanalen=parsed_kanalen,
             types=parsed_types,
+            filters=parsed_filters,
             content_mode=content_mode,  # type: ignore[arg-type]
             ordering_key=ordering_key,  # type: ignore[arg-type]
             allow_insecure=allow_insecure,
@@ -273,6 +279,7 @@ class Subscription:
             auth=document.get("auth"),
             kanalen=document.get("kanalen", ()),
             types=document.get("types", ()),
+            filters=document.get("filters", ()),
             content_mode=document.get("contentMode", "structured"),
             ordering_key=document.get("orderingKey"),
             allow_insecure=allow_insecure,
@@ -296,6 +303,7 @@ class Subscription:
             "auth": self.auth,
             "kanalen": [k.to_dict() for k in self.kanalen],
             "types": list(self.types),
+            "filters": [f.to_json() for f in self.filters],
             "contentMode": self.content_mode,
             "orderingKey": self.ordering_key,
             "batchMax": self.batch_max,
@@ -334,6 +342,7 @@ class Subscription:
             "authKind": self.auth_kind,
             "kanalen": [k.to_dict() for k in self.kanalen],
             "types": list(self.types),
+            "filters": [f.to_json() for f in self.filters],
             "contentMode": self.content_mode,
             "batchMax": self.batch_max,
             "contentType": self.content_type,
@@ -370,9 +379,10 @@ class Subscription:
 
     # -- matching -----------------------------------------------------------------------
 
-    def wants(self, event: CloudEvent) -> bool:
-        """Does this subscription want `event`? (Its active/paused status is not considered.)"""
-        return matches(self, event)
+    def wants(self, event: CloudEvent, view: EventView | None = None) -> bool:
+        """Does this subscription want `event`? (Its active/paused status is not considered.)
+        `view`: the event as filters read it, when the caller matches it against many subscriptions."""
+        return matches(self, event, view)
 
 
 def auth_hint(auth: str | None) -> str | None:
@@ -716,11 +726,15 @@ def kanaal_matches(kanaal: Kanaal, event: CloudEvent, keys: Mapping[str, str] | 
     return all(_filter_matches(expected, _value_of(event, key, keys)) for key, expected in kanaal.filters.items())
 
 
-def matches(subscription: Subscription, event: CloudEvent) -> bool:
-    """Does `subscription` want `event`? Types ANDed with kanalen; kanalen ORed; filters ANDed."""
+def matches(subscription: Subscription, event: CloudEvent, view: EventView | None = None) -> bool:
+    """Does `subscription` want `event`? Types, kanalen and filters ANDed; kanalen ORed; a kanaal's
+    filters ANDed; the Subscriptions API filters all ANDed (`outbox._filters`)."""
     if subscription.types and not any(type_matches(p, event.type) for p in subscription.types):
         return False
     if subscription.kanalen:
         keys = routing_keys(event)
-        return any(kanaal_matches(k, event, keys) for k in subscription.kanalen)
+        if not any(kanaal_matches(k, event, keys) for k in subscription.kanalen):
+            return False
+    if subscription.filters:
+        return filters_match(subscription.filters, view if view is not None else EventView(event))
     return True

@@ -34,11 +34,11 @@ SELECT status, count(*) AS n FROM {schema}.deliveries GROUP BY status;
 -- name: insert_subscription
 -- `outbox subscriptions add`.
 INSERT INTO {schema}.subscriptions
-    (callback_url, kanalen, types, content_mode, ordering_key, allow_insecure, handshake_at, agreement,
+    (callback_url, kanalen, types, filters, content_mode, ordering_key, allow_insecure, handshake_at, agreement,
      requested_rate, allowed_rate, batch_max, content_type, preflight, allow_query_token, auth_kind,
      oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id, ca_bundle, client_cert, secrets,
      secrets_encrypted)
-VALUES (%(callback_url)s, %(kanalen)s, %(types)s, %(content_mode)s, %(ordering_key)s, %(allow_insecure)s,
+VALUES (%(callback_url)s, %(kanalen)s, %(types)s, %(filters)s, %(content_mode)s, %(ordering_key)s, %(allow_insecure)s,
         %(handshake_at)s, %(agreement)s, %(requested_rate)s, %(allowed_rate)s, %(batch_max)s, %(content_type)s,
         %(preflight)s, %(allow_query_token)s, %(auth_kind)s, %(oauth2_token_url)s, %(oauth2_client_id)s,
         %(oauth2_scope)s, %(zgw_client_id)s, %(ca_bundle)s, %(client_cert)s, %(secrets)s, %(secrets_encrypted)s)
@@ -48,7 +48,8 @@ RETURNING id;
 -- `outbox subscriptions update ID`: every option at once (the CLI re-validates the whole subscription),
 -- only if nobody changed the row since the CLI read it (updated_at as read).
 UPDATE {schema}.subscriptions
-   SET callback_url = %(callback_url)s, kanalen = %(kanalen)s, types = %(types)s, content_mode = %(content_mode)s,
+   SET callback_url = %(callback_url)s, kanalen = %(kanalen)s, types = %(types)s, filters = %(filters)s,
+       content_mode = %(content_mode)s,
        ordering_key = %(ordering_key)s, allow_insecure = %(allow_insecure)s, handshake_at = %(handshake_at)s,
        agreement = %(agreement)s, requested_rate = %(requested_rate)s, allowed_rate = %(allowed_rate)s,
        batch_max = %(batch_max)s, content_type = %(content_type)s, preflight = %(preflight)s,
@@ -70,7 +71,7 @@ RETURNING id;
 
 -- name: list_subscriptions
 -- `outbox subscriptions list`, and the router's view of who wants what (with the shared pace).
-SELECT s.id, s.callback_url, s.kanalen, s.types, s.content_mode, s.status, s.paused_reason, s.ordering_key, s.allow_insecure,
+SELECT s.id, s.callback_url, s.kanalen, s.types, s.filters, s.content_mode, s.status, s.paused_reason, s.ordering_key, s.allow_insecure,
        s.handshake_at, s.created_at, s.updated_at, s.agreement, s.requested_rate, s.allowed_rate, s.batch_max, s.content_type,
        s.preflight, s.allow_query_token, s.auth_kind, s.oauth2_token_url, s.oauth2_client_id, s.oauth2_scope, s.zgw_client_id,
        s.ca_bundle, s.client_cert, s.secrets, s.secrets_encrypted,
@@ -81,7 +82,7 @@ SELECT s.id, s.callback_url, s.kanalen, s.types, s.content_mode, s.status, s.pau
 
 -- name: get_subscription
 -- `outbox subscriptions show ID`.
-SELECT id, callback_url, kanalen, types, content_mode, status, paused_reason, ordering_key, allow_insecure,
+SELECT id, callback_url, kanalen, types, filters, content_mode, status, paused_reason, ordering_key, allow_insecure,
        handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate, batch_max, content_type,
        preflight, allow_query_token, auth_kind, oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id,
        ca_bundle, client_cert, secrets, secrets_encrypted

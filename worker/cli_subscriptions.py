@@ -95,6 +95,15 @@ def _delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
         "--type", "types", multiple=True, metavar="PATTERN", help="Event type pattern; * is a wildcard. Repeatable."
     )(command)
     command = click.option(
+        "--filter",
+        "filters",
+        multiple=True,
+        metavar="JSON",
+        help='A filter expression of the CloudEvents Subscriptions API, e.g. \'{"prefix": {"subject": "a7"}}\' '
+        "(exact, prefix, suffix, all, any, not, sql = CESQL; jsonlogic). Repeatable: all must hold. "
+        "On update, the given filters replace the old ones.",
+    )(command)
+    command = click.option(
         "--preflight/--no-preflight",
         default=None,
         help="Run the handshake before deliveries (pre-flight) instead of once now.",
@@ -151,6 +160,8 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
             fields[key] = options[name]
     if options.get("types"):
         fields["types"] = list(options["types"])
+    if options.get("filters"):
+        fields["filters"] = [_filter_json(text, index) for index, text in enumerate(options["filters"])]
     if options.get("signing_secrets"):
         fields["signingSecrets"] = list(options["signing_secrets"])
     oauth2 = {
@@ -180,6 +191,13 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
         if options.get(name) is not None:
             fields[key] = _read_pem(options[name], flag)
     return fields
+
+
+def _filter_json(text: str, index: int) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _refused(InvalidSubscriptionError([f"filters[{index}]: --filter is not valid JSON ({exc})"])) from None
 
 
 def _refused(exc: InvalidSubscriptionError) -> click.ClickException:
@@ -307,6 +325,7 @@ def _agreed(subscription: Subscription, skip_handshake: bool, origin: str | None
 def _describe(sub: Subscription) -> str:
     parts = [f"{k.naam}{json.dumps(dict(k.filters), ensure_ascii=False) if k.filters else ''}" for k in sub.kanalen]
     parts += [f"type {t}" for t in sub.types]
+    parts += [f"filter {json.dumps(f.to_json(), ensure_ascii=False)}" for f in sub.filters]
     return "; ".join(parts)
 
 
@@ -331,7 +350,8 @@ def subscriptions() -> None:
     "--from-json",
     "from_json",
     metavar="FILE",
-    help="Abonnement JSON (callbackUrl, auth, kanalen[].naam/filters, and the camelCase names of these options: "
+    help="Abonnement JSON (callbackUrl, auth, kanalen[].naam/filters, filters[] (Subscriptions API dialects), "
+    "and the camelCase names of these options: "
     "contentMode, batchMax, contentType, rate, preflight, oauth2{tokenUrl, clientId, clientSecret, scope}, "
     "zgw{clientId, secret}, signingSecrets[], caBundle/clientCert/clientKey (PEM or a path), allowQueryToken); "
     "- reads standard input. Options given as well override its fields.",
@@ -369,7 +389,7 @@ def subscriptions_add(
     click.echo(new_id)
 
 
-_CLEARABLE = ("auth", "rate", "content-type", "ordering-key", "signing", "tls", "types", "kanalen")
+_CLEARABLE = ("auth", "rate", "content-type", "ordering-key", "signing", "tls", "types", "kanalen", "filters")
 
 
 @subscriptions.command("update")
@@ -380,7 +400,8 @@ _CLEARABLE = ("auth", "rate", "content-type", "ordering-key", "signing", "tls", 
     "clear",
     multiple=True,
     type=click.Choice(_CLEARABLE),
-    help="Remove a setting: auth (every kind), rate, content-type, ordering-key, signing, tls, types, kanalen.",
+    help="Remove a setting: auth (every kind), rate, content-type, ordering-key, signing, tls, types, kanalen, "
+    "filters.",
 )
 @click.option("--skip-handshake", is_flag=True, help="Do not run the handshake again (agreed out of band).")
 @_origin_option
@@ -413,6 +434,7 @@ def subscriptions_update(
         "tls": {"caBundle": None, "clientCert": None, "clientKey": None},
         "types": {"types": []},
         "kanalen": {"kanalen": []},
+        "filters": {"filters": []},
     }
     for name in clear:
         document.update(cleared.get(name, {}))

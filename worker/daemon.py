@@ -377,7 +377,10 @@ class Worker:
                 subscription = from_row(row, self._box)
             except ValueError as exc:  # secrets that do not open: say so, deliver nothing to it
                 log(logging.ERROR, "subscription cannot be used", subscription=str(sub_id), error=str(exc))
-                known[sub_id] = (version, from_row(row, None), None)
+                try:
+                    known[sub_id] = (version, from_row(row, None), None)
+                except ValueError:  # its stored filters do not compile: it cannot even be routed to
+                    pass
                 continue
             try:
                 target: Target | None = self._sender.target(subscription)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from outbox import CloudEvent, InvalidEventError, Subscription
+from outbox._filters import EventView
 from outbox._operations import key_lock_prefix
 from worker.logs import log
 
@@ -43,6 +44,7 @@ def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription])
     routes = Routes()
     # Parsed once per pass, not once per matching event.
     active = [(s, uuid.UUID(str(s.id))) for s in subscriptions if s.status == "active"]
+    any_filters = any(s.filters for s, _ in active)
     for position, text in rows:
         try:
             event = CloudEvent.from_dict(orjson.loads(text))
@@ -50,8 +52,9 @@ def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription])
             # Only rows written around enqueue can be broken; they cannot be delivered. Say so, go on.
             log(logging.ERROR, "event not routable", position=position, reason=str(exc))
             continue
+        view = EventView(event) if any_filters else None  # what filters read, once per event
         for subscription, subscription_id in active:
-            if subscription.wants(event):
+            if subscription.wants(event, view):
                 routes.positions.append(position)
                 routes.subscription_ids.append(subscription_id)
                 routes.keys.append(ordering_key(subscription, event))

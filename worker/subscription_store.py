@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from outbox import Kanaal, Subscription
+from outbox._filters import stored_filters
 from outbox._operations import set_subscription_status
 from outbox._sql import query
 from outbox._subscription import OAuth2Client, ZgwClient
@@ -48,6 +49,7 @@ def from_row(row: dict[str, Any], box: SecretBox | None) -> Subscription:
         auth=secrets.get("auth") if row["auth_kind"] == "static" else None,
         kanalen=tuple(Kanaal(naam=k["naam"], filters=k.get("filters") or {}) for k in row["kanalen"]),
         types=tuple(row["types"]),
+        filters=stored_filters(row["filters"]),
         content_mode=row["content_mode"],
         status=row["status"],
         paused_reason=row["paused_reason"],
@@ -78,6 +80,7 @@ def _parameters(subscription: Subscription, box: SecretBox) -> dict[str, Any]:
         "callback_url": subscription.callback_url,
         "kanalen": Jsonb([k.to_dict() for k in subscription.kanalen]),
         "types": list(subscription.types),
+        "filters": Jsonb([f.to_json() for f in subscription.filters]),
         "content_mode": subscription.content_mode,
         "ordering_key": subscription.ordering_key,
         "allow_insecure": subscription.allow_insecure,

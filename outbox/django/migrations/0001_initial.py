@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
     dependencies: list[tuple[str, str]] = []
 
     operations = [
-        ApplyOutboxSql(version=5),
+        ApplyOutboxSql(version=6),
         migrations.CreateModel(
             name="Delivery",
             fields=[
