@@ -377,10 +377,9 @@ class Worker:
                 subscription = from_row(row, self._box)
             except ValueError as exc:  # secrets that do not open: say so, deliver nothing to it
                 log(logging.ERROR, "subscription cannot be used", subscription=str(sub_id), error=str(exc))
-                try:
+                # Stored filters that no longer compile: it cannot even be routed to.
+                with contextlib.suppress(ValueError):
                     known[sub_id] = (version, from_row(row, None), None)
-                except ValueError:  # its stored filters do not compile: it cannot even be routed to
-                    pass
                 continue
             try:
                 target: Target | None = self._sender.target(subscription)
