@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-throughput clean
+.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-throughput clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ bench-enqueue: $(STAMP)
 
 bench-claim: $(STAMP)
 	$(BIN)/python bench/claim.py
+
+bench-route: $(STAMP)
+	$(BIN)/python bench/route.py
 
 bench-throughput: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -122,7 +122,7 @@ class _Sql(Filter):
 
     def matches(self, view: EventView) -> bool:
         # The spec's rule: only the boolean TRUE with no error lets the event through.
-        return self.expression.matches(view.context)
+        return self.expression.matches_context(view.context)
 
     def to_json(self) -> dict[str, Any]:
         return {"sql": self.expression.text}

@@ -667,6 +667,8 @@ _pattern_cache: dict[str, re.Pattern[str]] = {}
 
 def type_matches(pattern: str, event_type: str) -> bool:
     """`*` matches any run of characters; everything else literally."""
+    if pattern == ANY_VALUE:
+        return True
     compiled = _pattern_cache.get(pattern)
     if compiled is None:
         compiled = re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$")

@@ -45,6 +45,11 @@ class Expression:
         value, errors = self.evaluate(event)
         return value is True and not errors
 
+    def matches_context(self, attributes: Mapping[str, Any]) -> bool:
+        """`matches` for the context attributes alone (no `data`), as the router has them: no copy."""
+        errors: list[CesqlError] = []
+        return self._root.evaluate(attributes, errors) is True and not errors
+
     def __repr__(self) -> str:
         return f"outbox.cesql.compile({self.text!r})"
 
