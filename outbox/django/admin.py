@@ -81,6 +81,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         "paused_reason",
         "kanalen_json",
         "types",
+        "filters_json",
         "content_mode",
         "batch_max",
         "ordering_key",
@@ -100,6 +101,10 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     @admin.display(description="kanalen")
     def kanalen_json(self, obj: Subscription) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.kanalen, indent=2, ensure_ascii=False))
+
+    @admin.display(description="filters")
+    def filters_json(self, obj: Subscription) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.filters, indent=2, ensure_ascii=False))
 
     def has_pause_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("outbox.pause_subscription"))

@@ -99,6 +99,7 @@ class Subscription(ReadOnly):
     callback_url = models.TextField()
     kanalen = models.JSONField()
     types = ArrayField(models.TextField())
+    filters = models.JSONField()  # CloudEvents Subscriptions API filter expressions
     content_mode = models.TextField()
     status = models.TextField()
     paused_reason = models.TextField(null=True)

@@ -86,6 +86,7 @@ class Migration(migrations.Migration):
                 ("callback_url", models.TextField()),
                 ("kanalen", models.JSONField()),
                 ("types", django.contrib.postgres.fields.ArrayField(base_field=models.TextField(), size=None)),
+                ("filters", models.JSONField()),
                 ("content_mode", models.TextField()),
                 ("status", models.TextField()),
                 ("paused_reason", models.TextField(null=True)),
