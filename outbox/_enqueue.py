@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 from psycopg import pq
 
+from outbox._catalogue import admit, admit_async
 from outbox._errors import NoTransactionError, UnsupportedConnectionError
 from outbox._event import DEFAULT_MAX_EVENT_BYTES, CloudEvent
 from outbox._sql import DEFAULT_SCHEMA, notify_channel, query
@@ -124,15 +125,18 @@ def _psycopg_connection(target: object) -> psycopg.Connection[Any]:
 
 def enqueue(
     conn: SyncTarget, event: CloudEvent, *, schema: str | None = None, max_event_bytes: int | None = None
-) -> int:
+) -> int | None:
     """Write `event` in the caller's open transaction and return its position.
 
-    Never commits: a rollback leaves no trace. Invalid events raise
-    `InvalidEventError` before any SQL is sent.
+    Never commits: a rollback leaves no trace. Invalid events raise `InvalidEventError` before anything
+    is written, also when they break the event catalogue (`outbox._catalogue`); an event whose type the
+    catalogue has disabled is not written and None is returned.
     """
     schema, max_event_bytes = _settings(schema, max_event_bytes)
     document = _document(event, max_event_bytes)
     pg = _connection(conn)
+    if not admit(pg, schema, [event])[0]:
+        return None
     with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
         cur.execute(query("insert_event", schema), (document,))
         result = cur.fetchone()
@@ -146,19 +150,31 @@ def enqueue_many(
     *,
     schema: str | None = None,
     max_event_bytes: int | None = None,
-) -> list[int]:
-    """Write a batch of events in one statement; returns their positions in order.
+) -> list[int | None]:
+    """Write a batch of events in one statement; returns their positions in order (None for an event
+    whose type the catalogue has disabled: not written).
 
     All events are validated first: one invalid event writes none of them.
     """
     schema, max_event_bytes = _settings(schema, max_event_bytes)
+    events = list(events)
     documents = _documents(events, max_event_bytes)
     if not documents:
         return []
     pg = _connection(conn)
+    admitted = admit(pg, schema, events)
     with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
-        cur.execute(query("insert_events", schema), (documents, notify_channel(schema)))
-        return [int(r[0]) for r in cur.fetchall()]
+        return _positions(cur, schema, documents, admitted)
+
+
+def _positions(cur: psycopg.Cursor[Any], schema: str, documents: list[str], admitted: list[bool]) -> list[int | None]:
+    written = [document for document, ok in zip(documents, admitted, strict=True) if ok]
+    positions: list[int] = []
+    if written:
+        cur.execute(query("insert_events", schema), (written, notify_channel(schema)))
+        positions = [int(r[0]) for r in cur.fetchall()]
+    found = iter(positions)
+    return [next(found) if ok else None for ok in admitted]
 
 
 # -- async -----------------------------------------------------------------------
@@ -198,12 +214,14 @@ async def _async_psycopg_connection(target: object) -> psycopg.AsyncConnection[A
 
 async def enqueue_async(
     conn: AsyncTarget, event: CloudEvent, *, schema: str | None = None, max_event_bytes: int | None = None
-) -> int:
+) -> int | None:
     """`enqueue` for asyncio: psycopg AsyncConnection, SQLAlchemy AsyncSession/AsyncConnection."""
     schema, max_event_bytes = _settings(schema, max_event_bytes)
     document = _document(event, max_event_bytes)
     pg = await _async_psycopg_connection(conn)
     _check_transaction(pg.info.transaction_status, pg.autocommit)
+    if not (await admit_async(pg, schema, [event]))[0]:
+        return None
     async with psycopg.AsyncCursor(pg) as cur:  # server-side binding, as in `enqueue`
         await cur.execute(query("insert_event", schema), (document,))
         result = await cur.fetchone()
@@ -217,14 +235,21 @@ async def enqueue_many_async(
     *,
     schema: str | None = None,
     max_event_bytes: int | None = None,
-) -> list[int]:
+) -> list[int | None]:
     """`enqueue_many` for asyncio."""
     schema, max_event_bytes = _settings(schema, max_event_bytes)
+    events = list(events)
     documents = _documents(events, max_event_bytes)
     if not documents:
         return []
     pg = await _async_psycopg_connection(conn)
     _check_transaction(pg.info.transaction_status, pg.autocommit)
-    async with psycopg.AsyncCursor(pg) as cur:  # server-side binding (%b), as in `enqueue_many`
-        await cur.execute(query("insert_events", schema), (documents, notify_channel(schema)))
-        return [int(r[0]) for r in await cur.fetchall()]
+    admitted = await admit_async(pg, schema, events)
+    written = [document for document, ok in zip(documents, admitted, strict=True) if ok]
+    positions: list[int] = []
+    if written:
+        async with psycopg.AsyncCursor(pg) as cur:  # server-side binding (%b), as in `enqueue_many`
+            await cur.execute(query("insert_events", schema), (written, notify_channel(schema)))
+            positions = [int(r[0]) for r in await cur.fetchall()]
+    found = iter(positions)
+    return [next(found) if ok else None for ok in admitted]

@@ -487,3 +487,52 @@ SELECT p.n AS pending, b.n AS blocked, w.n AS delivering, u.n AS unrouted,
        (SELECT count(*) AS n,
                (SELECT enqueued_at FROM {schema}.events WHERE routed_at IS NULL ORDER BY position LIMIT 1) AS oldest
           FROM {schema}.events WHERE routed_at IS NULL) AS u;
+
+-- name: catalogue_version
+-- Hosts, at most every OUTBOX_CATALOGUE_TTL seconds: has the catalogue changed since it was loaded?
+SELECT version FROM {schema}.catalogue_version;
+
+-- name: catalogue
+-- Hosts: the whole catalogue, with its version, read in one statement.
+SELECT v.version, e.type, e.source, e.schema, e.is_enabled, e.slug
+  FROM {schema}.catalogue_version v
+  LEFT JOIN {schema}.event_types e ON true;
+
+-- name: list_event_types
+-- `outbox event-types list/export`.
+SELECT slug, type, name, source, schema, is_enabled, description FROM {schema}.event_types ORDER BY slug;
+
+-- name: get_event_type
+-- `outbox event-types show SLUG`.
+SELECT slug, type, name, source, schema, is_enabled, description FROM {schema}.event_types WHERE slug = %s;
+
+-- name: insert_event_type
+-- `outbox event-types add`.
+INSERT INTO {schema}.event_types (slug, type, name, source, schema, is_enabled, description)
+VALUES (%(slug)s, %(type)s, %(name)s, %(source)s, %(schema)s, %(is_enabled)s, %(description)s)
+RETURNING slug;
+
+-- name: upsert_event_type
+-- `outbox event-types import`: by slug; a row that is already the same is not touched (idempotent, and the
+-- catalogue version only moves when something changed).
+INSERT INTO {schema}.event_types AS e (slug, type, name, source, schema, is_enabled, description)
+VALUES (%(slug)s, %(type)s, %(name)s, %(source)s, %(schema)s, %(is_enabled)s, %(description)s)
+ON CONFLICT (slug) DO UPDATE
+   SET type = EXCLUDED.type, name = EXCLUDED.name, source = EXCLUDED.source, schema = EXCLUDED.schema,
+       is_enabled = EXCLUDED.is_enabled, description = EXCLUDED.description, updated_at = now()
+ WHERE (e.type, e.name, e.source, e.schema, e.is_enabled, e.description)
+       IS DISTINCT FROM (EXCLUDED.type, EXCLUDED.name, EXCLUDED.source, EXCLUDED.schema, EXCLUDED.is_enabled,
+                         EXCLUDED.description)
+RETURNING slug;
+
+-- name: update_event_type
+-- `outbox event-types update SLUG` (the whole entry, checked again) and enable/disable.
+UPDATE {schema}.event_types
+   SET slug = %(slug)s, type = %(type)s, name = %(name)s, source = %(source)s, schema = %(schema)s,
+       is_enabled = %(is_enabled)s, description = %(description)s, updated_at = now()
+ WHERE slug = %(current_slug)s
+RETURNING slug;
+
+-- name: delete_event_type
+-- `outbox event-types remove SLUG`.
+DELETE FROM {schema}.event_types WHERE slug = %s RETURNING slug;

@@ -33,6 +33,8 @@ def test_first_run_applies_all_second_is_a_no_op(empty_database_url: str) -> Non
         "schema_migrations",
         "idle_workers",
         "subscription_pace",
+        "event_types",
+        "catalogue_version",
     }
     with psycopg.connect(empty_database_url) as c:
         recorded = c.execute("SELECT version, name FROM outbox.schema_migrations ORDER BY version").fetchall()

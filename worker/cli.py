@@ -18,8 +18,9 @@ import psycopg
 from outbox import migrate
 from outbox._operations import retry_failed
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name, migrations
-from worker import logs, maintenance, subscription_store
+from worker import catalogue_store, logs, maintenance, subscription_store
 from worker import status as status_report
+from worker.cli_event_types import event_types
 from worker.cli_subscriptions import secrets, subscriptions
 from worker.daemon import StartupError, run_worker
 from worker.database import DEFAULT_DATA_DIR, database_url
@@ -47,6 +48,7 @@ class Context:
             except (
                 subscription_store.SubscriptionNotFound,
                 subscription_store.SubscriptionChanged,
+                catalogue_store.EventTypeNotFound,
                 SecretKeyError,
             ) as exc:
                 raise click.ClickException(str(exc)) from None
@@ -131,6 +133,7 @@ def sql_command() -> None:
 
 cli.add_command(subscriptions)
 cli.add_command(secrets)
+cli.add_command(event_types)
 
 
 # -- operations ---------------------------------------------------------------------

@@ -23,7 +23,8 @@ from tests.support import Receiver, WorkerProcess, enqueue, subscribe, wait_unti
 
 HOST_DIR = Path(__file__).resolve().parents[2] / "examples" / "django_host"
 OUTBOX_TABLES = (
-    "outbox.delivery_attempts, outbox.deliveries, outbox.subscription_pace, outbox.subscriptions, outbox.events"
+    "outbox.delivery_attempts, outbox.deliveries, outbox.subscription_pace, outbox.subscriptions, outbox.events, "
+    "outbox.event_types"
 )
 
 

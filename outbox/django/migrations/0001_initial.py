@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
     dependencies: list[tuple[str, str]] = []
 
     operations = [
-        ApplyOutboxSql(version=6),
+        ApplyOutboxSql(version=7),
         migrations.CreateModel(
             name="Delivery",
             fields=[

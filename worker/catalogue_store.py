@@ -1,0 +1,75 @@
+"""The event catalogue in the database: what `outbox event-types …` (and later the API) reads and writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from outbox._catalogue import EventType
+from outbox._sql import query
+
+
+class EventTypeNotFound(LookupError):
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"no event type with slug {slug!r}")
+
+
+class EventTypeConflict(ValueError):
+    """A slug or type that another entry already has."""
+
+
+def _conflict(exc: psycopg.errors.UniqueViolation, entry: EventType) -> EventTypeConflict:
+    field = "type" if "type" in (exc.diag.constraint_name or "") else "slug"
+    value = entry.type if field == "type" else entry.slug
+    return EventTypeConflict(f"{field}: another event type already has {value!r}")
+
+
+def all_types(conn: psycopg.Connection[Any], schema: str) -> list[EventType]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [EventType.from_row(row) for row in cur.execute(query("list_event_types", schema)).fetchall()]
+
+
+def get(conn: psycopg.Connection[Any], schema: str, slug: str) -> EventType:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query("get_event_type", schema), (slug,)).fetchone()
+    if row is None:
+        raise EventTypeNotFound(slug)
+    return EventType.from_row(row)
+
+
+def add(conn: psycopg.Connection[Any], schema: str, entry: EventType) -> None:
+    try:
+        with conn.transaction():
+            conn.execute(query("insert_event_type", schema), entry.row())
+    except psycopg.errors.UniqueViolation as exc:
+        raise _conflict(exc, entry) from None
+
+
+def replace(conn: psycopg.Connection[Any], schema: str, slug: str, entry: EventType) -> None:
+    """The entry `slug` becomes `entry` (its slug may change)."""
+    try:
+        with conn.transaction():
+            row = conn.execute(query("update_event_type", schema), {**entry.row(), "current_slug": slug}).fetchone()
+    except psycopg.errors.UniqueViolation as exc:
+        raise _conflict(exc, entry) from None
+    if row is None:
+        raise EventTypeNotFound(slug)
+
+
+def remove(conn: psycopg.Connection[Any], schema: str, slug: str) -> None:
+    if conn.execute(query("delete_event_type", schema), (slug,)).fetchone() is None:
+        raise EventTypeNotFound(slug)
+
+
+def import_all(conn: psycopg.Connection[Any], schema: str, entries: list[EventType]) -> int:
+    """Upsert by slug in one transaction; entries not in the file stay. Returns how many rows changed."""
+    changed = 0
+    try:
+        with conn.transaction():
+            for entry in entries:
+                changed += conn.execute(query("upsert_event_type", schema), entry.row()).rowcount
+    except psycopg.errors.UniqueViolation as exc:
+        raise EventTypeConflict(f"type: two event types would have the same type ({exc.diag.message_detail})") from None
+    return changed
