@@ -14,6 +14,7 @@ Schemas are compiled once per catalogue version (jsonschema-rs: 0.3 µs to valid
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -193,6 +194,8 @@ class Catalogue:
             if kind is None:  # the version row of an empty catalogue
                 continue
             validator = None
+            if isinstance(schema, str):  # jsonb as text: Django's connections load it so
+                schema = json.loads(schema)
             if schema is not None:
                 try:
                     validator = compile_schema(schema)

@@ -218,3 +218,22 @@ def test_zaak_links_from_open_klants_grouped_identificator(django_db_url: str, s
         "label": "Mijn Klantcontact Onderwerp",
         "linkObjectType": "Onderwerpobject",
     }
+
+
+def test_the_event_catalogue_holds_for_the_drop_in(django_db_url: str, run_cli: Any, settings: Any) -> None:
+    from pathlib import Path
+
+    from outbox._catalogue import forget
+
+    catalogue = Path(outbox.__file__).parent / "catalogues" / "zaak-links.json"
+    assert run_cli("event-types", "import", str(catalogue), url=django_db_url).returncode == 0
+    assert run_cli("event-types", "disable", "zaak-ontkoppeld", url=django_db_url).returncode == 0
+    forget()
+    settings.NOTIFICATIONS_SOURCE = "urn:nld:oin:01823288444:openklant"
+    with pytest.raises(InvalidEventError, match=r"data\.zaak: .* \(schema of 'zaak-gekoppeld'\)"), transaction.atomic():
+        process_cloudevent(
+            "nl.overheid.zaken.zaak-gekoppeld", subject="s", data={"zaak": "x", "linkTo": "y", "linkObjectType": "z"}
+        )
+    with transaction.atomic():
+        process_cloudevent("nl.overheid.zaken.zaak-ontkoppeld", subject="s", data={})  # disabled: not written
+    assert outbox_rows(django_db_url) == []
