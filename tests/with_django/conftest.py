@@ -58,6 +58,10 @@ def django_db_url(django_db_setup: Any, server_url: str) -> Iterator[str]:
     yield url
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {OUTBOX_TABLES}")
+    # The next test uses the same database: it must not see this one's catalogue (cached for up to its TTL).
+    from outbox._catalogue import forget
+
+    forget()
 
 
 def manage(
