@@ -73,7 +73,7 @@ from psycopg.types.json import Jsonb
 
 import outbox
 from outbox import CloudEvent
-from worker.database import database_url
+from worker.runtime.database import database_url
 
 OUTBOX_SCHEMA = "bench_outbox"
 IDLE_SCHEMA = "bench_outbox_idle"

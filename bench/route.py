@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from outbox import CloudEvent, Subscription
-from worker.router import plan
+from worker.daemon.router import plan
 
 RESOURCES = ("zaak", "status", "resultaat", "rol", "zaakobject")
 ACTIONS = ("create", "update", "destroy", "partial_update")

@@ -529,8 +529,8 @@ async def _install_peers(url: str) -> None:
 
 def setup_database(url: str, hook: str, peers: bool) -> str:
     """Schemas of the outbox (and peers) and the one subscription; returns the subscription id."""
-    from worker import subscription_store
-    from worker.secret_box import SecretBox
+    from worker.store import subscriptions as subscription_store
+    from worker.store.secret_box import SecretBox
 
     outbox.migrate(url, schema=OUTBOX_SCHEMA)
     subscription = Subscription.create(callback_url=hook, types=["*"], allow_insecure=True)
@@ -619,8 +619,8 @@ async def preload_pgqueuer(url: str, bodies: list[str]) -> None:
 def worker_sender(in_flight: int) -> Any:
     """The worker's own HTTP side (`worker.http.Sender`: its httpx client over its transport), built as
     `outbox run --concurrency max(in_flight, 10) --request-timeout 10` builds it, whatever transport that is."""
-    from worker.http import Sender
-    from worker.settings import WorkerSettings
+    from worker.daemon.settings import WorkerSettings
+    from worker.delivery.http import Sender
 
     settings = WorkerSettings.load(
         concurrency=max(in_flight, 10), request_timeout=HTTP_TIMEOUT, allowed_networks=RECEIVER_NETWORK

@@ -21,8 +21,8 @@ from aiohttp import web
 
 import outbox
 from outbox import CloudEvent, Subscription
-from worker import subscription_store
-from worker.secret_box import SecretBox
+from worker.store import subscriptions as subscription_store
+from worker.store.secret_box import SecretBox
 
 # A worker tuned for tests: quick polls and retries, short leases and timeouts.
 FAST = {
@@ -117,7 +117,7 @@ class Receiver:
 @contextlib.contextmanager
 def conformance_receiver(config: Any, ssl_context: Any = None) -> Iterator[str]:
     """The reference receiver (`outbox receiver`, worker/receiver.py) in a thread; yields its base URL."""
-    from worker.receiver import make_app
+    from worker.receiver.server import make_app
 
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(make_app(config), access_log=None)

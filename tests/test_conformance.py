@@ -29,7 +29,7 @@ from tests.support import (
     wait_until,
     zaak_event,
 )
-from worker.receiver import ReceiverConfig
+from worker.receiver.server import ReceiverConfig
 
 ORIGIN = "outbox.conformance.example"
 MODES = ("structured", "binary", "batched")

@@ -21,7 +21,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from outbox._subscription import check_signing_secret
-from worker.credentials import (
+from worker.delivery.credentials import (
     CredentialsError,
     OAuth2ClientCredentials,
     SigningKey,
@@ -31,7 +31,7 @@ from worker.credentials import (
     new_signing_secret,
     signing_headers,
 )
-from worker.transport import WebhookTransport
+from worker.delivery.transport import WebhookTransport
 
 CLIENT_ID = "outbox client:1"
 SECRET = "s3cr3t/+&=: with space"  # characters that form-urlencoding must take care of

@@ -341,8 +341,8 @@ def test_a_batch_answer_means_retry_or_give_up_per_event(receiver: Receiver) -> 
     import uuid
 
     from outbox import Subscription
-    from worker.http import Claimed, Sender
-    from worker.settings import WorkerSettings
+    from worker.daemon.settings import WorkerSettings
+    from worker.delivery.http import Claimed, Sender
 
     receiver.answer = lambda n, r: (503, {}, 0.0)
     settings = WorkerSettings.load(retry_max_attempts=3, allowed_networks="127.0.0.0/8")

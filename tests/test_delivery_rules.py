@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 
 from outbox import Subscription
-from worker.http import BATCHED, STRUCTURED, Claimed, Target, request_parts
-from worker.outcome import backoff, from_error, from_status, retry_after_seconds
-from worker.receiver import ReceiverConfig, make_app
-from worker.settings import SettingsError, WorkerSettings
+from worker.daemon.settings import SettingsError, WorkerSettings
+from worker.delivery.http import BATCHED, STRUCTURED, Claimed, Target, request_parts
+from worker.delivery.outcome import backoff, from_error, from_status, retry_after_seconds
+from worker.receiver.server import ReceiverConfig, make_app
 
 SETTINGS = WorkerSettings.load(retry_base_delay=1, retry_max_delay=30, retry_max_attempts=5, retry_after_max=120)
 
@@ -218,7 +218,7 @@ def test_odd_retry_after_and_endless_429s_do_not_break_the_rules() -> None:
 
 
 async def test_a_broken_claim_becomes_a_recorded_error_not_an_exception() -> None:
-    from worker.http import Sender
+    from worker.delivery.http import Sender
 
     sender = Sender(SETTINGS)
     try:
@@ -276,7 +276,7 @@ async def _raw_server(answer: bytes) -> tuple[asyncio.AbstractServer, str]:
 
 
 async def test_transport_never_takes_stray_bytes_for_the_next_answer() -> None:
-    from worker.transport import WebhookTransport
+    from worker.delivery.transport import WebhookTransport
 
     two_answers = b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
     server, url = await _raw_server(two_answers)
@@ -293,7 +293,7 @@ async def test_transport_never_takes_stray_bytes_for_the_next_answer() -> None:
 
 
 async def test_transport_refuses_header_injection() -> None:
-    from worker.transport import WebhookTransport
+    from worker.delivery.transport import WebhookTransport
 
     transport = WebhookTransport()
     request = httpx.Request("POST", "http://127.0.0.1:9/x", headers={"Authorization": "Bearer a\r\nX-Evil: 1"})

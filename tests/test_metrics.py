@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from worker.metrics import Connect, Metrics
+from worker.daemon.metrics import Connect, Metrics
 
 
 @dataclass

@@ -24,13 +24,13 @@ import trustme
 from aiohttp import web
 
 from outbox import Subscription
-from worker import tls as tls_module
-from worker.handshake import HandshakeRefused, handshake
-from worker.http import Claimed, Sender, Target
-from worker.safety import AddressPolicy, DestinationRefused, parse_networks, policy_from_environment
-from worker.settings import SettingsError, WorkerSettings
-from worker.tls import check_pem, tls_context
-from worker.transport import MAX_ANSWER, TLS_EXTENSION, WebhookTransport
+from worker.daemon.settings import SettingsError, WorkerSettings
+from worker.delivery import tls as tls_module
+from worker.delivery.handshake import HandshakeRefused, handshake
+from worker.delivery.http import Claimed, Sender, Target
+from worker.delivery.safety import AddressPolicy, DestinationRefused, parse_networks, policy_from_environment
+from worker.delivery.tls import check_pem, tls_context
+from worker.delivery.transport import MAX_ANSWER, TLS_EXTENSION, WebhookTransport
 
 LOOPBACK = AddressPolicy([ip_network("127.0.0.0/8")])
 NOWHERE = AddressPolicy()  # no allowed networks: only public addresses

@@ -24,9 +24,9 @@ import trustme
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from worker.conformance import RULES
-from worker.credentials import USER_AGENT
-from worker.receiver import ReceiverConfig, make_app
+from worker.delivery.credentials import USER_AGENT
+from worker.receiver.conformance import RULES
+from worker.receiver.server import ReceiverConfig, make_app
 
 STRUCTURED = "application/cloudevents+json; charset=utf-8"
 BATCHED = "application/cloudevents-batch+json; charset=utf-8"

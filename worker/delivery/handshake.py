@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from worker.credentials import USER_AGENT
-from worker.safety import AddressPolicy, DestinationRefused
-from worker.transport import TLS_EXTENSION, Resolver, WebhookTransport
+from worker.delivery.credentials import USER_AGENT
+from worker.delivery.safety import AddressPolicy, DestinationRefused
+from worker.delivery.transport import TLS_EXTENSION, Resolver, WebhookTransport
 
 _RATE = re.compile(r"^(\*|[0-9]+)$")
 

@@ -28,12 +28,12 @@ import httpx
 import orjson
 
 from outbox import Subscription
-from worker.credentials import USER_AGENT, CredentialsError, OAuth2ClientCredentials, WebhookSigner, ZgwJwt
-from worker.outcome import Outcome, from_error, from_status
-from worker.safety import AddressPolicy, DestinationRefused
-from worker.settings import WorkerSettings
-from worker.tls import tls_context
-from worker.transport import MAX_ANSWER, TLS_EXTENSION, Answer, WebhookTransport
+from worker.daemon.settings import WorkerSettings
+from worker.delivery.credentials import USER_AGENT, CredentialsError, OAuth2ClientCredentials, WebhookSigner, ZgwJwt
+from worker.delivery.outcome import Outcome, from_error, from_status
+from worker.delivery.safety import AddressPolicy, DestinationRefused
+from worker.delivery.tls import tls_context
+from worker.delivery.transport import MAX_ANSWER, TLS_EXTENSION, Answer, WebhookTransport
 
 _USER_AGENT = USER_AGENT.encode()
 STRUCTURED = "application/cloudevents+json; charset=utf-8"
@@ -222,7 +222,7 @@ class Sender:
         older than OUTBOX_PREFLIGHT_MAX_AGE; one at a time per subscription, and a refusal answers
         the deliveries that waited for it. Returns the allowed rate ("" when the target gave none)
         when this call ran it, else None. Refusal raises."""
-        from worker.handshake import HandshakeRefused, handshake_async  # it imports this module
+        from worker.delivery.handshake import HandshakeRefused, handshake_async  # it imports this module
 
         origin = self.settings.webhook_origin
         if not origin:

@@ -18,14 +18,17 @@ import psycopg
 from outbox import migrate
 from outbox._operations import retry_failed
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name, migrations
-from worker import catalogue_store, logs, maintenance, subscription_store
-from worker import status as status_report
-from worker.cli_event_types import event_types
-from worker.cli_subscriptions import secrets, subscriptions
-from worker.daemon import StartupError, run_worker
-from worker.database import DEFAULT_DATA_DIR, database_url
-from worker.secret_box import SecretKeyError
-from worker.settings import SettingsError, WorkerSettings
+from worker.cli import status as status_report
+from worker.cli.event_types import event_types
+from worker.cli.subscriptions import secrets, subscriptions
+from worker.daemon import maintenance
+from worker.daemon.runner import StartupError, run_worker
+from worker.daemon.settings import SettingsError, WorkerSettings
+from worker.runtime import logs
+from worker.runtime.database import DEFAULT_DATA_DIR, database_url
+from worker.store import catalogue as catalogue_store
+from worker.store import subscriptions as subscription_store
+from worker.store.secret_box import SecretKeyError
 
 
 @dataclass
@@ -260,7 +263,7 @@ def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
 @click.pass_obj
 def demo_command(obj: Context) -> None:
     """The main job, end to end, on the embedded PostgreSQL (schema outbox_demo)."""
-    from worker import demo
+    from worker.cli import demo
 
     with database_url(obj.database_url, obj.data_dir) as url:
         demo.run(url)
@@ -305,7 +308,7 @@ def receiver_command(
     """A reference webhook receiver that checks the NL GOV webhook guideline on the wire: the
     handshake, the three content modes, every auth kind, signatures. GET /violations lists what
     a sender broke; GET /events what arrived."""
-    from worker.receiver import ReceiverConfig, serve, tls_context
+    from worker.receiver.server import ReceiverConfig, serve, tls_context
 
     context = tls_context(tls_cert, tls_key, tls_client_ca) if tls_cert else None
     serve(host, port, ReceiverConfig(accept_batch=not no_batch, **options), ssl_context=context)

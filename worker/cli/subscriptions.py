@@ -19,14 +19,14 @@ from urllib.parse import urlsplit
 import click
 
 from outbox import InvalidSubscriptionError, Subscription
-from worker import subscription_store
-from worker.handshake import Agreement, HandshakeRefused, handshake
-from worker.safety import policy_from_environment
-from worker.secret_box import KEY_VARIABLE, SecretBox, SecretKeyError, new_key
-from worker.tls import check_pair, check_pem, tls_context
+from worker.delivery.handshake import Agreement, HandshakeRefused, handshake
+from worker.delivery.safety import policy_from_environment
+from worker.delivery.tls import check_pair, check_pem, tls_context
+from worker.store import subscriptions as subscription_store
+from worker.store.secret_box import KEY_VARIABLE, SecretBox, SecretKeyError, new_key
 
 if TYPE_CHECKING:
-    from worker.cli import Context
+    from worker.cli.main import Context
 
 
 def secret_box() -> SecretBox:
@@ -579,7 +579,7 @@ def secrets_new_key() -> None:
 @secrets.command("new-signing-secret")
 def secrets_new_signing_secret() -> None:
     """Print a new Standard Webhooks signing secret (whsec_…) for --signing-secret."""
-    from worker.credentials import new_signing_secret
+    from worker.delivery.credentials import new_signing_secret
 
     click.echo(new_signing_secret())
 

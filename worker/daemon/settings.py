@@ -10,8 +10,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name
-from worker.safety import IPNetwork, parse_networks
-from worker.secret_box import SecretBox
+from worker.delivery.safety import IPNetwork, parse_networks
+from worker.store.secret_box import SecretBox
 
 
 class SettingsError(ValueError):

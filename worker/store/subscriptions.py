@@ -14,7 +14,7 @@ from outbox._filters import stored_filters
 from outbox._operations import set_subscription_status
 from outbox._sql import query
 from outbox._subscription import OAuth2Client, ZgwClient
-from worker.secret_box import SecretBox
+from worker.store.secret_box import SecretBox
 
 
 class SubscriptionNotFound(LookupError):

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from outbox._catalogue import EventType, InvalidEventTypeError
-from worker import catalogue_store
+from worker.store import catalogue as catalogue_store
 
 
 def _refused(exc: InvalidEventTypeError | catalogue_store.EventTypeConflict) -> click.ClickException:

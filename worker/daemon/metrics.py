@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from outbox._sql import DEFAULT_SCHEMA, query
-from worker.logs import log
+from worker.runtime.logs import log
 
 OUTCOMES: Final = ("delivered", "retry", "failed", "retired")
 BACKLOG_STATES: Final = ("pending", "blocked", "delivering")

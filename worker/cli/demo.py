@@ -30,13 +30,13 @@ from psycopg import sql
 
 from outbox import Subscription, migrate
 from outbox.zaken import CloudEventSettings
-from worker import status as status_report
-from worker import subscription_store
-from worker.daemon import Worker
-from worker.handshake import handshake
-from worker.safety import AddressPolicy, parse_networks
-from worker.secret_box import SecretBox
-from worker.settings import WorkerSettings
+from worker.cli import status as status_report
+from worker.daemon.runner import Worker
+from worker.daemon.settings import WorkerSettings
+from worker.delivery.handshake import handshake
+from worker.delivery.safety import AddressPolicy, parse_networks
+from worker.store import subscriptions as subscription_store
+from worker.store.secret_box import SecretBox
 
 SCHEMA = "outbox_demo"
 HOST_SCHEMA = "demo_host"
@@ -47,7 +47,7 @@ BULK = 300  # extra links, to watch the progress line move
 
 
 def _load_example_host() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "examples" / "open_klant_host.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "open_klant_host.py"
     if not path.is_file():
         raise click.ClickException("the demo runs from a checkout of the repository (examples/ is missing)")
     spec = importlib.util.spec_from_file_location("open_klant_host", path)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
-from worker.settings import WorkerSettings
+from worker.daemon.settings import WorkerSettings
 
 Kind = Literal["delivered", "retry", "failed", "retired"]
 

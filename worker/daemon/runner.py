@@ -34,16 +34,16 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from outbox import Subscription
 from outbox._sql import migrations, query
-from worker import router
-from worker.http import Claimed, Result, Sender, Target
-from worker.logs import log, redact
-from worker.outcome import Outcome
-from worker.secret_box import SecretBox
-from worker.settings import WorkerSettings
-from worker.subscription_store import from_row
+from worker.daemon import router
+from worker.daemon.settings import WorkerSettings
+from worker.delivery.http import Claimed, Result, Sender, Target
+from worker.delivery.outcome import Outcome
+from worker.runtime.logs import log, redact
+from worker.store.secret_box import SecretBox
+from worker.store.subscriptions import from_row
 
 if TYPE_CHECKING:
-    from worker.metrics import Metrics
+    from worker.daemon.metrics import Metrics
 
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 BEGIN, COMMIT = query("begin", "outbox"), query("commit", "outbox")
@@ -126,7 +126,7 @@ class Worker:
         )
         await self._pool.open(wait=False)
         if self.settings.metrics_port is not None:
-            from worker.metrics import Metrics  # aiohttp and prometheus-client: only when asked for
+            from worker.daemon.metrics import Metrics  # aiohttp and prometheus-client: only when asked for
 
             self._metrics = Metrics(self, self.schema)
             try:

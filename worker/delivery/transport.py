@@ -39,7 +39,7 @@ import certifi
 import httptools
 import httpx
 
-from worker.safety import AddressPolicy, DestinationRefused
+from worker.delivery.safety import AddressPolicy, DestinationRefused
 
 MAX_ANSWER = 64 * 1024  # answer body bytes read at most: a receiver's answer is a status, not a download
 MAX_HEADERS = 100

@@ -17,7 +17,7 @@ import orjson
 from outbox import CloudEvent, InvalidEventError, Subscription
 from outbox._filters import EventView
 from outbox._operations import key_lock_prefix
-from worker.logs import log
+from worker.runtime.logs import log
 
 
 def ordering_key(subscription: Subscription, event: CloudEvent) -> str | None:

@@ -33,8 +33,8 @@ from urllib.parse import unquote_plus
 
 from aiohttp import web
 
-from worker import conformance as rules
-from worker.conformance import Problem
+from worker.receiver import conformance as rules
+from worker.receiver.conformance import Problem
 
 REFUSED = frozenset({"auth.static", "auth.oauth2", "auth.jwt", "auth.signature", "auth.bearer-scheme"})
 
