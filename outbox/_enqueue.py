@@ -163,16 +163,22 @@ def enqueue_many(
         return []
     pg = _connection(conn)
     admitted = admit(pg, schema, events)
-    with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
-        return _positions(cur, schema, documents, admitted)
-
-
-def _positions(cur: psycopg.Cursor[Any], schema: str, documents: list[str], admitted: list[bool]) -> list[int | None]:
-    written = [document for document, ok in zip(documents, admitted, strict=True) if ok]
+    written = _admitted(documents, admitted)
     positions: list[int] = []
     if written:
-        cur.execute(query("insert_events", schema), (written, notify_channel(schema)))
-        positions = [int(r[0]) for r in cur.fetchall()]
+        with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
+            cur.execute(query("insert_events", schema), (written, notify_channel(schema)))
+            positions = [int(r[0]) for r in cur.fetchall()]
+    return _aligned(positions, admitted)
+
+
+def _admitted(documents: list[str], admitted: list[bool]) -> list[str]:
+    """The documents the catalogue lets through (disabled types are left out)."""
+    return [document for document, ok in zip(documents, admitted, strict=True) if ok]
+
+
+def _aligned(positions: list[int], admitted: list[bool]) -> list[int | None]:
+    """One result per event given: its position, or None where it was not written."""
     found = iter(positions)
     return [next(found) if ok else None for ok in admitted]
 
@@ -245,11 +251,10 @@ async def enqueue_many_async(
     pg = await _async_psycopg_connection(conn)
     _check_transaction(pg.info.transaction_status, pg.autocommit)
     admitted = await admit_async(pg, schema, events)
-    written = [document for document, ok in zip(documents, admitted, strict=True) if ok]
+    written = _admitted(documents, admitted)
     positions: list[int] = []
     if written:
         async with psycopg.AsyncCursor(pg) as cur:  # server-side binding (%b), as in `enqueue_many`
             await cur.execute(query("insert_events", schema), (written, notify_channel(schema)))
             positions = [int(r[0]) for r in await cur.fetchall()]
-    found = iter(positions)
-    return [next(found) if ok else None for ok in admitted]
+    return _aligned(positions, admitted)

@@ -23,6 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from json_logic import jsonLogic  # panzi-json-logic
+from json_logic.builtins import BUILTINS
+
 from outbox import cesql
 from outbox._event import CloudEvent
 
@@ -133,8 +136,6 @@ class _JsonLogic(Filter):
     rule: Any  # the JSON Logic rule as given (JSON values)
 
     def matches(self, view: EventView) -> bool:
-        from json_logic import jsonLogic  # panzi-json-logic
-
         try:
             return bool(jsonLogic(self.rule, view.document))
         except Exception:  # a rule that fails on this event's data: it does not match
@@ -205,10 +206,7 @@ def _compile(item: object, where: str, problems: list[str]) -> Filter | None:
 _LOGIC_SPECIAL = frozenset({"if", "?:", "and", "or", "filter", "reduce", "map", "all", "some", "none"})
 
 
-def _logic_operations() -> frozenset[str]:
-    from json_logic.builtins import BUILTINS  # panzi-json-logic
-
-    return (frozenset(BUILTINS) | _LOGIC_SPECIAL) - {"log"}
+_LOGIC_OPERATIONS = (frozenset(BUILTINS) | _LOGIC_SPECIAL) - {"log"}
 
 
 def _check_logic(rule: object, path: str, operations: frozenset[str], problems: list[str]) -> None:
@@ -233,7 +231,7 @@ def _compile_jsonlogic(body: object, path: str, problems: list[str]) -> Filter |
         problems.append(f'{path}: must be a JSON Logic rule, an object such as {{"==": [{{"var": "type"}}, "…"]}}')
         return None
     before = len(problems)
-    _check_logic(body, path, _logic_operations(), problems)
+    _check_logic(body, path, _LOGIC_OPERATIONS, problems)
     return _JsonLogic(body) if len(problems) == before else None
 
 

@@ -506,6 +506,11 @@ SELECT slug, type, name, source, schema, is_enabled, description FROM {schema}.e
 -- `outbox event-types show SLUG`.
 SELECT slug, type, name, source, schema, is_enabled, description FROM {schema}.event_types WHERE slug = %s;
 
+-- name: get_event_type_for_update
+-- `outbox event-types update/enable/disable`: the entry, locked until the change is written.
+SELECT slug, type, name, source, schema, is_enabled, description FROM {schema}.event_types WHERE slug = %s
+   FOR UPDATE;
+
 -- name: insert_event_type
 -- `outbox event-types add`.
 INSERT INTO {schema}.event_types (slug, type, name, source, schema, is_enabled, description)

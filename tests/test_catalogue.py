@@ -313,3 +313,26 @@ def test_in_the_steady_state_no_round_trip_is_spent_on_the_catalogue(
         host.commit()
     assert len(sent) == 5
     assert all("insert_event" in statement for statement in sent)
+
+
+def test_a_change_made_meanwhile_is_not_lost(run_cli: Any, database_url: str) -> None:
+    """`disable` reads, changes and writes the entry with the row locked: an edit that holds the row first
+    is waited for and kept, not overwritten with what was read before it."""
+    import threading
+
+    load(run_cli)
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT 1 FROM outbox.event_types WHERE slug = 'zaak-gekoppeld' FOR UPDATE")
+        result: dict[str, Any] = {}
+        thread = threading.Thread(
+            target=lambda: result.update(done=run_cli("event-types", "disable", "zaak-gekoppeld"))
+        )
+        thread.start()
+        time.sleep(1.0)
+        assert thread.is_alive()  # waiting for the row
+        other.execute("UPDATE outbox.event_types SET name = 'Zaak gekoppeld (hernoemd)' WHERE slug = 'zaak-gekoppeld'")
+        other.commit()
+        thread.join(30)
+    assert result["done"].returncode == 0, result["done"].stderr
+    shown = json.loads(run_cli("event-types", "show", "zaak-gekoppeld", "--json").stdout)
+    assert (shown["name"], shown["isEnabled"]) == ("Zaak gekoppeld (hernoemd)", False)

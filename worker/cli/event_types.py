@@ -7,30 +7,18 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from outbox._catalogue import EventType, InvalidEventTypeError
+from worker.cli.inputs import read_json
 from worker.store import catalogue as catalogue_store
 
 
 def _refused(exc: InvalidEventTypeError | catalogue_store.EventTypeConflict) -> click.ClickException:
     problems = exc.problems if isinstance(exc, InvalidEventTypeError) else [str(exc)]
     return click.ClickException("the event type was refused:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-def _read_json(path: str, what: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise click.ClickException(f"{what}: cannot read {path}: {exc.strerror}") from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise click.ClickException(f"{what}: {path} is not valid JSON ({exc})") from None
 
 
 def _options(command: Any) -> Any:
@@ -52,7 +40,7 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
         key: options[key] for key in ("name", "slug", "type", "source", "description") if options.get(key) is not None
     }
     if options.get("schema") is not None:
-        fields["schema"] = _read_json(options["schema"], "--schema")
+        fields["schema"] = read_json(options["schema"], "--schema")
     return fields
 
 
@@ -79,7 +67,7 @@ def event_types() -> None:
 @click.pass_obj
 def add_command(obj: Any, /, from_json: str | None, disabled: bool, **options: Any) -> None:
     """Register an event type."""
-    document = _read_json(from_json, "--from-json") if from_json else {}
+    document = read_json(from_json, "--from-json") if from_json else {}
     if not isinstance(document, dict):
         raise click.ClickException("the event type was refused:\n  - event type: must be a JSON object")
     document.update(_given(options))
@@ -129,32 +117,27 @@ def show_command(obj: Any, slug: str, as_json: bool) -> None:
 @click.pass_obj
 def update_command(obj: Any, /, slug: str, clear: tuple[str, ...], from_json: str | None, **options: Any) -> None:
     """Change an event type; the rest stays, and the whole entry is checked again."""
-    with obj.connect() as conn:
-        document = catalogue_store.get(conn, obj.schema, slug).to_json()
-    changes = _read_json(from_json, "--from-json") if from_json else {}
+    changes = read_json(from_json, "--from-json") if from_json else {}
     if not isinstance(changes, dict):
         raise click.ClickException("the event type was refused:\n  - event type: must be a JSON object")
-    for name in clear:
-        document[name] = None
-    document.update(changes)
-    document.update(_given(options))
-    _replace(obj, slug, document)
+    changes = {**dict.fromkeys(clear), **changes, **_given(options)}
+    _change(obj, slug, changes)
     click.echo(f"updated {slug}")
 
 
-def _replace(obj: Any, slug: str, document: dict[str, Any]) -> None:
+def _change(obj: Any, slug: str, changes: dict[str, Any]) -> None:
+    """Read the entry, apply `changes`, check it whole and write it back, in one transaction with the row
+    locked: two operators changing one entry at once do not lose either's change."""
     try:
-        entry = EventType.from_json(document)
         with obj.connect() as conn:
-            catalogue_store.replace(conn, obj.schema, slug, entry)
+            document = catalogue_store.get(conn, obj.schema, slug, lock=True).to_json()
+            catalogue_store.replace(conn, obj.schema, slug, EventType.from_json({**document, **changes}))
     except (InvalidEventTypeError, catalogue_store.EventTypeConflict) as exc:
         raise _refused(exc) from None
 
 
 def _set_enabled(obj: Any, slug: str, enabled: bool) -> None:
-    with obj.connect() as conn:
-        document = catalogue_store.get(conn, obj.schema, slug).to_json()
-    _replace(obj, slug, {**document, "isEnabled": enabled})
+    _change(obj, slug, {"isEnabled": enabled})
 
 
 @event_types.command("enable")
@@ -191,7 +174,7 @@ def remove_command(obj: Any, slug: str) -> None:
 def import_command(obj: Any, file: str) -> None:
     """Add or update the event types of FILE (a JSON array, as `export` writes; - = stdin), by slug, in one
     transaction; all are checked first. Importing the same file again changes nothing."""
-    document = _read_json(file, "import")
+    document = read_json(file, "import")
     if not isinstance(document, list):
         raise click.ClickException("import: the file must hold a JSON array of event types")
     entries, problems = [], []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 import click
 
 from outbox import InvalidSubscriptionError, Subscription
+from worker.cli.inputs import read_json
 from worker.delivery.handshake import Agreement, HandshakeRefused, handshake
 from worker.delivery.safety import policy_from_environment
 from worker.delivery.tls import check_pair, check_pem, tls_context
@@ -273,14 +273,7 @@ _TLS_FIELDS = {"caBundle": "ca_bundle", "clientCert": "client_cert", "clientKey"
 
 
 def _load_abonnement(path: str) -> dict[str, Any]:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise click.ClickException(f"--from-json: cannot read {path}: {exc.strerror}") from None
-    try:
-        document = json.loads(text)
-    except ValueError as exc:
-        raise click.ClickException(f"--from-json: {path} is not valid JSON ({exc})") from None
+    document = read_json(path, "--from-json")
     if not isinstance(document, dict):
         raise click.ClickException("the subscription was refused:\n  - abonnement: must be a JSON object")
     for key in ("caBundle", "clientCert", "clientKey"):

@@ -16,7 +16,6 @@ import orjson
 
 from outbox import CloudEvent, InvalidEventError, Subscription
 from outbox._filters import EventView
-from outbox._operations import key_lock_prefix
 from worker.runtime.logs import log
 
 
@@ -59,9 +58,6 @@ def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription])
                 routes.subscription_ids.append(subscription_id)
                 routes.keys.append(ordering_key(subscription, event))
     return routes
-
-
-__all__ = ["Routes", "key_lock_prefix", "lock_key", "ordering_key", "plan"]
 
 
 def lock_key(schema: str) -> str:

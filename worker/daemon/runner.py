@@ -33,6 +33,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from outbox import Subscription
+from outbox._operations import key_lock_prefix
 from outbox._sql import migrations, query
 from worker.daemon import router
 from worker.daemon.settings import WorkerSettings
@@ -294,7 +295,7 @@ class Worker:
         then start a task per claimed delivery. Returns (events routed, deliveries claimed)."""
         token = uuid.uuid4()
         schema, batch = self.schema, self.settings.batch_size
-        key_lock = router.key_lock_prefix(schema)
+        key_lock = key_lock_prefix(schema)
         self._cycles += 1
 
         caps_used: dict[uuid.UUID, int] = {}  # what the claim allowed each subscription (filled by step)
@@ -565,7 +566,7 @@ class Worker:
             if finished:
                 await conn.execute(
                     query("lock_keys", self.schema),
-                    (router.key_lock_prefix(self.schema), finished_subscriptions, finished_keys),
+                    (key_lock_prefix(self.schema), finished_subscriptions, finished_keys),
                 )
             recorded_cursor = await conn.execute(
                 query("record_results", self.schema), (ids, tokens, states, codes, errors, delays)

@@ -31,9 +31,10 @@ def all_types(conn: psycopg.Connection[Any], schema: str) -> list[EventType]:
         return [EventType.from_row(row) for row in cur.execute(query("list_event_types", schema)).fetchall()]
 
 
-def get(conn: psycopg.Connection[Any], schema: str, slug: str) -> EventType:
+def get(conn: psycopg.Connection[Any], schema: str, slug: str, *, lock: bool = False) -> EventType:
+    """One entry; `lock`: held until the transaction ends (read, change, write back)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(query("get_event_type", schema), (slug,)).fetchone()
+        row = cur.execute(query("get_event_type_for_update" if lock else "get_event_type", schema), (slug,)).fetchone()
     if row is None:
         raise EventTypeNotFound(slug)
     return EventType.from_row(row)
@@ -50,7 +51,7 @@ def add(conn: psycopg.Connection[Any], schema: str, entry: EventType) -> None:
 def replace(conn: psycopg.Connection[Any], schema: str, slug: str, entry: EventType) -> None:
     """The entry `slug` becomes `entry` (its slug may change)."""
     try:
-        with conn.transaction():
+        with conn.transaction():  # a savepoint when the caller's transaction holds the row
             row = conn.execute(query("update_event_type", schema), {**entry.row(), "current_slug": slug}).fetchone()
     except psycopg.errors.UniqueViolation as exc:
         raise _conflict(exc, entry) from None
