@@ -99,6 +99,31 @@ def _check_extension(name: str, value: object) -> ExtensionValue:
     raise InvalidEventError(name, "extension attribute values must be a string, integer or boolean")
 
 
+def event_problems(document: object) -> list[InvalidEventError]:
+    """Every fault of an event in the JSON event format, not just the first (`from_dict` stops at one).
+
+    Each attribute is checked on its own, by `from_dict` itself on an otherwise valid event, so the
+    rules live in one place; `[]` means `from_dict` accepts the document."""
+    if not isinstance(document, Mapping):
+        return [InvalidEventError("event", "must be a JSON object")]
+    present = {key: value for key, value in document.items() if value is not None}
+    faults = [InvalidEventError(key, "is required") for key in ("specversion", "id", "source", "type") if key not in present]
+    valid: dict[str, Any] = {"specversion": SPECVERSION, "id": "x", "source": "x", "type": "x"}
+    for key, value in present.items():
+        if key in ("data", "data_base64"):
+            continue
+        try:
+            CloudEvent.from_dict({**valid, key: value})
+        except InvalidEventError as exc:
+            faults.append(exc)
+    data = {key: present[key] for key in ("data", "data_base64") if key in present}
+    try:
+        CloudEvent.from_dict({**valid, **data})
+    except InvalidEventError as exc:
+        faults.append(exc)
+    return faults
+
+
 class CloudEvent:
     """One CloudEvent (specversion 1.0) under the NL GOV profile.
 

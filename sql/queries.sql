@@ -541,3 +541,74 @@ RETURNING slug;
 -- name: delete_event_type
 -- `outbox event-types remove SLUG`.
 DELETE FROM {schema}.event_types WHERE slug = %s RETURNING slug;
+
+-- name: insert_api_client
+-- `outbox clients add`: a new API client (its secret sealed by the SecretBox).
+INSERT INTO {schema}.api_clients (client_id, scopes, secret, secret_encrypted)
+VALUES (%(client_id)s, %(scopes)s, %(secret)s, %(secret_encrypted)s)
+ON CONFLICT (client_id) DO NOTHING
+RETURNING created_at;
+
+-- name: list_api_clients
+-- `outbox clients list`: every client without its secret.
+SELECT client_id, scopes, created_at, rotated_at FROM {schema}.api_clients ORDER BY client_id;
+
+-- name: get_api_client
+-- The service's look-up of the client a JWT names (cached for OUTBOX_CLIENT_CACHE_TTL).
+SELECT client_id, scopes, secret, secret_encrypted, created_at, rotated_at
+  FROM {schema}.api_clients WHERE client_id = %s;
+
+-- name: rotate_api_client
+-- `outbox clients rotate`: a new secret; the old one stops working when the services' caches expire.
+UPDATE {schema}.api_clients SET secret = %s, secret_encrypted = %s, rotated_at = now()
+ WHERE client_id = %s
+RETURNING client_id;
+
+-- name: delete_api_client
+-- `outbox clients remove`: its subscriptions stay (an operator may still manage them).
+DELETE FROM {schema}.api_clients WHERE client_id = %s RETURNING client_id;
+
+-- name: sealed_client_secrets
+-- `outbox secrets rotate`: every client's stored secret, locked for re-encryption.
+SELECT client_id, secret, secret_encrypted FROM {schema}.api_clients ORDER BY client_id FOR UPDATE;
+
+-- name: reseal_client_secret
+-- `outbox secrets rotate`: one client's secret re-encrypted with the first key.
+UPDATE {schema}.api_clients SET secret = %s, secret_encrypted = %s WHERE client_id = %s;
+
+-- name: intake_events
+-- `outbox serve`: the events of one or more POSTs to /cloudevents in one statement, skipping any
+-- (source, id) already taken in (a producer's retry) or repeated in the input. Positions are drawn
+-- in input order before the insert, so intake_ids can name the event it stored; a concurrent
+-- statement with the same key waits on the key's row and then stores nothing. Returns the keys
+-- stored; queues a NOTIFY for the commit when a worker is idle and something was stored.
+WITH input AS (
+    SELECT t.source, t.id, t.document, t.n
+      FROM unnest(%b::text[], %b::text[], %b::text[]) WITH ORDINALITY AS t (source, id, document, n)
+),
+fresh AS (
+    SELECT DISTINCT ON (i.source, i.id) i.source, i.id, i.document, i.n
+      FROM input i
+     WHERE NOT EXISTS (SELECT 1 FROM {schema}.intake_ids k WHERE k.source = i.source AND k.id = i.id)
+     ORDER BY i.source, i.id, i.n
+),
+numbered AS (
+    SELECT f.source, f.id, f.document, nextval(pg_get_serial_sequence('{schema}.events', 'position')) AS position
+      FROM (SELECT * FROM fresh ORDER BY n) AS f
+),
+keys AS (
+    INSERT INTO {schema}.intake_ids (source, id, position)
+    SELECT source, id, position FROM numbered
+    ON CONFLICT DO NOTHING
+    RETURNING source, id, position
+),
+stored AS (
+    INSERT INTO {schema}.events (position, event) OVERRIDING SYSTEM VALUE
+    SELECT n.position, n.document::json FROM numbered n JOIN keys k ON k.position = n.position
+     ORDER BY n.position
+    RETURNING position
+),
+woken AS (
+    SELECT pg_notify(%s, '') WHERE EXISTS (SELECT 1 FROM stored) AND EXISTS (SELECT 1 FROM {schema}.idle_workers)
+)
+SELECT k.source, k.id FROM keys k LEFT JOIN woken ON true;

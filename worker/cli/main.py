@@ -19,6 +19,7 @@ from outbox import migrate
 from outbox._operations import retry_failed
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name, migrations
 from worker.cli import status as status_report
+from worker.cli.clients import clients
 from worker.cli.event_types import event_types
 from worker.cli.subscriptions import secrets, subscriptions
 from worker.daemon import maintenance
@@ -137,6 +138,7 @@ def sql_command() -> None:
 cli.add_command(subscriptions)
 cli.add_command(secrets)
 cli.add_command(event_types)
+cli.add_command(clients)
 
 
 # -- operations ---------------------------------------------------------------------
@@ -255,6 +257,56 @@ def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
         try:
             runner(run_worker(settings, url))
         except StartupError as exc:  # e.g. the metrics port is taken: one line, not a traceback
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+SERVE_FLAGS = ("pool_size", "rate_limit", "max_event_bytes", "max_batch_events", "jwt_max_age", "jwt_leeway")
+
+
+def _serve_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A flag for the service settings operators tune most; every setting is also an OUTBOX_* variable."""
+    from worker.service.settings import ServeSettings
+
+    for name in reversed(SERVE_FLAGS):
+        field = ServeSettings.model_fields[name]
+        kind = int if field.annotation is int else float
+        command = click.option(
+            f"--{name.replace('_', '-')}",
+            name,
+            type=kind,
+            default=None,
+            help=f"{field.description} [env OUTBOX_{name.upper()}, default {field.default}]",
+        )(command)
+    return command
+
+
+@cli.command("serve")
+@click.option("--host", default=None, help="Address to listen on [env OUTBOX_HOST, default 127.0.0.1].")
+@click.option("--port", default=None, type=int, help="Port to listen on [env OUTBOX_PORT, default 8000].")
+@_serve_options
+@click.option(
+    "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
+)
+@click.pass_obj
+def serve_command(obj: Context, /, log_level: str, **flags: Any) -> None:
+    """The Notificaties API over HTTP: cloud-event intake, abonnementen, subscriptions, the catalogue.
+
+    Run as many as needed, on as many machines; SIGTERM finishes the requests in flight and exits 0."""
+    from worker.service.server import StartupError, serve
+    from worker.service.settings import ServeSettings
+
+    try:
+        settings = ServeSettings.load(database_url=obj.database_url, db_schema=obj.schema, **flags)
+    except SettingsError as exc:
+        for line in exc.lines:
+            click.echo(f"error: {line}", err=True)
+        sys.exit(2)
+    logs.setup(log_level)
+    with database_url(settings.database_url, obj.data_dir) as url:
+        try:
+            serve(settings, url)
+        except StartupError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 

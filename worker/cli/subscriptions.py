@@ -22,6 +22,7 @@ from worker.cli.inputs import read_json
 from worker.delivery.handshake import Agreement, HandshakeRefused, handshake
 from worker.delivery.safety import policy_from_environment
 from worker.delivery.tls import check_pair, check_pem, tls_context
+from worker.store import clients as client_store
 from worker.store import subscriptions as subscription_store
 from worker.store.secret_box import KEY_VARIABLE, SecretBox, SecretKeyError, new_key
 
@@ -580,7 +581,7 @@ def secrets_new_signing_secret() -> None:
 @secrets.command("rotate")
 @click.pass_obj
 def secrets_rotate(obj: Context) -> None:
-    """Re-encrypt every subscription's secrets with the first key of OUTBOX_SECRET_KEY.
+    """Re-encrypt every subscription's and API client's secrets with the first key of OUTBOX_SECRET_KEY.
 
     To rotate: set OUTBOX_SECRET_KEY="NEW,OLD", run this, then set OUTBOX_SECRET_KEY=NEW.
     Plain-text secrets (stored before a key was set) are encrypted too. One transaction: all or nothing."""
@@ -590,6 +591,10 @@ def secrets_rotate(obj: Context) -> None:
     with obj.connect() as conn:
         try:
             count = subscription_store.rotate_secrets(conn, obj.schema, box)
+            clients = client_store.reseal_all(conn, obj.schema, box)
         except SecretKeyError as exc:
             raise click.ClickException(str(exc)) from None
-    click.echo(f"re-encrypted the secrets of {count} subscription{'s' if count != 1 else ''}")
+    click.echo(
+        f"re-encrypted the secrets of {count} subscription{'s' if count != 1 else ''} "
+        f"and {clients} API client{'s' if clients != 1 else ''}"
+    )

@@ -94,10 +94,11 @@ class WorkerSettings(BaseSettings):
         try:
             return cls(**given)
         except ValidationError as exc:
-            raise SettingsError([_line(error) for error in exc.errors()]) from None
+            raise SettingsError([settings_error_line(error) for error in exc.errors()]) from None
 
 
-def _line(error: Any) -> str:
+def settings_error_line(error: Any) -> str:
+    """One pydantic error as `OUTBOX_NAME: rule (got value)`."""
     location = [str(part) for part in error.get("loc", ())]
     message = str(error.get("msg", "invalid"))
     if message.startswith("Value error, "):

@@ -60,22 +60,22 @@ class SecretBox:
         return self._fernet.encrypt(text.encode()).decode(), True
 
     def open(self, stored: str | None, encrypted: bool, owner: str) -> dict[str, Any]:
-        """The secrets of `owner` (a subscription id, for the error message)."""
+        """The secrets of `owner` ("subscription <id>", "client <id>": for the error message)."""
         if stored is None:
             return {}
         if encrypted:
             if self._fernet is None:
-                raise SecretKeyError(f"subscription {owner}: its secrets are encrypted, but {KEY_VARIABLE} is not set")
+                raise SecretKeyError(f"{owner}: its secrets are encrypted, but {KEY_VARIABLE} is not set")
             try:
                 stored = self._fernet.decrypt(stored.encode()).decode()
             except InvalidToken:
                 raise SecretKeyError(
-                    f"subscription {owner}: its secrets do not open with {KEY_VARIABLE} (a wrong key? during a "
+                    f"{owner}: its secrets do not open with {KEY_VARIABLE} (a wrong key? during a "
                     "rotation give the new key first and the old one after it, comma-separated)"
                 ) from None
         value = json.loads(stored)
         if not isinstance(value, dict):
-            raise SecretKeyError(f"subscription {owner}: its stored secrets are not a JSON object")
+            raise SecretKeyError(f"{owner}: its stored secrets are not a JSON object")
         return value
 
     def reseal(self, stored: str | None, encrypted: bool, owner: str) -> tuple[str | None, bool]:

@@ -32,7 +32,7 @@ def _subscription_id(value: str) -> uuid.UUID:
 def from_row(row: dict[str, Any], box: SecretBox | None) -> Subscription:
     """A stored subscription, its secrets opened with `box` (raises SecretKeyError if they cannot be);
     without a box, one without its secrets (enough to route events to it, not to send them)."""
-    secrets = {} if box is None else box.open(row["secrets"], row["secrets_encrypted"], str(row["id"]))
+    secrets = {} if box is None else box.open(row["secrets"], row["secrets_encrypted"], f"subscription {row['id']}")
     oauth2 = zgw = None
     if row["auth_kind"] == "oauth2":
         oauth2 = OAuth2Client(
@@ -132,7 +132,7 @@ def rotate_secrets(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -
     """Re-encrypt every subscription's secrets with the box's first key, in one transaction."""
     rows = conn.execute(query("sealed_secrets", schema)).fetchall()
     for subscription_id, stored, encrypted in rows:
-        sealed, now_encrypted = box.reseal(stored, encrypted, str(subscription_id))
+        sealed, now_encrypted = box.reseal(stored, encrypted, f"subscription {subscription_id}")
         conn.execute(query("reseal_secrets", schema), (sealed, now_encrypted, subscription_id))
     return len(rows)
 

@@ -1,0 +1,171 @@
+"""The ASGI application of `outbox serve`: routes, the database pool, the intake writers, the limits."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import PlainTextResponse, Response
+from psycopg_pool import AsyncConnectionPool
+
+from outbox._sql import query
+from worker.runtime.logs import log
+from worker.service import problems
+from worker.service.auth import Authenticator
+from worker.service.intake import IntakeWriter
+from worker.service.intake import router as intake_router
+from worker.service.limits import BodyLimit
+from worker.service.settings import ServeSettings
+from worker.store import clients as client_store
+from worker.store.clients import ApiClient
+from worker.store.secret_box import SecretBox
+
+API_PREFIX = "/api/v1"
+DESCRIPTION = """The Notificaties API of the NL GOV CloudEvents outbox.
+
+Producers POST cloud events to `/cloudevents` (structured, binary or batched content mode); client
+applications register abonnementen (`/abonnement`, the ZGW Notificaties API) or, over the same
+subscriptions, CloudEvents subscriptions (`/subscriptions`); the event catalogue is at
+`/event-types`. Every operation needs a ZGW JWT (HS256) signed with the client's secret; errors are
+RFC 9457 problem documents (`application/problem+json`) with `invalidParams` for invalid fields."""
+
+
+@dataclass
+class Service:
+    """What every request may use; on `app.state.service`."""
+
+    settings: ServeSettings
+    pool: AsyncConnectionPool[Any]
+    box: SecretBox
+    authenticator: Authenticator
+    writer: IntakeWriter
+
+    @property
+    def schema(self) -> str:
+        return self.settings.db_schema
+
+    def base_url(self, request: Request) -> str:
+        """The service's own root for `url` fields: OUTBOX_PUBLIC_URL, else as the client called us."""
+        return self.settings.public_url or str(request.base_url).rstrip("/")
+
+
+def create_app(settings: ServeSettings, url: str) -> FastAPI:
+    """The application for `outbox serve` (and tests), on the database at `url`."""
+    box = settings.box
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute("SET jit = off")  # short statements: compiling them costs more than it saves
+
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            url,
+            min_size=min(2, settings.pool_size),
+            max_size=settings.pool_size,
+            open=False,
+            timeout=10.0,
+            configure=configure,
+            # One statement per write: its own transaction, one round trip.
+            kwargs={"autocommit": True},
+        )
+        await pool.open(wait=False)
+
+        async def load_client(client_id: str) -> ApiClient | None:
+            async with pool.connection() as conn:
+                cursor = await conn.execute(query("get_api_client", settings.db_schema), (client_id,))
+                row = await cursor.fetchone()
+            return None if row is None else client_store.from_row(row, box)
+
+        authenticator = Authenticator(
+            load_client,
+            leeway=settings.jwt_leeway,
+            max_age=settings.jwt_max_age,
+            client_ttl=settings.client_cache_ttl,
+            rate=settings.rate_limit,
+            burst=settings.rate_burst,
+        )
+        writer = IntakeWriter(pool, settings.db_schema, writers=max(1, settings.pool_size // 2))
+        app.state.service = Service(settings, pool, box, authenticator, writer)
+        log(logging.INFO, "service started", host=settings.host, port=settings.port, schema=settings.db_schema)
+        if not box.encrypts:
+            log(logging.WARNING, "client and subscription secrets are stored unencrypted: set OUTBOX_SECRET_KEY")
+        try:
+            yield
+        finally:
+            await writer.aclose()
+            await pool.close(timeout=5.0)
+            log(logging.INFO, "service stopped")
+
+    app = FastAPI(
+        title="NL GOV CloudEvents outbox: Notificaties API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/schema/openapi.json",
+        docs_url=f"{API_PREFIX}/schema/docs",
+        redoc_url=None,
+    )
+    problems.install(app)
+    app.add_middleware(BodyLimit, intake_limit=settings.max_body_bytes, other_limit=1024 * 1024)
+    app.include_router(intake_router, prefix=API_PREFIX)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        service: Service = request.app.state.service
+        try:
+            async with service.pool.connection(timeout=2.0) as conn:
+                await conn.execute(query("schema_version", service.schema))
+        except Exception as exc:  # any failure means "not ready": say which, briefly
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return PlainTextResponse(f"not ready: {reason}\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in (problems.Problem, problems.InvalidParam):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+            schemas["CloudEvent"] = CLOUDEVENT_SCHEMA
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+CLOUDEVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A CloudEvent (specversion 1.0) in the JSON event format, under the NL GOV profile; "
+    "a JSON null is an unset attribute. Other members are extension attributes (lowercase a-z0-9, at most "
+    "20 characters; a string, integer or boolean).",
+    "required": ["specversion", "id", "source", "type"],
+    "properties": {
+        "specversion": {"type": "string", "enum": ["1.0"]},
+        "id": {"type": "string", "minLength": 1},
+        "source": {"type": "string", "minLength": 1, "format": "uri-reference"},
+        "type": {"type": "string", "minLength": 1, "examples": ["nl.overheid.zaken.zaak-gekoppeld"]},
+        "subject": {"type": ["string", "null"]},
+        "time": {"type": ["string", "null"], "format": "date-time"},
+        "datacontenttype": {"type": ["string", "null"]},
+        "dataschema": {"type": ["string", "null"], "format": "uri"},
+        "dataref": {"type": ["string", "null"]},
+        "sequence": {"type": ["string", "null"]},
+        "sequencetype": {"type": ["string", "null"]},
+        "data": {"description": "any JSON value"},
+        "data_base64": {"type": ["string", "null"], "contentEncoding": "base64"},
+    },
+    "additionalProperties": {"type": ["string", "integer", "boolean", "null"]},
+}

@@ -1,0 +1,305 @@
+"""POST /api/v1/cloudevents: producers hand in events over HTTP, in the three content modes.
+
+Structured (`application/cloudevents+json`), binary (`ce-` headers, the body is `data`) and batched
+(`application/cloudevents-batch+json`, all or nothing). JSON nulls are unset attributes (NL GOV
+guideline §2.1), the NL GOV profile and the event catalogue apply, and a retried POST of the same
+(`source`, `id`) stores nothing new (`intake_ids`).
+
+Requests are written by a few `IntakeWriter` tasks that take whatever requests are waiting and
+store them with one statement, one commit: under load many POSTs share a commit (and its WAL
+flush), and each still answers only once its own events are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import unquote
+
+import orjson
+import psycopg
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from psycopg_pool import AsyncConnectionPool
+
+from outbox._catalogue import admit_async
+from outbox._errors import InvalidEventError
+from outbox._event import CloudEvent, event_problems
+from outbox._sql import notify_channel, query
+from worker.service.auth import require
+from worker.service.problems import ApiProblem, InvalidParam, invalid, responses
+from worker.store.clients import ADMIN, PUBLISH, ApiClient
+
+STRUCTURED = "application/cloudevents+json"
+BATCHED = "application/cloudevents-batch+json"
+_WRITE_MAX_EVENTS = 2000  # events one writer stores in one statement
+
+
+def _media_type(value: str | None) -> tuple[str, dict[str, str]]:
+    if not value:
+        return "", {}
+    kind, *parameters = value.split(";")
+    parsed = {}
+    for parameter in parameters:
+        name, _, raw = parameter.partition("=")
+        parsed[name.strip().lower()] = raw.strip().strip('"').lower()
+    return kind.strip().lower(), parsed
+
+
+def _unsupported(kind: str) -> ApiProblem:
+    return ApiProblem(
+        415,
+        "unsupported_media_type",
+        "Unsupported media type.",
+        f"Content-Type {kind or '(none)'!r} is not taken here: send {STRUCTURED}, {BATCHED}, or an event in "
+        "binary mode (ce-specversion and the other attributes as ce- headers).",
+    )
+
+
+def _json(body: bytes, what: str) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid([InvalidParam(name=what, code="parse_error", reason=f"is not JSON: {exc}")]) from None
+
+
+def _event(document: object, prefix: str, max_bytes: int) -> tuple[CloudEvent, bytes]:
+    try:
+        event = CloudEvent.from_dict(document)  # type: ignore[arg-type]
+    except InvalidEventError:
+        faults = event_problems(document)
+        raise invalid(
+            [InvalidParam(name=prefix + f.attribute, code="invalid", reason=f.rule) for f in faults],
+            "The event breaks the NL GOV CloudEvents profile.",
+        ) from None
+    except TypeError:  # attribute names that are not strings, and the like
+        raise invalid(
+            [InvalidParam(name=prefix or "event", code="invalid", reason="must be an event object")]
+        ) from None
+    try:
+        stored = orjson.dumps(event.to_dict())
+    except TypeError as exc:
+        raise invalid([InvalidParam(name=prefix + "data", code="invalid", reason=str(exc))]) from None
+    if len(stored) > max_bytes:
+        raise ApiProblem(
+            413,
+            "too_large",
+            "Request entity too large.",
+            f"{prefix or 'the event'} is {len(stored)} bytes; events may be at most {max_bytes} bytes.",
+        )
+    return event, stored
+
+
+def _binary(request: Request, body: bytes, kind: str) -> dict[str, Any]:
+    """The event of a binary-mode request: `ce-` headers (percent-decoded) and the body as data."""
+    document: dict[str, Any] = {}
+    for name, value in request.headers.items():
+        if name.startswith("ce-"):
+            document[name[3:]] = unquote(value)
+    content_type = request.headers.get("content-type")
+    if content_type:
+        document["datacontenttype"] = content_type
+    if body:
+        if kind == "application/json" or kind.endswith("+json"):
+            document["data"] = _json(body, "data")
+        elif kind.startswith("text/"):
+            try:
+                document["data"] = body.decode()
+            except UnicodeDecodeError:
+                document["data_base64"] = base64.b64encode(body).decode()
+        else:
+            document["data_base64"] = base64.b64encode(body).decode()
+    return document
+
+
+def parse(request: Request, body: bytes, max_event_bytes: int, max_batch: int) -> tuple[list[CloudEvent], list[bytes]]:
+    """The events of a request, each validated, or the problem to answer."""
+    kind, parameters = _media_type(request.headers.get("content-type"))
+    charset = parameters.get("charset", "utf-8")
+    if kind in (STRUCTURED, BATCHED) and charset not in ("utf-8", "utf8"):
+        raise _unsupported(f"{kind}; charset={charset}")
+    if kind == STRUCTURED:
+        event, raw = _event(_json(body, "event"), "", max_event_bytes)
+        return [event], [raw]
+    if kind == BATCHED:
+        documents = _json(body, "batch")
+        if not isinstance(documents, list):
+            raise invalid([InvalidParam(name="batch", code="invalid", reason="must be a JSON array of events")])
+        if len(documents) > max_batch:
+            raise ApiProblem(
+                413, "too_large", "Request entity too large.",
+                f"the batch holds {len(documents)} events; at most {max_batch} (OUTBOX_MAX_BATCH_EVENTS)",
+            )  # fmt: skip
+        events: list[CloudEvent] = []
+        stored: list[bytes] = []
+        params: list[InvalidParam] = []
+        for i, document in enumerate(documents):
+            try:
+                event, raw = _event(document, f"[{i}].", max_event_bytes)
+            except ApiProblem as problem:
+                if problem.status != 400:
+                    raise
+                params.extend(problem.invalid_params)
+                continue
+            events.append(event)
+            stored.append(raw)
+        if params:
+            raise invalid(params, "Events of the batch break the NL GOV CloudEvents profile; none was stored.")
+        return events, stored
+    if "ce-specversion" in request.headers:
+        event, raw = _event(_binary(request, body, kind), "", max_event_bytes)
+        return [event], [raw]
+    raise _unsupported(kind)
+
+
+@dataclass
+class _Request:
+    events: list[CloudEvent]
+    documents: list[bytes]
+    done: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class IntakeWriter:
+    """Stores requests' events, many requests per statement, a few statements at a time."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], schema: str, writers: int) -> None:
+        self._pool = pool
+        self._schema = schema
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._tasks = [asyncio.create_task(self._write_forever(), name=f"intake-writer-{i}") for i in range(writers)]
+        self._sql = query("intake_events", schema)
+        self._channel = notify_channel(schema)
+
+    async def store(self, events: list[CloudEvent], documents: list[bytes]) -> int:
+        """Stores the events (or none: all or nothing); returns how many were new (not replays)."""
+        request = _Request(events, documents)
+        self._queue.put_nowait(request)
+        return await request.done
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _write_forever(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            count = len(group[0].events)
+            while count < _WRITE_MAX_EVENTS and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+                count += len(group[-1].events)
+            try:
+                await self._write(group)
+            except BaseException as exc:
+                for request in group:
+                    if not request.done.done():
+                        request.done.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _write(self, group: list[_Request]) -> None:
+        async with self._pool.connection() as conn:
+            admitted: list[_Request] = []
+            for request in group:
+                try:
+                    keep = await _admit(conn, self._schema, request.events)
+                except ApiProblem as problem:
+                    request.done.set_exception(problem)
+                    continue
+                if not all(keep):  # disabled types are accepted and dropped, as enqueue drops them
+                    request.events = [e for e, k in zip(request.events, keep, strict=True) if k]
+                    request.documents = [d for d, k in zip(request.documents, keep, strict=True) if k]
+                admitted.append(request)
+            events = [e for r in admitted for e in r.events]
+            new: set[tuple[str, str]] = set()
+            if events:
+                cursor = await conn.execute(
+                    self._sql,
+                    (
+                        [e.source for e in events],
+                        [e.id for e in events],
+                        [d.decode() for r in admitted for d in r.documents],
+                        self._channel,
+                    ),
+                )
+                new = {(source, event_id) for source, event_id in await cursor.fetchall()}
+        for request in admitted:
+            stored = 0
+            for event in request.events:
+                key = (event.source, event.id)
+                if key in new:
+                    new.discard(key)  # the first of a repeated key in one group is the stored one
+                    stored += 1
+            request.done.set_result(stored)
+
+
+async def _admit(conn: psycopg.AsyncConnection[Any], schema: str, events: list[CloudEvent]) -> list[bool]:
+    """The catalogue's verdict per event; every breach of a batch named, as [i].field."""
+    if len(events) == 1:
+        try:
+            return await admit_async(conn, schema, events)
+        except InvalidEventError as exc:
+            raise invalid([InvalidParam(name=exc.attribute, code="invalid", reason=exc.rule)]) from None
+    verdicts, params = [], []
+    for i, event in enumerate(events):
+        try:
+            verdicts.extend(await admit_async(conn, schema, [event]))
+        except InvalidEventError as exc:
+            params.append(InvalidParam(name=f"[{i}].{exc.attribute}", code="invalid", reason=exc.rule))
+    if params:
+        raise invalid(params, "Events of the batch break the event catalogue; none was stored.")
+    return verdicts
+
+
+router = APIRouter(tags=["cloudevents"])
+
+_EVENT_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/CloudEvent"}
+
+
+@router.post(
+    "/cloudevents",
+    status_code=201,
+    summary="Hand in cloud events (structured, binary or batched)",
+    description="Stores the events for delivery and answers 201 with them as stored (unset attributes left "
+    "out). A retried POST of an event already taken in (the same `source` and `id`) stores nothing new and "
+    "answers 201 again. A batch is stored whole or not at all. Events of a type the catalogue has disabled "
+    "are accepted and dropped.",
+    response_class=Response,
+    responses={
+        201: {
+            "description": "Stored, or already stored before.",
+            "content": {
+                STRUCTURED: {"schema": _EVENT_SCHEMA},
+                BATCHED: {"schema": {"type": "array", "items": _EVENT_SCHEMA}},
+            },
+        },
+        **responses(400, 401, 403, 413, 415, 429, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                STRUCTURED: {"schema": _EVENT_SCHEMA},
+                BATCHED: {"schema": {"type": "array", "items": _EVENT_SCHEMA}},
+                "application/json": {"schema": {}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+async def post_cloudevents(
+    request: Request, client: Annotated[ApiClient, Depends(require(PUBLISH, ADMIN))]
+) -> Response:
+    """Binary mode: any other Content-Type with the attributes as `ce-` headers (percent-encoded)."""
+    service = request.app.state.service
+    body = await request.body()
+    events, documents = parse(request, body, service.settings.max_event_bytes, service.settings.max_batch_events)
+    await service.writer.store(events, documents)
+    if request.headers.get("content-type", "").lower().startswith(BATCHED):
+        return Response(b"[" + b",".join(documents) + b"]", 201, media_type=BATCHED)
+    return Response(documents[0], 201, media_type=STRUCTURED)

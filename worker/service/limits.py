@@ -1,0 +1,70 @@
+"""Request body limits, enforced while the body arrives (a declared Content-Length is refused at once)."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from worker.service.problems import ApiProblem
+
+INTAKE_PATH = "/api/v1/cloudevents"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _problem(limit: int) -> ApiProblem:
+    return ApiProblem(
+        413,
+        "too_large",
+        "Request entity too large.",
+        f"The request body is over this operation's limit of {limit} bytes.",
+    )
+
+
+class BodyLimit:
+    """413 for bodies over `intake_limit` (POST /cloudevents: the event size limit × the batch limit)
+    or `other_limit` (everything else)."""
+
+    def __init__(self, app: ASGIApp, intake_limit: int, other_limit: int) -> None:
+        self.app = app
+        self.intake_limit = intake_limit
+        self.other_limit = other_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.intake_limit if scope["path"] == INTAKE_PATH else self.other_limit
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > limit:
+                    await _problem(limit).response()(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _problem(limit).response()(scope, receive, send)

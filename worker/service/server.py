@@ -1,0 +1,53 @@
+"""Runs the service under uvicorn: our own listening socket (a taken port is one line, exit 2), and
+uvicorn's graceful shutdown on SIGTERM/SIGINT (stop accepting, finish in-flight requests, exit 0)."""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+
+from worker.service.app import create_app
+from worker.service.settings import ServeSettings
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message is one line for the operator."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"OUTBOX_PORT: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: ServeSettings, url: str) -> None:
+    sock = listen(settings.host, settings.port)
+    try:
+        import uvloop  # noqa: F401 (libuv's loop: less CPU per request)
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    config = uvicorn.Config(
+        create_app(settings, url),
+        loop=loop,
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=True,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
+        limit_concurrency=None,
+    )
+    uvicorn.Server(config).run(sockets=[sock])

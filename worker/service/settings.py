@@ -1,0 +1,94 @@
+"""`outbox serve`'s configuration: flags over environment (OUTBOX_*) over defaults, checked at start."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from outbox._event import DEFAULT_MAX_EVENT_BYTES
+from outbox._sql import DEFAULT_SCHEMA, check_schema_name
+from worker.daemon.settings import SettingsError, settings_error_line
+from worker.delivery.safety import IPNetwork, parse_networks
+from worker.store.secret_box import SecretBox
+
+
+class ServeSettings(BaseSettings):
+    """Every field is also an environment variable: OUTBOX_<FIELD NAME IN CAPITALS>."""
+
+    model_config = SettingsConfigDict(env_prefix="OUTBOX_", extra="forbid", validate_default=True)
+
+    database_url: str | None = Field(None, description="libpq URL; none = the embedded PostgreSQL")
+    db_schema: str = Field(DEFAULT_SCHEMA, validation_alias="OUTBOX_SCHEMA", description="outbox schema")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65_535, description="port to listen on")
+    public_url: str | None = Field(
+        None, description="the service's own base URL for `url` fields (behind a proxy); default: as requested"
+    )
+    pool_size: int = Field(8, ge=1, le=200, description="database connections of this process")
+    secret_key: SecretStr | None = Field(
+        None, description="Fernet key(s), comma-separated, that encrypt client and subscription secrets"
+    )
+    jwt_leeway: float = Field(5.0, ge=0, le=3600, description="clock skew allowed on a JWT's iat/exp (seconds)")
+    jwt_max_age: float = Field(3600.0, gt=0, le=7 * 86_400, description="a JWT older than this (by iat) is refused")
+    client_cache_ttl: float = Field(
+        5.0, ge=0, le=3600, description="seconds a client's record is cached (how soon rotate/remove take effect)"
+    )
+    max_event_bytes: int = Field(
+        DEFAULT_MAX_EVENT_BYTES, ge=1024, le=64 * 1024 * 1024, description="largest event (JSON event format)"
+    )
+    max_batch_events: int = Field(100, ge=1, le=10_000, description="most events in one batched POST")
+    rate_limit: float = Field(
+        200.0, ge=0, le=1_000_000, description="requests per second per client and process (0: no limit)"
+    )
+    rate_burst: int = Field(0, ge=0, le=1_000_000, description="requests a client may send at once (0: one second's)")
+    request_timeout: float = Field(10.0, gt=0, le=600, description="timeout of the OPTIONS handshake at create")
+    webhook_origin: str | None = Field(None, description="our WebHook-Request-Origin in handshakes")
+    allow_insecure_callbacks: bool = Field(False, description="accept http:// callback URLs (closed networks, tests)")
+    # NoDecode: a comma-separated list, not the JSON pydantic-settings expects for list fields.
+    allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
+        (), description="non-public networks callbacks may point to, e.g. 10.1.0.0/16,::1"
+    )
+    shutdown_grace: float = Field(30.0, ge=0, le=3600, description="on SIGTERM, wait this long for requests")
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        return parse_networks(value) if isinstance(value, str) else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL, e.g. https://notificaties.example.nl")
+        return value.rstrip("/") if value else None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        check_schema_name(self.db_schema)
+        if self.secret_key is not None:
+            SecretBox.from_setting(self.secret_key.get_secret_value())  # raises SecretKeyError, a ValueError
+        return self
+
+    @property
+    def box(self) -> SecretBox:
+        return SecretBox.from_setting(self.secret_key.get_secret_value() if self.secret_key else None)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The intake's largest request: a full batch of the largest events (plus the brackets and commas)."""
+        return self.max_event_bytes * self.max_batch_events + self.max_batch_events + 2
+
+    @classmethod
+    def load(cls, **overrides: Any) -> ServeSettings:
+        """Environment and defaults, with `overrides` (flags; None = not given) on top.
+
+        Raises `SettingsError` with one line per fault, naming the variable and the rule."""
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if "db_schema" in given:
+            given["OUTBOX_SCHEMA"] = given.pop("db_schema")
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise SettingsError([settings_error_line(error) for error in exc.errors()]) from None
