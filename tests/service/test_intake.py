@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
+import jwt
 import psycopg
+import pytest
+from psycopg.types.json import Jsonb
 
 from tests.service.live import PUBLISH, LiveService
 
@@ -44,3 +50,230 @@ def test_a_structured_event_is_stored_and_echoed(service: LiveService) -> None:
     expected = _event()
     assert response.json() == expected
     assert _stored(service) == [expected]  # the null dataref is unset, not stored
+
+
+def test_the_request_of_notifications_api_common_is_taken_as_it_is_sent(service: LiveService) -> None:
+    """notifications-api-common 0.13's send_cloudevent: requests' json= body (", " and ": " separators),
+    nulls for unset attributes, the explicit Content-Type, a zgw-consumers JWT with exp."""
+    producer = service.add_client("openzaak", PUBLISH)
+    event = {
+        "id": "5b0c6f1e-2f1c-4a0a-9d43-6f9d3b9a1f10",
+        "source": "openzaak.maykin.nl",
+        "specversion": "1.0",
+        "type": "nl.overheid.zaken.zaak.create",
+        "subject": None,
+        "time": "2025-01-01T00:00:00Z",
+        "dataref": None,
+        "datacontenttype": "application/json",
+        "data": {"foo": "bar"},
+    }
+    body = json.dumps(event, allow_nan=False).encode()
+    now = int(time.time())
+    signed = jwt.encode(
+        {"iss": "openzaak", "iat": now, "exp": now + 43200, "client_id": "openzaak", "user_id": "",
+         "user_representation": ""},
+        producer.secret,
+        algorithm="HS256",
+    )  # fmt: skip
+    headers = {
+        "User-Agent": "python-requests/2.32.3",
+        "Accept-Encoding": "gzip, deflate",
+        "Accept": "*/*",
+        "Connection": "keep-alive",
+        "Content-Type": "application/cloudevents+json",
+        "Authorization": f"Bearer {signed}",
+    }
+    response = service.anonymous.post("/api/v1/cloudevents", content=body, headers=headers)
+    assert response.status_code == 201, response.text
+    stored = {key: value for key, value in event.items() if value is not None}
+    assert _stored(service) == [stored]
+
+
+def test_binary_mode_takes_the_attributes_from_ce_headers(service: LiveService) -> None:
+    producer = service.add_client("openklant", PUBLISH)
+    response = producer.post(
+        "/api/v1/cloudevents",
+        content=b'{"zaak": "urn:uuid:1"}',
+        headers={
+            "Content-Type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-id": "bin-1",
+            "ce-source": "urn:nld:oin:1:systeem:openklant",
+            "ce-type": ZAAK,
+            "ce-subject": "zaak%201",  # percent-encoded, as the HTTP binding says
+            "ce-hop": "3",
+        },
+    )
+    assert response.status_code == 201, response.text
+    assert _stored(service) == [
+        {
+            "specversion": "1.0",
+            "id": "bin-1",
+            "source": "urn:nld:oin:1:systeem:openklant",
+            "type": ZAAK,
+            "subject": "zaak 1",
+            "datacontenttype": "application/json",
+            "hop": "3",
+            "data": {"zaak": "urn:uuid:1"},
+        }
+    ]
+
+
+def test_binary_mode_keeps_other_media_as_base64(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    response = producer.post(
+        "/api/v1/cloudevents",
+        content=b"\x00\x01binary",
+        headers={"Content-Type": "application/octet-stream", "ce-specversion": "1.0", "ce-id": "b2",
+                 "ce-source": "urn:x", "ce-type": ZAAK},
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    (stored,) = _stored(service)
+    assert stored["data_base64"] == "AAFiaW5hcnk="
+    assert stored["datacontenttype"] == "application/octet-stream"
+
+
+def test_a_batch_is_stored_whole_in_order(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    events = [_event(n) for n in range(5)]
+    response = producer.post(
+        "/api/v1/cloudevents",
+        content=json.dumps(events),
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["content-type"] == "application/cloudevents-batch+json"
+    assert response.json() == events
+    assert _stored(service) == events
+
+
+def test_a_batch_with_one_bad_event_stores_nothing_and_names_each_fault(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    events = [_event(0), _event(1, type=""), _event(2, time="yesterday", source=None)]
+    response = producer.post(
+        "/api/v1/cloudevents",
+        content=json.dumps(events),
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "invalid"
+    assert {(p["name"], p["reason"]) for p in problem["invalidParams"]} == {
+        ("[1].type", "must be a non-empty string"),
+        ("[2].source", "is required"),
+        ("[2].time", "must be an RFC 3339 timestamp, e.g. 2025-10-10T00:00:00Z"),
+    }
+    assert _stored(service) == []
+
+
+def test_a_replayed_post_stores_nothing_new_and_succeeds_again(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    headers = {"Content-Type": "application/cloudevents+json"}
+    first = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1)), headers=headers)
+    again = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1, data={"changed": True})), headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201)
+    batch = producer.post(
+        "/api/v1/cloudevents",
+        content=json.dumps([_event(1), _event(2), _event(2)]),
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert batch.status_code == 201
+    assert [e["id"] for e in _stored(service)] == ["evt-1", "evt-2"]
+    assert _stored(service)[0]["data"] == {"zaak": "urn:uuid:1"}  # the first one stays
+    # The same id from another source is another event.
+    other = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1, source="urn:other")), headers=headers)
+    assert other.status_code == 201
+    assert len(_stored(service)) == 3
+
+
+def test_concurrent_replays_store_the_event_once(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    body = json.dumps(_event(7))
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: (
+                    httpx.post(
+                        f"{service.base_url}/api/v1/cloudevents",
+                        content=body,
+                        headers=producer.headers(**{"Content-Type": "application/cloudevents+json"}),
+                    ).status_code
+                ),
+                range(16),
+            )
+        )
+    assert statuses == [201] * 16
+    assert len(_stored(service)) == 1
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 415),  # JSON without ce- headers: neither structured nor binary
+        ("text/plain", 415),
+        ("application/cloudevents+json; charset=latin-1", 415),
+        ("application/cloudevents+xml", 415),
+    ],
+)
+def test_other_media_types_are_refused_with_415(service: LiveService, content_type: str, status: int) -> None:
+    producer = service.add_client("p", PUBLISH)
+    response = producer.post(
+        "/api/v1/cloudevents", content=json.dumps(_event()), headers={"Content-Type": content_type}
+    )
+    assert response.status_code == status
+    assert response.json()["code"] == "unsupported_media_type"
+    assert _stored(service) == []
+
+
+def test_a_body_that_is_not_json_is_a_400_naming_it(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    response = producer.post(
+        "/api/v1/cloudevents", content=b"{not json", headers={"Content-Type": "application/cloudevents+json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["invalidParams"][0]["name"] == "event"
+
+
+def test_an_event_over_the_size_limit_is_a_413(start_service: Any) -> None:
+    service = start_service(max_event_bytes=2048, max_batch_events=3)
+    producer = service.add_client("p", PUBLISH)
+    headers = {"Content-Type": "application/cloudevents+json"}
+    big = producer.post("/api/v1/cloudevents", content=json.dumps(_event(data={"x": "y" * 3000})), headers=headers)
+    assert big.status_code == 413
+    assert big.json()["code"] == "too_large"
+    # A batch body over event size × batch limit is refused before it is read whole.
+    huge = producer.post(
+        "/api/v1/cloudevents",
+        content=b"[" + b" " * 10_000 + b"]",
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert huge.status_code == 413
+    too_many = producer.post(
+        "/api/v1/cloudevents",
+        content=json.dumps([_event(n) for n in range(4)]),
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert too_many.status_code == 413
+    assert _stored(service) == []
+
+
+def test_the_catalogue_applies_to_the_intake(service: LiveService) -> None:
+    with psycopg.connect(service.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO outbox.event_types (slug, type, name, schema) VALUES (%s, %s, %s, %s)",
+            ("zaak-gekoppeld", ZAAK, "Zaak gekoppeld", Jsonb({"type": "object", "required": ["zaak"]})),
+        )
+        conn.execute(
+            "INSERT INTO outbox.event_types (slug, type, name, is_enabled) VALUES ('off', 'nl.x.off', 'Off', false)"
+        )
+    producer = service.add_client("p", PUBLISH)
+    headers = {"Content-Type": "application/cloudevents+json"}
+    bad = producer.post("/api/v1/cloudevents", content=json.dumps(_event(data={"other": 1})), headers=headers)
+    assert bad.status_code == 400
+    assert bad.json()["invalidParams"][0]["name"].startswith("data")
+    off = producer.post("/api/v1/cloudevents", content=json.dumps(_event(2, type="nl.x.off")), headers=headers)
+    assert off.status_code == 201  # accepted and dropped, as enqueue drops a disabled type
+    good = producer.post("/api/v1/cloudevents", content=json.dumps(_event(3)), headers=headers)
+    assert good.status_code == 201
+    assert [e["id"] for e in _stored(service)] == ["evt-3"]

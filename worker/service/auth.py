@@ -34,7 +34,9 @@ _bearer = HTTPBearer(
 LoadClient = Callable[[str], Awaitable[ApiClient | None]]
 
 
-def _unauthenticated(detail: str, code: str = "authentication_failed") -> ApiProblem:
+def _unauthenticated(detail: str, code: str) -> ApiProblem:
+    """401 (Open Notificaties answers 403 to every auth failure; 401 is what RFC 9110 asks for a
+    missing or bad credential). The codes are Open Notificaties' (vng-api-common's)."""
     title = "Authentication credentials were not provided." if code == "not_authenticated" else "Invalid token."
     return ApiProblem(401, code, title, detail, headers={"WWW-Authenticate": 'Bearer realm="outbox"'})
 
@@ -94,15 +96,17 @@ class Authenticator:
             claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
-            raise _unauthenticated("The bearer token is not a JWT.") from None
+            raise _unauthenticated("The bearer token is not a JWT.", "jwt-decode-error") from None
         if header.get("alg") != "HS256":
-            raise _unauthenticated("The JWT must be signed with HS256.")
+            raise _unauthenticated("The JWT must be signed with HS256.", "jwt-decode-error")
         client_id = claims.get("client_id") or claims.get("iss")
         if not isinstance(client_id, str) or not client_id:
-            raise _unauthenticated("The JWT names no client: give the client_id (or iss) claim.")
+            raise _unauthenticated(
+                "The JWT names no client: give the client_id (or iss) claim.", "missing-client-identifier"
+            )
         client = await self._client(client_id, now)
         if client is None:
-            raise _unauthenticated("Unknown client, or a signature that does not match its secret.")
+            raise _unauthenticated(f"No client {client_id!r} is registered here.", "invalid-client-identifier")
         try:
             with warnings.catch_warnings():
                 # Short secrets are the operator's choice (`outbox clients add --secret`): no warning per request.
@@ -115,25 +119,29 @@ class Authenticator:
                     leeway=self._leeway,
                 )
         except jwt.MissingRequiredClaimError:
-            raise _unauthenticated("The JWT has no iat (issued at) claim.") from None
+            raise _unauthenticated("The JWT has no iat (issued at) claim.", "jwt-missing-iat-claim") from None
         except jwt.ExpiredSignatureError:
-            raise _unauthenticated("The JWT has expired (exp).") from None
+            raise _unauthenticated("The JWT has expired (its exp has passed).", "jwt-expired") from None
         except jwt.ImmatureSignatureError:
-            raise _unauthenticated("The JWT is issued in the future (iat): check the client's clock.") from None
+            raise _unauthenticated(
+                "The JWT is issued in the future (iat): check the client's clock.", "jwt-immature"
+            ) from None
         except jwt.InvalidSignatureError:
-            raise _unauthenticated("Unknown client, or a signature that does not match its secret.") from None
+            raise _unauthenticated(
+                "The JWT's signature does not match the client's secret.", "invalid-jwt-signature"
+            ) from None
         except jwt.InvalidTokenError as exc:
-            raise _unauthenticated(f"The JWT is not valid: {exc}.") from None
+            raise _unauthenticated(f"The JWT is not valid: {exc}.", "jwt-invalid") from None
         issued = claims["iat"]
         if not isinstance(issued, int | float) or isinstance(issued, bool):
-            raise _unauthenticated("The JWT's iat must be a number (seconds since the epoch).")
+            raise _unauthenticated("The JWT's iat must be a number (seconds since the epoch).", "jwt-invalid")
         age = time.time() - float(issued)
         remaining = self._max_age + self._leeway - age
         expires = claims.get("exp")
         if isinstance(expires, int | float) and not isinstance(expires, bool):
             remaining = min(remaining, float(expires) + self._leeway - time.time())
         if remaining <= 0:
-            raise _unauthenticated(f"The JWT is too old: its iat is more than {self._max_age:g} s ago.")
+            raise _unauthenticated(f"The JWT is too old: its iat is more than {self._max_age:g} s ago.", "jwt-expired")
         if len(self._tokens) >= _TOKEN_CACHE_SIZE:
             self._tokens.clear()
         self._tokens[token] = _Verified(client, now + remaining)
