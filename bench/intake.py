@@ -142,7 +142,9 @@ def _postgres_cpu(conn: psycopg.Connection[Any]) -> float:
     return total
 
 
-def measure(args: argparse.Namespace, port: int, server_pid: int, batch: int, clients: int, rate: float) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace, port: int, server_pid: int, batch: int, clients: int, rate: float
+) -> dict[str, Any]:
     with psycopg.connect(args.database_url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {SCHEMA}.events, {SCHEMA}.intake_ids, {SCHEMA}.deliveries CASCADE")
         conn.execute("CHECKPOINT")
@@ -222,9 +224,13 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("outbox serve did not start") from None
                 time.sleep(0.1)
-        print(f"outbox serve (pool {args.pool_size}) on this machine, {os.cpu_count()} CPUs; {args.duration:g} s per run")
+        print(
+            f"outbox serve (pool {args.pool_size}) on this machine, {os.cpu_count()} CPUs; {args.duration:g} s per run"
+        )
         measure(args, port, server.pid, 1, args.clients, 0)  # warm-up
-        single = report(f"single events, {args.clients} clients", measure(args, port, server.pid, 1, args.clients, 0), 1)
+        single = report(
+            f"single events, {args.clients} clients", measure(args, port, server.pid, 1, args.clients, 0), 1
+        )
         report(
             f"batches of 100, {args.batch_clients} clients",
             measure(args, port, server.pid, 100, args.batch_clients, 0),

@@ -4,6 +4,7 @@ uvicorn's graceful shutdown on SIGTERM/SIGINT (stop accepting, finish in-flight 
 from __future__ import annotations
 
 import socket
+from types import FrameType
 
 import uvicorn
 
@@ -13,6 +14,14 @@ from worker.service.settings import ServeSettings
 
 class StartupError(RuntimeError):
     """The service cannot start; the message is one line for the operator."""
+
+
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal once drained, so the process would die by it; the contract of
+        # our daemons is exit 0 after a clean SIGTERM/SIGINT shutdown.
+        self._captured_signals.clear()
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -50,4 +59,4 @@ def serve(settings: ServeSettings, url: str) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
         limit_concurrency=None,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    _Server(config).run(sockets=[sock])
