@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -32,21 +33,17 @@ import psycopg
 HERE = Path(__file__).resolve().parent
 SCHEMA = "bench_intake"
 CLIENT = "bench-producer"
-SECRET = "bench-secret-0123456789-abcdefghijklmnop"
+SECRET = "bench-secret-0123456789-abcdefghijklmnop"  # noqa: S105 (a throwaway client)
 EVENT_TYPE = "nl.overheid.zaken.zaak-gekoppeld"
 
 
 def event_json(n: int, run: str) -> bytes:
     # ~600 bytes, as the peer figures (PEERS.md) use.
-    data = '{"zaak":"urn:uuid:%s","onderwerpobject":"urn:uuid:%s","padding":"%s"}' % (
-        uuid.uuid4(),
-        uuid.uuid4(),
-        "x" * 300,
-    )
+    data = f'{{"zaak":"urn:uuid:{uuid.uuid4()}","onderwerpobject":"urn:uuid:{uuid.uuid4()}","padding":"{"x" * 300}"}}'
     return (
-        '{"specversion":"1.0","id":"%s-%d","source":"urn:nld:oin:00000001823288444000:systeem:openklant",'
-        '"type":"%s","subject":"%s","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json",'
-        '"dataref":null,"data":%s}' % (run, n, EVENT_TYPE, uuid.uuid4(), data)
+        f'{{"specversion":"1.0","id":"{run}-{n}","source":"urn:nld:oin:00000001823288444000:systeem:openklant",'
+        f'"type":"{EVENT_TYPE}","subject":"{uuid.uuid4()}","time":"2026-01-01T00:00:00Z",'
+        f'"datacontenttype":"application/json","dataref":null,"data":{data}}}'
     ).encode()
 
 
@@ -135,10 +132,8 @@ def _postgres_cpu(conn: psycopg.Connection[Any]) -> float:
     """CPU seconds of every backend of this server (same machine: /proc)."""
     total = 0.0
     for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL").fetchall():
-        try:
+        with contextlib.suppress(FileNotFoundError, IndexError, ValueError, PermissionError):
             total += _cpu_of(pid)
-        except (FileNotFoundError, IndexError, ValueError, PermissionError):
-            pass
     return total
 
 
