@@ -578,23 +578,15 @@ UPDATE {schema}.api_clients SET secret = %s, secret_encrypted = %s WHERE client_
 
 -- name: intake_events
 -- `outbox serve`: the events of one or more POSTs to /cloudevents in one statement, skipping any
--- (source, id) already taken in (a producer's retry) or repeated in the input. Positions are drawn
--- in input order before the insert, so intake_ids can name the event it stored; a concurrent
--- statement with the same key waits on the key's row and then stores nothing. Returns the keys
--- stored; queues a NOTIFY for the commit when a worker is idle and something was stored.
-WITH input AS (
-    SELECT t.source, t.id, t.document, t.n
-      FROM unnest(%b::text[], %b::text[], %b::text[]) WITH ORDINALITY AS t (source, id, document, n)
-),
-fresh AS (
-    SELECT DISTINCT ON (i.source, i.id) i.source, i.id, i.document, i.n
-      FROM input i
-     WHERE NOT EXISTS (SELECT 1 FROM {schema}.intake_ids k WHERE k.source = i.source AND k.id = i.id)
-     ORDER BY i.source, i.id, i.n
-),
-numbered AS (
-    SELECT f.source, f.id, f.document, nextval(pg_get_serial_sequence('{schema}.events', 'position')) AS position
-      FROM (SELECT * FROM fresh ORDER BY n) AS f
+-- (source, id) already taken in (a producer's retry) or repeated in the input (ON CONFLICT DO
+-- NOTHING skips a row that conflicts with one inserted by the same statement, too). Positions are
+-- drawn from the events' identity sequence (%s, resolved once) in input order, so intake_ids can
+-- name the event it stored; a concurrent statement with the same key waits on the key's row and
+-- then stores nothing. A skipped row leaves a gap in the positions, as a rollback does. Returns
+-- the keys stored; queues a NOTIFY for the commit when a worker is idle and something was stored.
+WITH numbered AS (
+    SELECT t.source, t.id, t.document, nextval(%s::regclass) AS position
+      FROM unnest(%b::text[], %b::text[], %b::text[]) AS t (source, id, document)
 ),
 keys AS (
     INSERT INTO {schema}.intake_ids (source, id, position)
@@ -605,10 +597,13 @@ keys AS (
 stored AS (
     INSERT INTO {schema}.events (position, event) OVERRIDING SYSTEM VALUE
     SELECT n.position, n.document::json FROM numbered n JOIN keys k ON k.position = n.position
-     ORDER BY n.position
     RETURNING position
 ),
 woken AS (
     SELECT pg_notify(%s, '') WHERE EXISTS (SELECT 1 FROM stored) AND EXISTS (SELECT 1 FROM {schema}.idle_workers)
 )
 SELECT k.source, k.id FROM keys k LEFT JOIN woken ON true;
+
+-- name: events_position_sequence
+-- `outbox serve`: the sequence behind events.position, for intake_events.
+SELECT pg_get_serial_sequence(format('%%I.events', %s::text), 'position');

@@ -15,7 +15,7 @@ import jwt
 import psycopg
 import uvicorn
 
-from worker.service.app import create_app
+from worker.service.app import asgi_app
 from worker.service.server import listen
 from worker.service.settings import ServeSettings
 from worker.store import clients as client_store
@@ -114,7 +114,7 @@ def running(database_url: str, **overrides: Any) -> Iterator[LiveService]:
     sock = listen("127.0.0.1", 0)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings, database_url), lifespan="on", access_log=False, log_config=None, loop="asyncio"
+        asgi_app(settings, database_url), lifespan="on", access_log=False, log_config=None, loop="asyncio"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)

@@ -147,6 +147,25 @@ class Authenticator:
         self._tokens[token] = _Verified(client, now + remaining)
         return client
 
+    async def authorize(self, authorization: str | None, scopes: tuple[str, ...]) -> ApiClient:
+        """The client of an Authorization header value, if it holds one of `scopes` and is within its rate."""
+        scheme, _, credentials = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise _unauthenticated(
+                "Send Authorization: Bearer <JWT> (a ZGW JWT signed with your client's secret).", "not_authenticated"
+            )
+        client = await self.authenticate(credentials.strip())
+        if not client.scopes.intersection(scopes):
+            raise ApiProblem(
+                403,
+                "permission_denied",
+                "You do not have permission to perform this action.",
+                f"This operation needs the scope {' or '.join(scopes)}; client {client.client_id} has "
+                f"{', '.join(sorted(client.scopes))}.",
+            )
+        self.pace(client.client_id)
+        return client
+
     def pace(self, client_id: str) -> None:
         """Take one request from the client's bucket, or refuse with 429 and when to try again."""
         if self._rate <= 0:
@@ -176,21 +195,8 @@ def require(*scopes: str) -> Callable[..., Awaitable[ApiClient]]:
     async def caller(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> ApiClient:
+        # `credentials` declares the security scheme in the OpenAPI; authorize reads the header itself.
         authenticator: Authenticator = request.app.state.service.authenticator
-        if credentials is None:
-            raise _unauthenticated(
-                "Send Authorization: Bearer <JWT> (a ZGW JWT signed with your client's secret).", "not_authenticated"
-            )
-        client = await authenticator.authenticate(credentials.credentials)
-        if not client.scopes.intersection(scopes):
-            raise ApiProblem(
-                403,
-                "permission_denied",
-                "You do not have permission to perform this action.",
-                f"This operation needs the scope {' or '.join(scopes)}; client {client.client_id} has "
-                f"{', '.join(sorted(client.scopes))}.",
-            )
-        authenticator.pace(client.client_id)
-        return client
+        return await authenticator.authorize(request.headers.get("authorization"), scopes)
 
     return caller

@@ -13,7 +13,7 @@ class _TooLarge(Exception):
     pass
 
 
-def _problem(limit: int) -> ApiProblem:
+def too_large(limit: int) -> ApiProblem:
     return ApiProblem(
         413,
         "too_large",
@@ -43,7 +43,7 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > limit:
-                    await _problem(limit).response()(scope, receive, send)
+                    await too_large(limit).response()(scope, receive, send)
                     return
         received = 0
         started = False
@@ -67,4 +67,4 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _problem(limit).response()(scope, receive, send)
+                await too_large(limit).response()(scope, receive, send)

@@ -8,7 +8,7 @@ from types import FrameType
 
 import uvicorn
 
-from worker.service.app import create_app
+from worker.service.app import asgi_app
 from worker.service.settings import ServeSettings
 
 
@@ -47,7 +47,7 @@ def serve(settings: ServeSettings, url: str) -> None:
     except ImportError:
         loop = "asyncio"
     config = uvicorn.Config(
-        create_app(settings, url),
+        asgi_app(settings, url),
         loop=loop,
         http="httptools",
         lifespan="on",
@@ -58,5 +58,6 @@ def serve(settings: ServeSettings, url: str) -> None:
         timeout_keep_alive=30,
         timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
         limit_concurrency=None,
+        proxy_headers=False,  # `url` fields come from OUTBOX_PUBLIC_URL behind a proxy, not from headers
     )
     _Server(config).run(sockets=[sock])
