@@ -442,6 +442,15 @@ DELETE FROM {schema}.events
                        AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.event_position = e.position)
                      LIMIT %s);
 
+-- name: purge_intake_ids
+-- `outbox purge`: a small batch of intake keys past the cutoff whose event is gone (a replay is
+-- recognised for as long as its event is kept).
+DELETE FROM {schema}.intake_ids
+ WHERE (source, id) IN (SELECT k.source, k.id FROM {schema}.intake_ids k
+                         WHERE k.received_at < %s
+                           AND NOT EXISTS (SELECT 1 FROM {schema}.events e WHERE e.position = k.position)
+                         LIMIT %s);
+
 -- name: begin
 -- Worker connections are in autocommit; their multi-statement work opens its transaction itself,
 -- inside the pipeline, so no round trip is spent on BEGIN alone.

@@ -277,3 +277,26 @@ def test_the_catalogue_applies_to_the_intake(service: LiveService) -> None:
     good = producer.post("/api/v1/cloudevents", content=json.dumps(_event(3)), headers=headers)
     assert good.status_code == 201
     assert [e["id"] for e in _stored(service)] == ["evt-3"]
+
+
+def test_purge_forgets_an_intake_key_only_once_its_event_is_gone(service: LiveService) -> None:
+    from datetime import timedelta
+
+    from worker.daemon.maintenance import purge
+
+    producer = service.add_client("p", PUBLISH)
+    headers = {"Content-Type": "application/cloudevents+json"}
+    for n in (1, 2):
+        assert producer.post("/api/v1/cloudevents", content=json.dumps(_event(n)), headers=headers).status_code == 201
+    with psycopg.connect(service.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE outbox.intake_ids SET received_at = now() - interval '40 days'")
+        conn.execute("UPDATE outbox.events SET enqueued_at = now() - interval '40 days'")  # not routed: kept
+        conn.execute("DELETE FROM outbox.events WHERE event->>'id' = 'evt-1'")
+        purge(conn, "outbox", timedelta(days=60))
+        assert conn.execute("SELECT count(*) FROM outbox.intake_ids").fetchone() == (2,)  # not past the cutoff
+        purge(conn, "outbox", timedelta(days=30))
+        remaining = conn.execute("SELECT id FROM outbox.intake_ids").fetchall()
+    assert remaining == [("evt-2",)]  # its event is still there
+    for n in (1, 2):
+        assert producer.post("/api/v1/cloudevents", content=json.dumps(_event(n)), headers=headers).status_code == 201
+    assert [e["id"] for e in _stored(service)] == ["evt-2", "evt-1"]

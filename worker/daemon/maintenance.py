@@ -28,16 +28,17 @@ def parse_duration(text: str) -> timedelta:
 
 def purge(conn: psycopg.Connection[Any], schema: str, older_than: timedelta, batch_size: int = 1000) -> tuple[int, int]:
     """Delete delivered deliveries (with their attempts) and fully delivered events older than
-    `older_than`, `batch_size` rows per transaction. Returns (deliveries, events) deleted."""
+    `older_than`, `batch_size` rows per transaction, then the intake keys of events now gone.
+    Returns (deliveries, events) deleted."""
     cutoff = datetime.now(UTC) - older_than
     deliveries = events = 0
-    for name in ("purge_deliveries", "purge_events"):
+    for name in ("purge_deliveries", "purge_events", "purge_intake_ids"):
         while True:
             with conn.transaction():
                 deleted = conn.execute(query(name, schema), (cutoff, batch_size)).rowcount
             if name == "purge_deliveries":
                 deliveries += deleted
-            else:
+            elif name == "purge_events":
                 events += deleted
             if deleted < batch_size:
                 break
