@@ -17,7 +17,7 @@ import base64
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import unquote
 
 import orjson
@@ -35,6 +35,9 @@ from worker.service.auth import require
 from worker.service.limits import too_large
 from worker.service.problems import ApiProblem, InvalidParam, invalid, responses
 from worker.store.clients import ADMIN, PUBLISH, ApiClient
+
+if TYPE_CHECKING:
+    from worker.service.app import Service
 
 STRUCTURED = "application/cloudevents+json"
 BATCHED = "application/cloudevents-batch+json"
@@ -314,7 +317,7 @@ async def post_cloudevents(
     return Response(body, 201, media_type=media_type)
 
 
-async def take_in(service: Any, headers: Mapping[str, str], body: bytes) -> tuple[bytes, str]:
+async def take_in(service: Service, headers: Mapping[str, str], body: bytes) -> tuple[bytes, str]:
     """Validate and store a request's events; the 201 answer's body and media type."""
     settings = service.settings
     events, documents, batched = parse(headers, body, settings.max_event_bytes, settings.max_batch_events)
