@@ -37,13 +37,16 @@ SECRET = "bench-secret-0123456789-abcdefghijklmnop"  # noqa: S105 (a throwaway c
 EVENT_TYPE = "nl.overheid.zaken.zaak-gekoppeld"
 
 
+_DATA = f'{{"zaak":"urn:uuid:{uuid.uuid4()}","onderwerpobject":"urn:uuid:{uuid.uuid4()}","padding":"{"x" * 300}"}}'
+_SUBJECT = str(uuid.uuid4())
+
+
 def event_json(n: int, run: str) -> bytes:
-    # ~600 bytes, as the peer figures (PEERS.md) use.
-    data = f'{{"zaak":"urn:uuid:{uuid.uuid4()}","onderwerpobject":"urn:uuid:{uuid.uuid4()}","padding":"{"x" * 300}"}}'
+    """~600 bytes, as the peer figures (PEERS.md) use; only the id differs (the generator must stay cheap)."""
     return (
         f'{{"specversion":"1.0","id":"{run}-{n}","source":"urn:nld:oin:00000001823288444000:systeem:openklant",'
-        f'"type":"{EVENT_TYPE}","subject":"{uuid.uuid4()}","time":"2026-01-01T00:00:00Z",'
-        f'"datacontenttype":"application/json","dataref":null,"data":{data}}}'
+        f'"type":"{EVENT_TYPE}","subject":"{_SUBJECT}","time":"2026-01-01T00:00:00Z",'
+        f'"datacontenttype":"application/json","dataref":null,"data":{_DATA}}}'
     ).encode()
 
 

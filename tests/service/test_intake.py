@@ -300,3 +300,21 @@ def test_purge_forgets_an_intake_key_only_once_its_event_is_gone(service: LiveSe
     for n in (1, 2):
         assert producer.post("/api/v1/cloudevents", content=json.dumps(_event(n)), headers=headers).status_code == 201
     assert [e["id"] for e in _stored(service)] == ["evt-2", "evt-1"]
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408(start_service: Any) -> None:
+    import socket
+
+    service = start_service(request_timeout=0.5)
+    producer = service.add_client("p", PUBLISH)
+    port = int(service.base_url.rsplit(":", 1)[1])
+    head = (
+        f"POST /api/v1/cloudevents HTTP/1.1\r\nHost: x\r\nAuthorization: {producer.headers()['Authorization']}\r\n"
+        "Content-Type: application/cloudevents+json\r\nContent-Length: 500\r\n\r\n{"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b'"code":"request_timeout"' in answer
+    assert _stored(service) == []

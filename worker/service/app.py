@@ -120,7 +120,9 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
-    app.add_middleware(BodyLimit, intake_limit=settings.max_body_bytes, other_limit=1024 * 1024)
+    app.add_middleware(
+        BodyLimit, intake_limit=settings.max_body_bytes, other_limit=1024 * 1024, timeout=settings.request_timeout
+    )
     app.include_router(intake_router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)

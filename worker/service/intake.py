@@ -32,7 +32,7 @@ from outbox._errors import InvalidEventError
 from outbox._event import CloudEvent, event_problems
 from outbox._sql import notify_channel, query
 from worker.service.auth import require
-from worker.service.limits import too_large
+from worker.service.limits import too_large, too_slow
 from worker.service.problems import ApiProblem, InvalidParam, invalid, responses
 from worker.store.clients import ADMIN, PUBLISH, ApiClient
 
@@ -294,7 +294,7 @@ _EVENT_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/CloudEvent"}
                 BATCHED: {"schema": {"type": "array", "items": _EVENT_SCHEMA}},
             },
         },
-        **responses(400, 401, 403, 413, 415, 429, 503),
+        **responses(400, 401, 403, 408, 413, 415, 429, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -345,7 +345,7 @@ class IntakeFastPath:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         try:
             await service.authenticator.authorize(headers.get("authorization"), (PUBLISH, ADMIN))
-            body = await _read_body(receive, headers, service.settings.max_body_bytes)
+            body = await _read_body(receive, headers, service.settings.max_body_bytes, service.settings.request_timeout)
             answer, media_type = await take_in(service, headers, body)
         except ApiProblem as problem:
             await problem.response()(scope, receive, send)
@@ -363,14 +363,18 @@ class IntakeFastPath:
         await send({"type": "http.response.body", "body": answer})
 
 
-async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int, timeout: float) -> bytes:
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(timeout):
+                message = await receive()
+        except TimeoutError:
+            raise too_slow(timeout) from None
         if message["type"] == "http.disconnect":
             raise ApiProblem(400, "disconnected", "Client disconnected.", "The request body did not arrive whole.")
         chunk = message.get("body", b"")

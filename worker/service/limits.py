@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.service.problems import ApiProblem
@@ -11,6 +13,20 @@ INTAKE_PATH = "/api/v1/cloudevents"
 
 class _TooLarge(Exception):
     pass
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def too_slow(seconds: float) -> ApiProblem:
+    return ApiProblem(
+        408,
+        "request_timeout",
+        "Request timeout.",
+        f"The request body did not arrive within {seconds:g} s (OUTBOX_REQUEST_TIMEOUT).",
+        headers={"Connection": "close"},
+    )
 
 
 def too_large(limit: int) -> ApiProblem:
@@ -24,12 +40,13 @@ def too_large(limit: int) -> ApiProblem:
 
 class BodyLimit:
     """413 for bodies over `intake_limit` (POST /cloudevents: the event size limit × the batch limit)
-    or `other_limit` (everything else)."""
+    or `other_limit` (everything else); 408 when a part of the body takes longer than `timeout`."""
 
-    def __init__(self, app: ASGIApp, intake_limit: int, other_limit: int) -> None:
+    def __init__(self, app: ASGIApp, intake_limit: int, other_limit: int, timeout: float) -> None:
         self.app = app
         self.intake_limit = intake_limit
         self.other_limit = other_limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,7 +67,11 @@ class BodyLimit:
 
         async def counting_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise _TooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -68,3 +89,6 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await too_large(limit).response()(scope, receive, send)
+        except _TooSlow:
+            if not started:
+                await too_slow(self.timeout).response()(scope, receive, send)

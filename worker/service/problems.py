@@ -152,6 +152,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No valid JWT: missing, malformed, badly signed, expired, or from an unknown client.",
         403: "The client lacks the scope this operation needs.",
         404: "No such resource, or not one of the client's.",
+        408: "The request body did not arrive in time.",
         409: "Changed by someone else meanwhile.",
         413: "The request body is over the size limit.",
         415: "The Content-Type is not one this operation takes.",

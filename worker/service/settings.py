@@ -43,7 +43,9 @@ class ServeSettings(BaseSettings):
         200.0, ge=0, le=1_000_000, description="requests per second per client and process (0: no limit)"
     )
     rate_burst: int = Field(0, ge=0, le=1_000_000, description="requests a client may send at once (0: one second's)")
-    request_timeout: float = Field(10.0, gt=0, le=600, description="timeout of the OPTIONS handshake at create")
+    request_timeout: float = Field(
+        10.0, gt=0, le=600, description="timeout of the OPTIONS handshake at create, and of each part of a request body"
+    )
     webhook_origin: str | None = Field(None, description="our WebHook-Request-Origin in handshakes")
     allow_insecure_callbacks: bool = Field(False, description="accept http:// callback URLs (closed networks, tests)")
     # NoDecode: a comma-separated list, not the JSON pydantic-settings expects for list fields.
