@@ -134,3 +134,18 @@ def test_secrets_are_stored_encrypted_with_a_key(start_service: Any) -> None:
     assert row[1] is True
     assert caller.secret not in row[0]
     assert _post(service, caller.headers()["Authorization"]).status_code == 201
+
+
+def test_no_cors_headers_are_sent(service: LiveService) -> None:
+    """Browsers on other origins cannot call the API: nothing allows them."""
+    preflight = service.anonymous.options(
+        "/api/v1/cloudevents",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    caller = service.add_client("p", PUBLISH)
+    post = caller.post(
+        "/api/v1/cloudevents", content=json.dumps(EVENT), headers={**CE, "Origin": "https://evil.example"}
+    )
+    assert post.status_code == 201
+    for response in (preflight, post):
+        assert not any(name.lower().startswith("access-control-") for name in response.headers)
