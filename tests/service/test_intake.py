@@ -11,9 +11,11 @@ import httpx
 import jwt
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tests.service.live import PUBLISH, LiveService
+from tests.support import wait_until
 
 ZAAK = "nl.overheid.zaken.zaak-gekoppeld"
 
@@ -320,3 +322,28 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(start_service: Any) -> Non
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b'"code":"request_timeout"' in answer
     assert _stored(service) == []
+
+
+def test_without_the_database_the_answer_is_503_and_nothing_is_lost(start_service: Any, database_url: str) -> None:
+    service = start_service(client_cache_ttl=60)
+    producer = service.add_client("p", PUBLISH)
+    headers = {"Content-Type": "application/cloudevents+json"}
+    assert producer.post("/api/v1/cloudevents", content=json.dumps(_event(1)), headers=headers).status_code == 201
+    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    with psycopg.connect(psycopg.conninfo.make_conninfo(database_url, dbname="postgres"), autocommit=True) as conn:
+        # Take the service's database away: its connections end, and no new one may open.
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        try:
+            refused = producer.post("/api/v1/cloudevents", content=json.dumps(_event(2)), headers=headers)
+        finally:
+            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "unavailable"
+    assert refused.headers["retry-after"] == "5"
+    # The producer retries (as notifications-api-common does) until the pool has reconnected; stored once.
+    wait_until(
+        lambda: producer.post("/api/v1/cloudevents", content=json.dumps(_event(2)), headers=headers).status_code == 201,
+        message="the service to reconnect",
+    )
+    assert [e["id"] for e in _stored(service)] == ["evt-1", "evt-2"]

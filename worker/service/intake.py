@@ -33,7 +33,7 @@ from outbox._event import CloudEvent, event_problems
 from outbox._sql import notify_channel, query
 from worker.service.auth import require
 from worker.service.limits import too_large, too_slow
-from worker.service.problems import ApiProblem, InvalidParam, invalid, responses
+from worker.service.problems import DATABASE_DOWN, ApiProblem, InvalidParam, invalid, responses, unavailable
 from worker.store.clients import ADMIN, PUBLISH, ApiClient
 
 if TYPE_CHECKING:
@@ -321,7 +321,10 @@ async def take_in(service: Service, headers: Mapping[str, str], body: bytes) -> 
     """Validate and store a request's events; the 201 answer's body and media type."""
     settings = service.settings
     events, documents, batched = parse(headers, body, settings.max_event_bytes, settings.max_batch_events)
-    await service.writer.store(events, documents)
+    try:
+        await service.writer.store(events, documents)
+    except DATABASE_DOWN:
+        raise unavailable() from None
     if batched:
         return b"[" + b",".join(documents) + b"]", BATCHED
     return documents[0], STRUCTURED
@@ -349,6 +352,9 @@ class IntakeFastPath:
             answer, media_type = await take_in(service, headers, body)
         except ApiProblem as problem:
             await problem.response()(scope, receive, send)
+            return
+        except DATABASE_DOWN:  # e.g. looking up the client
+            await unavailable().response()(scope, receive, send)
             return
         await send(
             {

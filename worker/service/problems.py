@@ -11,8 +11,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -123,6 +125,19 @@ def validation_problem(errors: Sequence[Any]) -> ApiProblem:
     return invalid(params)
 
 
+def unavailable() -> ApiProblem:
+    return ApiProblem(
+        503,
+        "unavailable",
+        "Service unavailable.",
+        "The database does not answer; nothing was stored. Try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+DATABASE_DOWN = (psycopg.OperationalError, PoolTimeout)
+
+
 def install(app: FastAPI) -> None:
     """Answer every error as a problem document: ours, pydantic's, Starlette's (404, 405), and crashes."""
 
@@ -140,7 +155,12 @@ def install(app: FastAPI) -> None:
         code, title = titles.get(exc.status_code, ("error", "Error."))
         return ApiProblem(exc.status_code, code, title, str(exc.detail), headers=dict(exc.headers or {})).response()
 
+    async def on_database_down(request: Request, exc: Exception) -> Response:
+        return unavailable().response()
+
     app.add_exception_handler(ApiProblem, on_problem)
+    for kind in DATABASE_DOWN:
+        app.add_exception_handler(kind, on_database_down)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
 
