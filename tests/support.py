@@ -118,23 +118,17 @@ class Receiver:
 def conformance_receiver(config: Any, ssl_context: Any = None) -> Iterator[str]:
     """The reference receiver (`outbox receiver`, worker/receiver.py) in a thread; yields its base URL."""
     from worker.receiver.server import make_app
+    from worker.runtime.asgi import AsgiServer
 
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(make_app(config), access_log=None)
+    server = AsgiServer(make_app(config), ssl_context=ssl_context)
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-
-    async def start() -> int:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-        await site.start()
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-
-    port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    asyncio.run_coroutine_threadsafe(server.start("127.0.0.1", 0), loop).result(10)
     try:
-        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{server.port}"
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()

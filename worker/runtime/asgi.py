@@ -61,10 +61,22 @@ class _Protocol(HttpToolsProtocol):
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.exit = asyncio.Event()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         # uvicorn would take SIGINT/SIGTERM over for the whole process, and raise them again when done.
         yield
+
+    async def main_loop(self) -> None:
+        # uvicorn's looks at should_exit every 0.1 s; this one wakes at once. A tick each second keeps
+        # the Date header current (on_tick(0) renews it).
+        while not await self.on_tick(0):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.exit.wait()
 
 
 def bind(host: str | None, port: int) -> list[socket.socket]:
@@ -125,6 +137,7 @@ class AsgiServer:
         config = uvicorn.Config(
             self.app,
             http=_Protocol,
+            ws="none",  # an Upgrade request is an ordinary request to the app
             lifespan="off",
             access_log=False,
             log_config=None,  # the process configures logging, not uvicorn
@@ -153,6 +166,7 @@ class AsgiServer:
         if server is None or task is None:
             return
         server.should_exit = True
+        server.exit.set()
         await task  # uvicorn closes the sockets
 
 
