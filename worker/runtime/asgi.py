@@ -136,6 +136,7 @@ class AsgiServer:
             raise RuntimeError("the server is already running")
         config = uvicorn.Config(
             self.app,
+            interface="asgi3",  # "auto" takes a bound method for ASGI 2
             http=_Protocol,
             ws="none",  # an Upgrade request is an ordinary request to the app
             lifespan="off",
@@ -150,8 +151,17 @@ class AsgiServer:
         sockets = bind(host, port)
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=sockets), name="asgi-server")
-        while not server.started and not task.done():
-            await asyncio.sleep(0.005)
+        try:
+            while not server.started and not task.done():
+                await asyncio.sleep(0.005)
+        except BaseException:  # cancelled while starting: leave no server behind
+            server.should_exit = True
+            server.exit.set()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(task)
+            for sock in sockets:
+                sock.close()
+            raise
         if task.done():
             for sock in sockets:
                 sock.close()
