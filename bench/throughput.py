@@ -100,7 +100,7 @@ HTTP_TIMEOUT = 10.0
 LIBRARIES = (
     "nlgov-outbox",
     "httpx",
-    "aiohttp",
+    "starlette",
     "psycopg",
     "psycopg-pool",
     "procrastinate",

@@ -11,16 +11,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from aiohttp import web
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 import outbox
 from outbox import CloudEvent, Subscription
+from worker.runtime.asgi import AsgiServer
 from worker.store import subscriptions as subscription_store
 from worker.store.secret_box import SecretBox
 
@@ -41,7 +45,7 @@ FAST = {
 class Received:
     arrived: float
     path: str
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # names in any case (as ASGI gives them: lower case)
     body: bytes
     method: str = "POST"
 
@@ -78,27 +82,24 @@ class Receiver:
     def running(self) -> Iterator[Receiver]:
         loop = asyncio.new_event_loop()
         started = threading.Event()
-        runner_box: list[web.AppRunner] = []
+        server_box: list[AsgiServer] = []
 
-        async def handle(request: web.Request) -> web.StreamResponse:
-            body = await request.read()
-            item = Received(time.time(), request.path, dict(request.headers), body, request.method)
+        async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+            request = Request(scope, receive)
+            body = await request.body()
+            item = Received(time.time(), scope["path"], Headers(scope=scope), body, request.method)
             number = len(self.received)
             self.received.append(item)
             status, headers, delay = self.answer(number, item)
             if delay:
                 await asyncio.sleep(delay)
-            return web.Response(status=status, headers=headers, body=self.body_for(item))
+            await Response(self.body_for(item), status_code=status, headers=headers)(scope, receive, send)
 
         async def start() -> None:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", handle)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", self.port)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            runner_box.append(runner)
+            server = AsgiServer(handle)
+            await server.start("127.0.0.1", self.port)
+            self.port = server.port or 0
+            server_box.append(server)
             started.set()
 
         thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -108,7 +109,7 @@ class Receiver:
         try:
             yield self
         finally:
-            asyncio.run_coroutine_threadsafe(runner_box[0].cleanup(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(server_box[0].stop(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()
@@ -120,21 +121,14 @@ def conformance_receiver(config: Any, ssl_context: Any = None) -> Iterator[str]:
     from worker.receiver.server import make_app
 
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(make_app(config), access_log=None)
+    server = AsgiServer(make_app(config), ssl_context=ssl_context)
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-
-    async def start() -> int:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-        await site.start()
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-
-    port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    asyncio.run_coroutine_threadsafe(server.start("127.0.0.1", 0), loop).result(10)
     try:
-        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{server.port}"
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()

@@ -16,9 +16,12 @@ from urllib.parse import parse_qs, unquote_plus
 import httpx
 import jwt
 import pytest
-from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from outbox._subscription import check_signing_secret
 from worker.delivery.credentials import (
@@ -32,6 +35,7 @@ from worker.delivery.credentials import (
     signing_headers,
 )
 from worker.delivery.transport import WebhookTransport
+from worker.runtime.asgi import AsgiServer
 
 CLIENT_ID = "outbox client:1"
 SECRET = "s3cr3t/+&=: with space"  # characters that form-urlencoding must take care of
@@ -45,36 +49,33 @@ class TokenServer:
     """A token endpoint: records each request, answers with `answer(request_number)`."""
 
     answer: Callable[[int], Answer] = lambda n: (200, {"access_token": f"token-{n}", "token_type": "Bearer"}, 0.0)
-    requests: list[tuple[dict[str, str], dict[str, list[str]], str, str]] = field(default_factory=list)
+    requests: list[tuple[Headers, dict[str, list[str]], str, str]] = field(default_factory=list)
     url: str = ""
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.text()
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        body = (await request.body()).decode()
         number = len(self.requests)
-        self.requests.append(
-            (dict(request.headers), parse_qs(body, keep_blank_values=True), request.method, request.path)
-        )
+        self.requests.append((request.headers, parse_qs(body, keep_blank_values=True), request.method, scope["path"]))
         status, document, delay = self.answer(number)
         if delay:
             await asyncio.sleep(delay)
+        response: Response
         if isinstance(document, bytes):
-            return web.Response(status=status, body=document, content_type="text/plain")
-        return web.json_response(document, status=status)
+            response = Response(document, status_code=status, headers={"Content-Type": "text/plain"})
+        else:
+            response = JSONResponse(document, status_code=status)
+        await response(scope, receive, send)
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[TokenServer]:
     token_server = TokenServer()
-    app = web.Application()
-    app.router.add_post("/oauth/token", token_server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    token_server.url = f"http://127.0.0.1:{port}/oauth/token"
+    http = AsgiServer(token_server.handle)
+    await http.start("127.0.0.1", 0)
+    token_server.url = f"http://127.0.0.1:{http.port}/oauth/token"
     yield token_server
-    await runner.cleanup()
+    await http.stop()
 
 
 @pytest.fixture

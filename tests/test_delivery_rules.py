@@ -15,13 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from outbox import Subscription
 from worker.daemon.settings import SettingsError, WorkerSettings
 from worker.delivery.http import BATCHED, STRUCTURED, Claimed, Target, request_parts
 from worker.delivery.outcome import backoff, from_error, from_status, retry_after_seconds
 from worker.receiver.server import ReceiverConfig, make_app
+from worker.runtime.asgi import AsgiServer
 
 SETTINGS = WorkerSettings.load(retry_base_delay=1, retry_max_delay=30, retry_max_attempts=5, retry_after_max=120)
 
@@ -163,13 +163,10 @@ def test_binary_mode_maps_attributes_to_ce_headers() -> None:
 @pytest.fixture
 async def receiver_url() -> AsyncIterator[tuple[str, ReceiverConfig]]:
     config = ReceiverConfig(auth="Bearer right", quiet=True)
-    runner = web.AppRunner(make_app(config))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/hook", config
-    await runner.cleanup()
+    server = AsgiServer(make_app(config))
+    await server.start("127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.port}/hook", config
+    await server.stop()
 
 
 async def test_receiver_handshake(receiver_url: tuple[str, ReceiverConfig]) -> None:

@@ -21,7 +21,9 @@ import httpx
 import orjson
 import pytest
 import trustme
-from aiohttp import web
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from outbox import Subscription
 from worker.daemon.settings import SettingsError, WorkerSettings
@@ -31,6 +33,7 @@ from worker.delivery.http import Claimed, Sender, Target
 from worker.delivery.safety import AddressPolicy, DestinationRefused, parse_networks, policy_from_environment
 from worker.delivery.tls import check_pem, tls_context
 from worker.delivery.transport import MAX_ANSWER, TLS_EXTENSION, WebhookTransport
+from worker.runtime.asgi import AsgiServer
 
 LOOPBACK = AddressPolicy([ip_network("127.0.0.0/8")])
 NOWHERE = AddressPolicy()  # no allowed networks: only public addresses
@@ -156,32 +159,26 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def serving(context: ssl.SSLContext | None = None, status: int = 204) -> AsyncIterator[Server]:
-    """An aiohttp server on 127.0.0.1 in this test's loop that records who asked what."""
+    """A server on 127.0.0.1 in this test's loop that records who asked what."""
     server = Server(0)
 
-    async def handle(request: web.Request) -> web.Response:
-        transport = request.transport
-        assert transport is not None
-        peercert = transport.get_extra_info("peercert")
-        subject = None
-        if peercert:
-            subject = next(v for rdn in peercert["subject"] for k, v in rdn if k == "commonName")
-        server.seen.append(
-            Seen(request.method, request.path_qs, request.host, transport.get_extra_info("peername"), subject)
-        )
-        return web.Response(status=status, headers={"WebHook-Allowed-Origin": "*"})
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        name = scope.get("extensions", {}).get("tls", {}).get("client_cert_name") or ""
+        subject = next((part[3:] for part in name.split(",") if part.startswith("CN=")), None)
+        query = scope["query_string"].decode()
+        path_qs = scope["path"] + (f"?{query}" if query else "")
+        client = scope["client"]
+        server.seen.append(Seen(request.method, path_qs, request.headers.get("Host", ""), client, subject))
+        await Response(status_code=status, headers={"WebHook-Allowed-Origin": "*"})(scope, receive, send)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    server.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    http = AsgiServer(handle, ssl_context=context)
+    await http.start("127.0.0.1", 0)
+    server.port = http.port or 0
     try:
         yield server
     finally:
-        await runner.cleanup()
+        await http.stop()
 
 
 class Resolver:

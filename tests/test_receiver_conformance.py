@@ -21,12 +21,12 @@ import httpx
 import jwt
 import pytest
 import trustme
-from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from worker.delivery.credentials import USER_AGENT
 from worker.receiver.conformance import RULES
 from worker.receiver.server import ReceiverConfig, make_app
+from worker.runtime.asgi import AsgiServer
 
 STRUCTURED = "application/cloudevents+json; charset=utf-8"
 BATCHED = "application/cloudevents-batch+json; charset=utf-8"
@@ -73,21 +73,18 @@ def wire(mode: str, document: dict[str, Any]) -> tuple[dict[str, str], bytes]:
 
 @pytest.fixture
 async def start() -> AsyncIterator[Start]:
-    runners: list[web.AppRunner] = []
+    servers: list[AsgiServer] = []
 
     async def go(config: ReceiverConfig, ssl_context: ssl.SSLContext | None = None) -> str:
         config.quiet = True
-        runner = web.AppRunner(make_app(config))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-        await site.start()
-        runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+        server = AsgiServer(make_app(config), ssl_context=ssl_context)
+        await server.start("127.0.0.1", 0)
+        servers.append(server)
+        return f"{'https' if ssl_context else 'http'}://127.0.0.1:{server.port}"
 
     yield go
-    for runner in runners:
-        await runner.cleanup()
+    for server in servers:
+        await server.stop()
 
 
 @pytest.fixture

@@ -26,11 +26,16 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Protocol
 
 import psycopg
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from outbox._sql import DEFAULT_SCHEMA, query
+from worker.runtime.asgi import AsgiServer
 from worker.runtime.logs import log
 
 OUTCOMES: Final = ("delivered", "retry", "failed", "retired")
@@ -139,7 +144,7 @@ class Metrics:
         for state in BACKLOG_STATES:
             self.backlog.labels(state=state)
         self._known_subscriptions: set[str] = set()
-        self._runner: web.AppRunner | None = None
+        self._server: AsgiServer | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._refresh_failing = False
 
@@ -200,9 +205,7 @@ class Metrics:
     @property
     def port(self) -> int | None:
         """The port actually bound (useful with port 0), or None when not serving."""
-        if self._runner is None or not self._runner.addresses:
-            return None
-        return int(self._runner.addresses[0][1])
+        return self._server.port if self._server is not None else None
 
     async def start(self, host: str | None, port: int, connect: Connect | None = None) -> None:
         """Serve on host:port; with `connect`, also refresh the backlog gauges every `refresh_interval`.
@@ -211,21 +214,21 @@ class Metrics:
         the scraper sits outside the container or host. Pass "127.0.0.1" to keep it local. A port that
         cannot be bound raises OSError here, so `outbox run` fails at startup rather than run blind.
         """
-        if self._runner is not None:
+        if self._server is not None:
             raise RuntimeError("the metrics server is already running")
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
+        app = Starlette(
+            routes=[
+                Route("/metrics", self._metrics, methods=["GET"]),
+                Route("/healthz", self._healthz, methods=["GET"]),
+                Route("/readyz", self._readyz, methods=["GET"]),
+            ],
+            exception_handlers={HTTPException: _http_error},
+        )
+        app.router.redirect_slashes = False  # /healthz/ is a 404, not a redirect
         # No access log (a line per scrape), and a short shutdown: a scrape in progress is not worth waiting for.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host or None, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        server = AsgiServer(app, shutdown_timeout=1)
+        await server.start(host, port)
+        self._server = server
         if connect is not None:
             self._refresher = asyncio.create_task(self._refresh_forever(connect), name="metrics-refresh")
         log(logging.INFO, "metrics server started", host=host or "*", port=self.port)
@@ -237,9 +240,9 @@ class Metrics:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop()
 
     async def _refresh_forever(self, connect: Connect) -> None:
         while True:
@@ -260,12 +263,12 @@ class Metrics:
 
     # -- handlers ---------------------------------------------------------------------------------
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _metrics(self, request: Request) -> Response:
         body, content_type = self.render(request.headers.get("Accept", ""))
-        # Set as a header: aiohttp's content_type argument refuses parameters such as charset.
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        # As a header, exactly as chosen: media_type would add a charset to a text/ type without one.
+        return Response(body, headers={"Content-Type": content_type})
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+    async def _healthz(self, request: Request) -> Response:
         problems = []
         if not self.health.database_ok:
             problems.append("database unreachable")
@@ -273,17 +276,23 @@ class Metrics:
             problems.append("LISTEN connection down")
         if problems:
             return _unavailable("; ".join(problems))
-        return web.Response(text="ok")
+        return PlainTextResponse("ok")
 
-    async def _readyz(self, request: web.Request) -> web.Response:
+    async def _readyz(self, request: Request) -> Response:
         if self.health.stopping:
             return _unavailable("stopping")
         if not self.health.ready:
             return _unavailable("starting: no successful pass yet")
-        return web.Response(text="ok")
+        return PlainTextResponse("ok")
 
 
-def _unavailable(reason: str) -> web.Response:
-    return web.Response(
-        status=503, text=json.dumps({"status": "unavailable", "reason": reason}) + "\n", content_type="application/json"
-    )
+def _http_error(request: Request, exc: Exception) -> Response:
+    """404 and 405 as they always were: "404: Not Found", and every endpoint is GET (and HEAD)."""
+    assert isinstance(exc, HTTPException)
+    headers = {"Allow": "GET,HEAD"} if exc.status_code == 405 else exc.headers
+    return PlainTextResponse(f"{exc.status_code}: {exc.detail}", status_code=exc.status_code, headers=headers)
+
+
+def _unavailable(reason: str) -> Response:
+    body = json.dumps({"status": "unavailable", "reason": reason}) + "\n"
+    return Response(body, status_code=503, media_type="application/json; charset=utf-8")

@@ -127,7 +127,7 @@ class Worker:
         )
         await self._pool.open(wait=False)
         if self.settings.metrics_port is not None:
-            from worker.daemon.metrics import Metrics  # aiohttp and prometheus-client: only when asked for
+            from worker.daemon.metrics import Metrics  # the web server and prometheus-client: only when asked for
 
             self._metrics = Metrics(self, self.schema)
             try:

@@ -27,16 +27,22 @@ import sys
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl, unquote_plus
 
-from aiohttp import web
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from worker.receiver import conformance as rules
 from worker.receiver.conformance import Problem
+from worker.runtime import asgi
 
 REFUSED = frozenset({"auth.static", "auth.oauth2", "auth.jwt", "auth.signature", "auth.bearer-scheme"})
+MAX_BODY = 1024**2  # a larger body is refused with 413 (what aiohttp, the receiver's first server, did)
 
 
 @dataclass
@@ -95,29 +101,83 @@ def _record(config: ReceiverConfig, request: dict[str, Any], problems: list[Prob
             print(json.dumps({"violation": problem.rule, "text": problem.text, "request": request}), flush=True)
 
 
-def _peer_subject(request: web.Request) -> str | None:
+class RawHeaders(Headers):
+    """A request's header fields as sent, repeats included, with values decoded as UTF-8 (undecodable octets
+    kept as surrogates): the conformance checks judge what the sender wrote, where Starlette reads Latin-1.
+    Names are lower case (as uvicorn gives them)."""
+
+    def _decoded(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for k, v in self.raw]
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        return self._decoded()
+
+    def values(self) -> list[str]:  # type: ignore[override]
+        return [v for _, v in self._decoded()]
+
+    def getlist(self, key: str) -> list[str]:
+        wanted = key.lower()
+        return [v for k, v in self._decoded() if k == wanted]
+
+    def __getitem__(self, key: str) -> str:
+        found = self.getlist(key)
+        if not found:
+            raise KeyError(key)
+        return found[0]
+
+
+def _headers(request: Request) -> RawHeaders:
+    return RawHeaders(scope=request.scope)
+
+
+def _path(request: Request) -> str:
+    return str(request.scope["path"])
+
+
+def _peer_subject(request: Request) -> str | None:
     """The TLS client certificate's subject as RFC 4514-ish text, e.g. "CN=outbox,O=Gemeente"."""
-    transport = request.transport
-    peercert = transport.get_extra_info("peercert") if transport is not None else None
-    if not peercert:
-        return None
-    short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C"}
-    parts = [f"{short.get(k, k)}={v}" for rdn in peercert.get("subject", ()) for k, v in rdn]
-    return ",".join(reversed(parts)) or None
+    tls = request.scope.get("extensions", {}).get("tls") or {}
+    name = tls.get("client_cert_name")
+    return str(name) if name else None
 
 
-def _request_info(config: ReceiverConfig, request: web.Request) -> dict[str, Any]:
+def _request_info(config: ReceiverConfig, request: Request) -> dict[str, Any]:
     config.requests += 1
-    return {"n": config.requests, "method": request.method, "path": request.path, "peer": request.remote}
+    peer = request.client.host if request.client else None
+    return {"n": config.requests, "method": request.method, "path": _path(request), "peer": peer}
 
 
-def _sender_behaviour(config: ReceiverConfig, request: web.Request, now: float) -> list[Problem]:
+async def _read(request: Request) -> bytes | Response:
+    """The body, or a 413 answer past MAX_BODY."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) >= MAX_BODY:
+            return PlainTextResponse(f"Maximum request body size {MAX_BODY} exceeded.", status_code=413)
+    return bytes(body)
+
+
+def _form(request: Request, body: bytes) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body's fields (the first of each); {} for other types."""
+    media, *params = request.headers.get("Content-Type", "").split(";")
+    if media.strip().lower() != "application/x-www-form-urlencoded" or not body:
+        return {}
+    charset = "utf-8"
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"') or charset
+    fields = parse_qsl(body.rstrip().decode(charset), keep_blank_values=True, encoding=charset)
+    return dict(reversed(fields))
+
+
+def _sender_behaviour(config: ReceiverConfig, request: Request, now: float) -> list[Problem]:
     """What the sender was told before: handshake, allowed rate, 429 Retry-After, 410 Gone."""
     found: list[Problem] = []
-    path = request.path
-    if config.require_https and not request.secure:
+    path = _path(request)
+    if config.require_https and request.scope["scheme"] != "https":
         found.append(Problem("webhook.https", "a delivery over plain HTTP"))
-    if not request.headers.get("User-Agent"):
+    if not _headers(request).get("User-Agent"):
         found.append(Problem("http.user-agent", "no User-Agent header"))
     if config.require_handshake and not any(h["path"] == path and h["status"] == 200 for h in config.handshakes):
         found.append(Problem("handshake.missing", f"a delivery to {path} without an OPTIONS handshake before it"))
@@ -136,9 +196,10 @@ def _sender_behaviour(config: ReceiverConfig, request: web.Request, now: float) 
     return found
 
 
-def _authenticate(config: ReceiverConfig, request: web.Request, body: bytes, now: float) -> list[Problem]:
+def _authenticate(config: ReceiverConfig, request: Request, body: bytes, now: float) -> list[Problem]:
     found: list[Problem] = []
-    header, query = request.headers.get("Authorization"), request.query.get("access_token")
+    tokens = request.query_params.getlist("access_token")
+    header, query = _headers(request).get("Authorization"), tokens[0] if tokens else None
     if header is None and query is None:
         found.append(Problem("auth.present", "no Authorization header and no access_token query parameter"))
     if query is not None:
@@ -164,7 +225,7 @@ def _authenticate(config: ReceiverConfig, request: web.Request, body: bytes, now
         from standardwebhooks.webhooks import Webhook  # a dev dependency: imported only when asked for
 
         try:
-            Webhook(config.webhook_secret).verify(body, dict(request.headers), json_parse=False)
+            Webhook(config.webhook_secret).verify(body, dict(_headers(request)), json_parse=False)
         except Exception as exc:  # the library raises several kinds on malformed headers
             found.append(Problem("auth.signature", f"the Standard Webhooks signature does not verify ({exc})"))
     return found
@@ -200,10 +261,11 @@ def _jwt_problem(config: ReceiverConfig, token: str, now: float) -> str | None:
 
 
 def _events(
-    config: ReceiverConfig, request: web.Request, body: bytes
+    config: ReceiverConfig, request: Request, body: bytes
 ) -> tuple[str, list[dict[str, Any]], int, list[Problem]]:
     """The mode, the events, the status to refuse with (0 = acceptable) and the problems seen."""
-    content_type = request.headers.get("Content-Type", "")
+    headers = _headers(request)
+    content_type = headers.get("Content-Type", "")
     mode, media = rules.mode_of(content_type), rules.media_type(content_type)
     if mode == "structured":
         if media != rules.STRUCTURED:
@@ -221,7 +283,7 @@ def _events(
         found = [Problem("batch.body", error)] if error else rules.check_batch(parsed)
         events = [e for e in parsed if isinstance(e, dict)] if isinstance(parsed, list) else []
         return mode, events, 0, found
-    event, found = rules.binary_event(request.headers, body)
+    event, found = rules.binary_event(headers, body)
     if event is None:
         return mode, [], 415, found
     return mode, [event], 0, found
@@ -240,70 +302,82 @@ def _remember(config: ReceiverConfig, path: str, event: dict[str, Any]) -> list[
     return []
 
 
-def make_app(config: ReceiverConfig) -> web.Application:
-    async def options(request: web.Request) -> web.Response:
+def make_app(config: ReceiverConfig) -> ASGIApp:
+    """The receiver as an ASGI app; serve it with `serve`, or `worker.runtime.asgi.AsgiServer` in a test's loop."""
+
+    async def options(request: Request) -> Response:
         info = _request_info(config, request)
-        problems = rules.check_handshake(request.headers)
-        if not request.headers.get("User-Agent"):
+        headers = _headers(request)
+        problems = rules.check_handshake(headers)
+        if not headers.get("User-Agent"):
             problems.append(Problem("http.user-agent", "no User-Agent header"))
         _record(config, info, problems)
-        origin = request.headers.get("WebHook-Request-Origin", "").strip()
-        headers: dict[str, str] = {}
+        origin = headers.get("WebHook-Request-Origin", "").strip()
+        answer: dict[str, str] = {}
+        path = _path(request)
         if not origin:
             status = 400
         elif config.allowed_origin not in ("*", origin):
             status = 403
         else:
-            asked = request.headers.get("WebHook-Request-Rate", "").strip()
+            asked = headers.get("WebHook-Request-Rate", "").strip()
             rate = config.allowed_rate or (asked if asked.isdigit() and int(asked) > 0 else "*")
             status = 200
-            headers = {"Allow": "POST, OPTIONS", "WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": rate}
+            answer = {"Allow": "POST, OPTIONS", "WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": rate}
             if rate.isdigit():
-                config._agreed_rate[request.path] = int(rate)
+                config._agreed_rate[path] = int(rate)
             else:
-                config._agreed_rate.pop(request.path, None)
-        config.handshakes.append({"path": request.path, "origin": origin, "status": status, "request": info})
-        return web.Response(status=status, headers=headers, text=None if status == 200 else "handshake refused\n")
+                config._agreed_rate.pop(path, None)
+        config.handshakes.append({"path": path, "origin": origin, "status": status, "request": info})
+        if status == 200:
+            return _empty(status, answer)
+        return PlainTextResponse("handshake refused\n", status_code=status)
 
-    async def post(request: web.Request) -> web.Response:
+    async def post(request: Request) -> Response:
         now = time.time()
         info = _request_info(config, request)
-        body = await request.read()
+        body = await _read(request)
+        if isinstance(body, Response):
+            return body
+        path = _path(request)
         problems = _sender_behaviour(config, request, now)
         auth_problems = _authenticate(config, request, body, now)
         mode, events, refuse, found = _events(config, request, body)
         info.update(mode=mode, events=[e.get("id") for e in events], client_cert=_peer_subject(request))
         if any(p.rule in REFUSED for p in auth_problems):
             _record(config, info, problems + auth_problems)
-            return web.Response(status=401, text="missing or wrong credentials\n")
+            return PlainTextResponse("missing or wrong credentials\n", status_code=401)
         if not refuse and any(rules.is_must(p.rule) for p in found):
             refuse = 400
         if not refuse:
             for event in events:
-                found += _remember(config, request.path, event)
+                found += _remember(config, path, event)
         _record(config, info, problems + auth_problems + found)
         if refuse:
-            return web.Response(status=refuse, text="".join(f"{p.text}\n" for p in found))
+            return PlainTextResponse("".join(f"{p.text}\n" for p in found), status_code=refuse)
         status = config.answers.pop(0) if config.answers else config.answer
         headers = {"Retry-After": str(config.retry_after)} if status == 429 else {}
         if status in (429, 410):
-            config._told[request.path] = (status, now, now + config.retry_after if status == 429 else float("inf"))
+            config._told[path] = (status, now, now + config.retry_after if status == 429 else float("inf"))
         elif 200 <= status < 300:
-            config._told.pop(request.path, None)
+            config._told.pop(path, None)
         for event in events:
             entry = {"mode": mode, "arrived": now, "event": event, "status": status, "request": info["n"]}
             config.received.append({**entry, "client_cert": info["client_cert"]})
             if not config.quiet:
                 line = {"received": event.get("id"), "type": event.get("type"), "subject": event.get("subject")}
                 print(json.dumps({**line, "mode": mode, "status": status}), flush=True)
-        return web.Response(status=status, headers=headers)
+        return _empty(status, headers)
 
-    async def token(request: web.Request) -> web.Response:
+    async def token(request: Request) -> Response:
         info = _request_info(config, request)
         if config.oauth_client_id is None:
-            return web.json_response({"error": "no token endpoint configured"}, status=404)
-        form = await request.post()
-        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+            return _json({"error": "no token endpoint configured"}, status=404)
+        body = await _read(request)
+        if isinstance(body, Response):
+            return body
+        form = _form(request, body)
+        scheme, _, encoded = _headers(request).get("Authorization", "").partition(" ")
         try:
             client_id, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
             # RFC 6749 §2.3.1: both are form-urlencoded before they are joined.
@@ -314,38 +388,58 @@ def make_app(config: ReceiverConfig) -> web.Application:
         if scheme.lower() != "basic" or not hmac.compare_digest(f"{client_id}:{secret}".encode(), wanted):
             _record(config, info, [Problem("oauth.client", "the token request has no or wrong HTTP Basic client")])
             headers = {"WWW-Authenticate": 'Basic realm="token"'}
-            return web.json_response({"error": "invalid_client"}, status=401, headers=headers)
+            return _json({"error": "invalid_client"}, status=401, headers=headers)
         if form.get("grant_type") != "client_credentials":
             _record(config, info, [Problem("oauth.grant-type", f"grant_type is {form.get('grant_type')!r}")])
-            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+            return _json({"error": "unsupported_grant_type"}, status=400)
         issued = secrets.token_urlsafe(32)
         config.tokens[issued] = time.time() + config.oauth_token_lifetime
         document = {"access_token": issued, "token_type": "Bearer", "expires_in": config.oauth_token_lifetime}
-        return web.json_response(document, headers={"Cache-Control": "no-store"})
+        return _json(document, headers={"Cache-Control": "no-store"})
 
-    async def other(request: web.Request) -> web.Response:
+    async def other(request: Request) -> Response:
         _record(config, _request_info(config, request), [Problem("webhook.post", f"{request.method}, not POST")])
-        return web.Response(status=405, headers={"Allow": "POST, OPTIONS"})
-
-    def listing(items: Any) -> Any:
-        async def handler(request: web.Request) -> web.Response:
-            return web.json_response(items() if callable(items) else items)
-
-        return handler
+        return _empty(405, {"Allow": "POST, OPTIONS"})
 
     def redeliveries() -> list[dict[str, Any]]:
         return [{"path": p, "source": s, "id": i, "count": n} for (p, s, i), n in config.redelivered.items()]
 
-    app = web.Application()
-    app.router.add_get("/events", listing(config.received))
-    app.router.add_get("/violations", listing(config.violations))
-    app.router.add_get("/handshakes", listing(config.handshakes))
-    app.router.add_get("/redeliveries", listing(redeliveries))
-    app.router.add_post("/oauth/token", token)
-    app.router.add_route("OPTIONS", "/{tail:.*}", options)
-    app.router.add_post("/{tail:.*}", post)
-    app.router.add_route("*", "/{tail:.*}", other)
+    listings: dict[str, Callable[[], Any]] = {
+        "/events": lambda: config.received,
+        "/violations": lambda: config.violations,
+        "/handshakes": lambda: config.handshakes,
+        "/redeliveries": redeliveries,
+    }
+
+    async def dispatch(request: Request) -> Response:
+        method, path = request.method, _path(request)
+        if method in ("GET", "HEAD") and path in listings:
+            return _json(listings[path]())
+        if method == "POST" and path == "/oauth/token":
+            return await token(request)
+        if method == "OPTIONS":
+            return await options(request)
+        if method == "POST":
+            return await post(request)
+        return await other(request)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # No router: every path takes deliveries and every method is answered (405 is recorded), so the
+        # method picks the handler; only a few paths are special.
+        response = await dispatch(Request(scope, receive))
+        await response(scope, receive, send)
+
     return app
+
+
+def _empty(status: int, headers: dict[str, str]) -> Response:
+    return Response(status_code=status, headers=headers)
+
+
+def _json(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # json.dumps' own separators, as before (JSONResponse writes compact JSON).
+    body = json.dumps(document)
+    return Response(body, status_code=status, headers=headers, media_type="application/json; charset=utf-8")
 
 
 def tls_context(certfile: str, keyfile: str | None = None, client_ca: str | None = None) -> ssl.SSLContext:
@@ -359,6 +453,7 @@ def tls_context(certfile: str, keyfile: str | None = None, client_ca: str | None
 
 
 def serve(host: str, port: int, config: ReceiverConfig, ssl_context: ssl.SSLContext | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (uvicorn, no access log)."""
     scheme = "https" if ssl_context else "http"
     print(f"receiver listening on {scheme}://{host}:{port}/", file=sys.stderr, flush=True)
-    web.run_app(make_app(config), host=host, port=port, ssl_context=ssl_context, access_log=None, print=None)
+    asgi.run(make_app(config), host, port, ssl_context=ssl_context)
