@@ -34,7 +34,8 @@ def service(start_service: StartService) -> LiveService:
 def agreeing(number: int, received: Received) -> Answer:
     """A webhook that agrees to the OPTIONS handshake (any origin) and takes every delivery."""
     if received.method == "OPTIONS":
-        return 200, {"WebHook-Allowed-Origin": "*"}, 0.0
+        rate = received.headers.get("WebHook-Request-Rate")
+        return 200, {"WebHook-Allowed-Origin": "*", **({"WebHook-Allowed-Rate": rate} if rate else {})}, 0.0
     return 204, {}, 0.0
 
 
