@@ -244,3 +244,23 @@ def test_cloudevent_filters_are_stored_and_returned(service: LiveService, callba
     assert response.json()["cloudeventFilters"] == groups
     (row,) = _rows(service)
     assert row["cloudevent_filters"] == groups and row["send_cloudevents"] is True
+
+
+def test_an_access_token_in_the_callback_url_is_never_shown(service: LiveService, callback: Receiver) -> None:
+    client = service.add_client("zaaksysteem", CONSUME)
+    url = f"{callback.url}?access_token=s3cr3t-query-token"
+    created = client.post(
+        "/api/v1/abonnement",
+        json={"callbackUrl": url, "allowQueryToken": True, "kanalen": [{"naam": "zaken"}]},
+    )
+    assert created.status_code == 201, created.text
+    assert "s3cr3t-query-token" not in created.text
+    shown = created.json()["callbackUrl"]
+    uuid = created.json()["url"].rsplit("/", 1)[1]
+    # Sent back as shown, the URL stays as stored (and no second handshake is needed).
+    patched = client.patch(f"/api/v1/abonnement/{uuid}", json={"callbackUrl": shown, "batchMax": 2})
+    assert patched.status_code == 200, patched.text
+    assert "s3cr3t-query-token" not in client.get("/api/v1/subscriptions").text
+    (row,) = _rows(service)
+    assert row["callback_url"] == url
+    assert [r.method for r in callback.received] == ["OPTIONS"]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from outbox import Subscription
+from outbox._subscription import public_url
 from worker.service import registration
 from worker.service.auth import require
 from worker.service.problems import not_found, responses
@@ -143,6 +144,7 @@ def document(subscription: Subscription, base_url: str) -> dict[str, Any]:
     """The abonnement JSON of a subscription: no secrets."""
     full = subscription.to_abonnement()
     shown = {key: full[key] for key in sorted(_FIELDS) if key not in registration.SECRET_FIELDS}
+    shown["callbackUrl"] = public_url(subscription.callback_url)  # an access_token in it is a secret
     if subscription.oauth2 is not None:
         shown["oauth2"] = {k: v for k, v in full["oauth2"].items() if k != "clientSecret"}
     if subscription.zgw is not None:

@@ -22,6 +22,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from outbox import InvalidSubscriptionError, Subscription
+from outbox._subscription import public_url
 from worker.delivery.handshake import HandshakeRefused, handshake_async
 from worker.delivery.safety import AddressPolicy
 from worker.delivery.targets import target_problems
@@ -129,6 +130,9 @@ def combined(
         stored = before.get(kind)
         if isinstance(given, Mapping) and secret not in given and isinstance(stored, Mapping):
             changes = {**changes, kind: {**given, secret: stored.get(secret)}}
+    if current is not None and changes.get("callbackUrl") == public_url(current.callback_url):
+        # The URL as we showed it (its access_token hidden) means: unchanged.
+        changes = {**changes, "callbackUrl": current.callback_url}
     document.update(changes)
     return document
 

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from outbox import Subscription
+from outbox._subscription import public_url
 from worker.service import registration
 from worker.service.abonnement import CloudEventFilterGroup, KanaalFilter, OAuth2Settings, ZgwSettings
 from worker.service.auth import require
@@ -215,7 +216,7 @@ def document(subscription: Subscription) -> dict[str, Any]:
         types=list(subscription.types),
         config=config,
         filters=[f.to_json() for f in subscription.filters],
-        sink=subscription.callback_url,
+        sink=public_url(subscription.callback_url),  # an access_token in it is a secret
     )
     if subscription.auth_kind == "static" and (subscription.auth or "").startswith("Bearer "):
         shown["sinkcredential"] = {"credentialtype": "ACCESSTOKEN"}
