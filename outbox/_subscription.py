@@ -21,6 +21,13 @@ Matching:
     An event that lacks the key does not match: a filter that narrows, e.g.
     on `vertrouwelijkheidaanduiding`, never lets unlabelled events through.
     (Open Notificaties skips absent keys; we chose the safer reading.)
+  * `cloudeventFilters` (Open Notificaties' `/cloudevents` groups): a group matches when its
+    `typeSubstring` occurs in the event `type` (case-sensitive) and each of its `filters` keys is
+    absent from the event's `data` object, or equals the value there, or the value is `*`
+    (Open Notificaties' rules, absent keys included). An event matches when any kanaal OR any
+    cloudeventFilters group matches; with neither, only the other rules decide.
+  * `source` (CloudEvents Subscriptions API): only events with exactly this `source`.
+  * `types`, `source` and the Subscriptions API `filters` AND on top of all of the above.
 """
 
 from __future__ import annotations
@@ -56,9 +63,19 @@ _ABONNEMENT_KEYS = frozenset(
     {
         "url", "callbackUrl", "auth", "kanalen", "types", "filters", "contentMode", "orderingKey", "status",
         "batchMax", "contentType", "rate", "preflight", "oauth2", "zgw", "signingSecrets",
-        "caBundle", "clientCert", "clientKey", "allowQueryToken",
+        "caBundle", "clientCert", "clientKey", "allowQueryToken", "sendCloudevents", "cloudeventFilters",
+        "source", "headers",
     }
 )  # fmt: skip
+# Header names a subscription may not set (protocolsettings.headers): ours to send, or hop-by-hop.
+RESERVED_HEADERS = frozenset(
+    {
+        "authorization", "content-type", "content-length", "host", "user-agent", "transfer-encoding",
+        "connection", "keep-alive", "te", "trailer", "upgrade", "expect", "proxy-authorization", "cookie",
+    }
+)  # fmt: skip
+RESERVED_HEADER_PREFIXES = ("ce-", "webhook-")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")  # RFC 9110 token
 # RFC 6750 §2.3: the one query parameter that carries a bearer token.
 QUERY_TOKEN_PARAMETER = "access_token"  # noqa: S105 (a parameter name, not a secret)
 
@@ -72,6 +89,18 @@ class Kanaal:
 
     def to_dict(self) -> dict[str, Any]:
         return {"naam": self.naam, "filters": dict(self.filters)}
+
+
+@dataclass(frozen=True)
+class CloudEventFilter:
+    """One of Open Notificaties' `cloudeventFilters` groups: a substring of the event type and
+    filters on the event's `data` (an absent key passes)."""
+
+    type_substring: str
+    filters: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"typeSubstring": self.type_substring, "filters": dict(self.filters)}
 
 
 @dataclass(frozen=True)
@@ -126,6 +155,11 @@ class Subscription:
     client_cert: str | None = None  # PEM, for mutual TLS
     client_key: str | None = field(default=None, repr=False)  # PEM, a secret
     updated_at: datetime | None = None
+    source: str | None = None  # only events with exactly this source (Subscriptions API)
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (Subscriptions API protocolsettings)
+    send_cloudevents: bool = True  # Open Notificaties' flag; every delivery here is a CloudEvent
+    cloudevent_filters: tuple[CloudEventFilter, ...] = ()
+    owner: str | None = None  # the API client that made it (None: the command line)
 
     @property
     def auth_kind(self) -> AuthKind:
@@ -179,6 +213,10 @@ class Subscription:
         client_cert: object = None,
         client_key: object = None,
         allow_query_token: object = False,
+        source: object = None,
+        headers: object = None,
+        send_cloudevents: object = True,
+        cloudevent_filters: object = (),
     ) -> Subscription:
         """A new, validated subscription; raises `InvalidSubscriptionError` listing every fault.
 
@@ -229,9 +267,18 @@ class Subscription:
             problems.append("clientCert: mutual TLS needs both clientCert and clientKey")
         if (ca or cert) and isinstance(url, str) and url.startswith("http://"):
             problems.append("caBundle: TLS options need an https:// callbackUrl")
-        if not parsed_kanalen and not parsed_types and not problems:
+        parsed_source = _check_source(source, problems)
+        parsed_headers = _check_headers(headers, problems)
+        wants_cloudevents = _check_flag(send_cloudevents, "sendCloudevents", problems)
+        parsed_groups = _check_cloudevent_filters(cloudevent_filters, problems)
+        if parsed_groups and send_cloudevents is False:
             problems.append(
-                "kanalen: a subscription needs at least one kanaal or one type pattern ('*' for all events)"
+                "cloudeventFilters: need sendCloudevents true (with false they would be a rule never applied)"
+            )
+        if not parsed_kanalen and not parsed_types and not parsed_groups and not problems:
+            problems.append(
+                "kanalen: a subscription needs at least one kanaal or one type pattern ('*' for all events), "
+                "or a cloudeventFilters group"
             )
         if problems:
             raise InvalidSubscriptionError(problems)
@@ -256,6 +303,10 @@ class Subscription:
             ca_bundle=ca,
             client_cert=cert,
             client_key=key,
+            source=parsed_source,
+            headers=parsed_headers,
+            send_cloudevents=wants_cloudevents,
+            cloudevent_filters=parsed_groups,
         )
 
     @classmethod
@@ -265,17 +316,30 @@ class Subscription:
         Also accepted: ``types`` (event type patterns), ``contentMode``, ``orderingKey``, ``batchMax``,
         ``contentType``, ``rate``, ``preflight``, ``oauth2`` ({tokenUrl, clientId, clientSecret, scope}),
         ``zgw`` ({clientId, secret}), ``signingSecrets`` (list), ``caBundle``/``clientCert``/``clientKey``
-        (PEM text), ``allowQueryToken``; a read-only ``url`` from an exported abonnement is ignored."""
+        (PEM text), ``allowQueryToken``, Open Notificaties' ``sendCloudevents`` and ``cloudeventFilters``, the
+        Subscriptions API's ``source`` and ``headers``; a read-only ``url`` from an exported abonnement is
+        ignored. Every fault is reported at once."""
         if not isinstance(document, Mapping):
             raise InvalidSubscriptionError(["abonnement: must be a JSON object"])
         unknown = sorted(set(document) - _ABONNEMENT_KEYS)
         problems = [f"{key}: is not a field of an abonnement" for key in unknown]
         if "callbackUrl" not in document:
             problems.append("callbackUrl: is required")
+        try:
+            subscription = cls._from_fields(document, allow_insecure)
+        except InvalidSubscriptionError as exc:
+            # Every fault at once; a missing callbackUrl is said once ("is required").
+            missing = "callbackUrl" not in document
+            problems += [p for p in exc.problems if not (missing and p.startswith("callbackUrl:"))]
+            raise InvalidSubscriptionError(problems) from None
         if problems:
             raise InvalidSubscriptionError(problems)
+        return subscription
+
+    @classmethod
+    def _from_fields(cls, document: Mapping[str, Any], allow_insecure: bool) -> Subscription:
         return cls.create(
-            callback_url=document["callbackUrl"],
+            callback_url=document.get("callbackUrl"),
             auth=document.get("auth"),
             kanalen=document.get("kanalen", ()),
             types=document.get("types", ()),
@@ -294,6 +358,10 @@ class Subscription:
             client_cert=document.get("clientCert"),
             client_key=document.get("clientKey"),
             allow_query_token=document.get("allowQueryToken", False),
+            send_cloudevents=document.get("sendCloudevents", True),
+            cloudevent_filters=document.get("cloudeventFilters", ()),
+            source=document.get("source"),
+            headers=document.get("headers"),
         )
 
     def to_abonnement(self) -> dict[str, Any]:
@@ -324,6 +392,10 @@ class Subscription:
             "clientCert": self.client_cert,
             "clientKey": self.client_key,
             "allowQueryToken": self.allow_query_token,
+            "sendCloudevents": self.send_cloudevents,
+            "cloudeventFilters": [g.to_dict() for g in self.cloudevent_filters],
+            "source": self.source,
+            "headers": dict(self.headers),
         }
 
     # -- presentation ---------------------------------------------------------------
@@ -369,6 +441,11 @@ class Subscription:
             "caBundle": _pem_summary(self.ca_bundle),
             "clientCert": _pem_summary(self.client_cert),
             "createdAt": self.created_at.isoformat() if self.created_at else None,
+            "sendCloudevents": self.send_cloudevents,
+            "cloudeventFilters": [g.to_dict() for g in self.cloudevent_filters],
+            "source": self.source,
+            "headers": dict(self.headers),
+            "owner": self.owner,
         }
 
     def __repr__(self) -> str:  # never a secret, even in a traceback
@@ -643,6 +720,74 @@ def _check_kanalen(value: object, problems: list[str]) -> tuple[Kanaal, ...]:
     return tuple(result)
 
 
+def _check_source(value: object, problems: list[str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or _URL_FORBIDDEN.search(value):
+        problems.append("source: must be a non-empty URI-reference without spaces or control characters")
+        return None
+    return value
+
+
+def _check_headers(value: object, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        problems.append("headers: must be an object of header name: value strings")
+        return ()
+    result = []
+    for name, text in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            problems.append(f"headers.{name}: is not an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
+            continue
+        lower = name.lower()
+        if lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES):
+            problems.append(
+                f"headers.{name}: is set by the outbox itself (Authorization, Content-Type, Content-Length, Host, "
+                "ce-*, webhook-* and hop-by-hop headers cannot be given)"
+            )
+            continue
+        if not isinstance(text, str) or not _HEADER_VALUE.match(text) or text != text.strip():
+            problems.append(f"headers.{name}: must be a one-line value without control characters or outer spaces")
+            continue
+        result.append((name, text))
+    return tuple(result)
+
+
+def _check_cloudevent_filters(value: object, problems: list[str]) -> tuple[CloudEventFilter, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        problems.append("cloudeventFilters: must be a list of {typeSubstring, filters} objects")
+        return ()
+    result = []
+    for i, item in enumerate(value):
+        where = f"cloudeventFilters[{i}]"
+        if not isinstance(item, Mapping):
+            problems.append(f"{where}: must be an object with typeSubstring and filters")
+            continue
+        for key in sorted(set(item) - {"typeSubstring", "filters"}):
+            problems.append(f"{where}.{key}: is not a field of a cloudeventFilters group (typeSubstring, filters)")
+        substring = item.get("typeSubstring")
+        if not isinstance(substring, str) or not substring:
+            problems.append(f"{where}.typeSubstring: must be a non-empty string")
+            continue
+        filters = item.get("filters") or {}
+        if not isinstance(filters, Mapping):
+            problems.append(f"{where}.filters: must be an object of data key: value strings")
+            continue
+        clean: dict[str, str] = {}
+        for key, val in filters.items():
+            if not isinstance(key, str) or not key:
+                problems.append(f"{where}.filters: keys must be non-empty strings")
+            elif not isinstance(val, str):
+                problems.append(f"{where}.filters.{key}: the value must be a single string")
+            else:
+                clean[key] = val
+        result.append(CloudEventFilter(type_substring=substring, filters=clean))
+    return tuple(result)
+
+
 def _check_types(value: object, problems: list[str]) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -728,14 +873,44 @@ def kanaal_matches(kanaal: Kanaal, event: CloudEvent, keys: Mapping[str, str] | 
     return all(_filter_matches(expected, _value_of(event, key, keys)) for key, expected in kanaal.filters.items())
 
 
+def _data_text(value: object) -> str | None:
+    """A `data` value as a cloudeventFilters value compares with it (JSON's true/false for booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)
+
+
+def cloudevent_filter_matches(group: CloudEventFilter, event: CloudEvent) -> bool:
+    """Open Notificaties' rule: `typeSubstring` in the type; each filter key absent from `data`,
+    equal there, or `*`. `data` that is not a JSON object has no keys (every filter passes)."""
+    if group.type_substring not in event.type:
+        return False
+    data = event.data if event.data_base64 is None else None
+    if not isinstance(data, Mapping):
+        return True
+    for key, expected in group.filters.items():
+        if expected == ANY_VALUE or key not in data:
+            continue
+        if _data_text(data[key]) != expected:
+            return False
+    return True
+
+
 def matches(subscription: Subscription, event: CloudEvent, view: EventView | None = None) -> bool:
-    """Does `subscription` want `event`? Types, kanalen and filters ANDed; kanalen ORed; a kanaal's
-    filters ANDed; the Subscriptions API filters all ANDed (`outbox._filters`)."""
+    """Does `subscription` want `event`? Types, source, (kanalen or cloudeventFilters) and filters
+    ANDed; kanalen and cloudeventFilters groups ORed together; a kanaal's filters ANDed; the
+    Subscriptions API filters all ANDed (`outbox._filters`)."""
     if subscription.types and not any(type_matches(p, event.type) for p in subscription.types):
         return False
-    if subscription.kanalen:
-        keys = routing_keys(event)
-        if not any(kanaal_matches(k, event, keys) for k in subscription.kanalen):
+    if subscription.source is not None and event.source != subscription.source:
+        return False
+    if subscription.kanalen or subscription.cloudevent_filters:
+        keys = routing_keys(event) if subscription.kanalen else {}
+        if not any(kanaal_matches(k, event, keys) for k in subscription.kanalen) and not any(
+            cloudevent_filter_matches(g, event) for g in subscription.cloudevent_filters
+        ):
             return False
     if subscription.filters:
         return filters_match(subscription.filters, view if view is not None else EventView(event))

@@ -28,6 +28,12 @@ ALTER TABLE subscriptions
     ADD COLUMN send_cloudevents boolean NOT NULL DEFAULT true,
     ADD COLUMN cloudevent_filters jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(cloudevent_filters) = 'array');
 
+-- A subscription wants something: a kanaal, a type pattern, or (now) a cloudeventFilters group.
+ALTER TABLE subscriptions
+    DROP CONSTRAINT subscriptions_check,
+    ADD CONSTRAINT subscriptions_wants_check
+        CHECK (kanalen <> '[]' OR types <> '{}' OR cloudevent_filters <> '[]');
+
 CREATE INDEX subscriptions_owner_idx ON subscriptions (owner);
 
 -- intake_ids: the (source, id) of every event taken in over HTTP, so that a producer's retried

@@ -37,11 +37,12 @@ INSERT INTO {schema}.subscriptions
     (callback_url, kanalen, types, filters, content_mode, ordering_key, allow_insecure, handshake_at, agreement,
      requested_rate, allowed_rate, batch_max, content_type, preflight, allow_query_token, auth_kind,
      oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id, ca_bundle, client_cert, secrets,
-     secrets_encrypted)
+     secrets_encrypted, owner, source, headers, send_cloudevents, cloudevent_filters)
 VALUES (%(callback_url)s, %(kanalen)s, %(types)s, %(filters)s, %(content_mode)s, %(ordering_key)s, %(allow_insecure)s,
         %(handshake_at)s, %(agreement)s, %(requested_rate)s, %(allowed_rate)s, %(batch_max)s, %(content_type)s,
         %(preflight)s, %(allow_query_token)s, %(auth_kind)s, %(oauth2_token_url)s, %(oauth2_client_id)s,
-        %(oauth2_scope)s, %(zgw_client_id)s, %(ca_bundle)s, %(client_cert)s, %(secrets)s, %(secrets_encrypted)s)
+        %(oauth2_scope)s, %(zgw_client_id)s, %(ca_bundle)s, %(client_cert)s, %(secrets)s, %(secrets_encrypted)s,
+        %(owner)s, %(source)s, %(headers)s, %(send_cloudevents)s, %(cloudevent_filters)s)
 RETURNING id;
 
 -- name: update_subscription
@@ -57,7 +58,8 @@ UPDATE {schema}.subscriptions
        oauth2_token_url = %(oauth2_token_url)s, oauth2_client_id = %(oauth2_client_id)s,
        oauth2_scope = %(oauth2_scope)s, zgw_client_id = %(zgw_client_id)s, ca_bundle = %(ca_bundle)s,
        client_cert = %(client_cert)s, secrets = %(secrets)s, secrets_encrypted = %(secrets_encrypted)s,
-       updated_at = now()
+       source = %(source)s, headers = %(headers)s, send_cloudevents = %(send_cloudevents)s,
+       cloudevent_filters = %(cloudevent_filters)s, updated_at = now()
  WHERE id = %(id)s AND updated_at = %(read_at)s
 RETURNING id;
 
@@ -74,8 +76,8 @@ RETURNING id;
 SELECT s.id, s.callback_url, s.kanalen, s.types, s.filters, s.content_mode, s.status, s.paused_reason, s.ordering_key, s.allow_insecure,
        s.handshake_at, s.created_at, s.updated_at, s.agreement, s.requested_rate, s.allowed_rate, s.batch_max, s.content_type,
        s.preflight, s.allow_query_token, s.auth_kind, s.oauth2_token_url, s.oauth2_client_id, s.oauth2_scope, s.zgw_client_id,
-       s.ca_bundle, s.client_cert, s.secrets, s.secrets_encrypted,
-       p.pace, p.hold_until > now() AS held
+       s.ca_bundle, s.client_cert, s.secrets, s.secrets_encrypted, s.owner, s.source, s.headers, s.send_cloudevents,
+       s.cloudevent_filters, p.pace, p.hold_until > now() AS held
   FROM {schema}.subscriptions s
   LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = s.id
  ORDER BY s.created_at, s.id;
@@ -85,7 +87,7 @@ SELECT s.id, s.callback_url, s.kanalen, s.types, s.filters, s.content_mode, s.st
 SELECT id, callback_url, kanalen, types, filters, content_mode, status, paused_reason, ordering_key, allow_insecure,
        handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate, batch_max, content_type,
        preflight, allow_query_token, auth_kind, oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id,
-       ca_bundle, client_cert, secrets, secrets_encrypted
+       ca_bundle, client_cert, secrets, secrets_encrypted, owner, source, headers, send_cloudevents, cloudevent_filters
   FROM {schema}.subscriptions
  WHERE id = %s;
 
@@ -107,6 +109,51 @@ RETURNING id;
 -- name: delete_subscription
 -- `outbox subscriptions remove ID`: its deliveries and attempts go with it.
 DELETE FROM {schema}.subscriptions WHERE id = %s RETURNING id;
+
+-- name: list_owned_subscriptions
+-- `outbox serve` (/abonnement, /subscriptions): a client's own subscriptions, or all (owner NULL: outbox.beheer).
+SELECT id, callback_url, kanalen, types, filters, content_mode, status, paused_reason, ordering_key, allow_insecure,
+       handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate, batch_max, content_type,
+       preflight, allow_query_token, auth_kind, oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id,
+       ca_bundle, client_cert, secrets, secrets_encrypted, owner, source, headers, send_cloudevents, cloudevent_filters
+  FROM {schema}.subscriptions
+ WHERE %(owner)s::text IS NULL OR owner = %(owner)s
+ ORDER BY created_at, id;
+
+-- name: get_owned_subscription
+-- `outbox serve`: one subscription, if it is the client's (owner NULL: any, for outbox.beheer).
+SELECT id, callback_url, kanalen, types, filters, content_mode, status, paused_reason, ordering_key, allow_insecure,
+       handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate, batch_max, content_type,
+       preflight, allow_query_token, auth_kind, oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id,
+       ca_bundle, client_cert, secrets, secrets_encrypted, owner, source, headers, send_cloudevents, cloudevent_filters
+  FROM {schema}.subscriptions
+ WHERE id = %(id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s);
+
+-- name: delete_owned_subscription
+-- `outbox serve`: delete a subscription if it is the client's (owner NULL: any); its deliveries go with it.
+DELETE FROM {schema}.subscriptions
+ WHERE id = %(id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s)
+RETURNING id;
+
+-- name: kanalen
+-- `outbox serve` GET /kanaal: each kanaal named by the catalogue's nl.overheid.<kanaal>.… types or by a
+-- subscription's kanalen, with the filter keys subscriptions use on it.
+WITH named AS (
+    SELECT split_part(type, '.', 3) AS naam, NULL::text AS filter_key
+      FROM {schema}.event_types
+     WHERE type LIKE 'nl.overheid.%%.%%' AND split_part(type, '.', 3) <> ''
+    UNION ALL
+    SELECT k ->> 'naam', f.key
+      FROM {schema}.subscriptions s
+     CROSS JOIN LATERAL jsonb_array_elements(s.kanalen) AS k
+      LEFT JOIN LATERAL jsonb_object_keys(COALESCE(k -> 'filters', '{{}}'::jsonb)) AS f(key) ON true
+)
+SELECT naam, COALESCE(array_agg(DISTINCT filter_key ORDER BY filter_key)
+                      FILTER (WHERE filter_key IS NOT NULL), '{{}}') AS filters
+  FROM named
+ WHERE %(naam)s::text IS NULL OR naam = %(naam)s
+ GROUP BY naam
+ ORDER BY naam;
 
 -- name: migrate_lock
 -- Serialises concurrent `outbox migrate` runs on one schema (session-level lock).

@@ -456,22 +456,23 @@ def zgw_jwt(secret: str = JWT_SECRET, **claims: Any) -> str:
 @pytest.mark.parametrize(
     ("token", "accepted"),
     [
-        (zgw_jwt(), True),
-        (zgw_jwt(iat=int(time.time()) - 1800), True),
-        (zgw_jwt(secret="another-secret-of-at-least-32-bytes!!"), False),
-        (zgw_jwt(client_id=...), False),
-        (zgw_jwt(client_id="someone-else"), False),
-        (zgw_jwt(iat=...), False),
-        (zgw_jwt(iat=int(time.time()) - 7200), False),
-        (zgw_jwt(iat=int(time.time()) + 600), False),
-        (jwt.encode({"client_id": "outbox", "iat": int(time.time())}, None, algorithm="none"), False),
-        ("not.a.jwt", False),
+        # Made when the test runs, not at collection: a long suite would age the iat-relative ones.
+        (lambda: zgw_jwt(), True),
+        (lambda: zgw_jwt(iat=int(time.time()) - 1800), True),
+        (lambda: zgw_jwt(secret="another-secret-of-at-least-32-bytes!!"), False),
+        (lambda: zgw_jwt(client_id=...), False),
+        (lambda: zgw_jwt(client_id="someone-else"), False),
+        (lambda: zgw_jwt(iat=...), False),
+        (lambda: zgw_jwt(iat=int(time.time()) - 7200), False),
+        (lambda: zgw_jwt(iat=int(time.time()) + 600), False),
+        (lambda: jwt.encode({"client_id": "outbox", "iat": int(time.time())}, None, algorithm="none"), False),
+        (lambda: "not.a.jwt", False),
     ],
 )
-async def test_zgw_jwt(start: Start, client: httpx.AsyncClient, token: str, accepted: bool) -> None:
+async def test_zgw_jwt(start: Start, client: httpx.AsyncClient, token: Callable[[], str], accepted: bool) -> None:
     config = ReceiverConfig(jwt_client_id="outbox", jwt_secret=JWT_SECRET)
     base = await start(config)
-    answer = await post(client, f"{base}/hook", event(), Authorization=f"Bearer {token}")
+    answer = await post(client, f"{base}/hook", event(), Authorization=f"Bearer {token()}")
     assert answer.status_code == (204 if accepted else 401)
     assert rules_of(config) == ([] if accepted else ["auth.jwt"])
 

@@ -230,3 +230,111 @@ def test_oauth2_settings_are_checked_like_the_callback_url() -> None:
     assert problems(scope="a  b") == ["oauth2.scope: must be scope tokens separated by single spaces (RFC 6749 §3.3)"]
     shown = " ".join(problems(clientSecret="bad\nsecret"))
     assert "bad" not in shown and "oauth2.clientSecret: must be one line" in shown
+
+
+# -- Open Notificaties' cloudeventFilters, the Subscriptions API's source and headers ----------------
+
+GEKOPPELD = "nl.overheid.zaken.zaak-gekoppeld"
+
+
+def groups(*items: dict[str, Any], **fields: Any) -> Subscription:
+    return Subscription.from_abonnement(
+        {"callbackUrl": "https://example.org/hook", "cloudeventFilters": list(items), **fields}
+    )
+
+
+def test_a_cloudevent_filter_group_matches_a_type_substring_case_sensitively() -> None:
+    s = groups({"typeSubstring": "zaak-gekoppeld"})
+    assert s.wants(event(GEKOPPELD))
+    assert not s.wants(event("nl.overheid.zaken.Zaak-Gekoppeld"))
+    assert not s.wants(event("nl.overheid.zaken.zaak-ontkoppeld"))
+
+
+def test_cloudevent_filters_pass_on_absent_keys_equal_values_and_star() -> None:
+    s = groups({"typeSubstring": "zaak", "filters": {"vertrouwelijkheid": "openbaar", "domein": "*"}})
+    assert s.wants(event(GEKOPPELD, data={"vertrouwelijkheid": "openbaar", "domein": "VTH"}))
+    assert s.wants(event(GEKOPPELD, data={"domein": "BRP"})), "an absent key passes (Open Notificaties)"
+    assert s.wants(event(GEKOPPELD, data={"vertrouwelijkheid": "openbaar"}))
+    assert not s.wants(event(GEKOPPELD, data={"vertrouwelijkheid": "geheim"}))
+    assert s.wants(event(GEKOPPELD, data=None)), "no data object: no keys, every filter passes"
+
+
+def test_cloudevent_filter_values_compare_with_the_json_text_of_data_values() -> None:
+    s = groups({"typeSubstring": "zaak", "filters": {"eind": "true", "aantal": "3"}})
+    assert s.wants(event(GEKOPPELD, data={"eind": True, "aantal": 3}))
+    assert not s.wants(event(GEKOPPELD, data={"eind": False, "aantal": 3}))
+    assert not s.wants(event(GEKOPPELD, data={"eind": True, "aantal": [3]}))
+
+
+def test_kanalen_and_cloudevent_filter_groups_are_ored() -> None:
+    s = groups(
+        {"typeSubstring": "zaak-gekoppeld"},
+        kanalen=[{"naam": "besluiten"}],
+    )
+    assert s.wants(event(GEKOPPELD)), "the group matches"
+    assert s.wants(event("nl.overheid.besluiten.besluit.create")), "the kanaal matches"
+    assert not s.wants(event("nl.overheid.documenten.document.create")), "neither"
+
+
+def test_types_and_source_and_filters_and_on_top_of_the_groups() -> None:
+    s = groups(
+        {"typeSubstring": "zaak"},
+        types=["nl.overheid.zaken.*"],
+        source="urn:nld:oin:00000001823288444000:systeem:zrc",
+        filters=[{"prefix": {"subject": "a7"}}],
+    )
+    assert s.wants(event(GEKOPPELD, subject="a7b3"))
+    assert not s.wants(event(GEKOPPELD, subject="b7")), "the filter"
+    assert not s.wants(event("nl.overheid.besluiten.zaak-besluit", subject="a7")), "the type pattern"
+    other = CloudEvent(type=GEKOPPELD, source="urn:nld:oin:1:systeem:ander", subject="a7b3")
+    assert not s.wants(other), "the source"
+
+
+def test_source_alone_narrows_a_subscription() -> None:
+    s = Subscription.from_abonnement({"callbackUrl": "https://example.org/hook", "types": ["*"], "source": "urn:a"})
+    assert s.wants(CloudEvent(type=GEKOPPELD, source="urn:a"))
+    assert not s.wants(CloudEvent(type=GEKOPPELD, source="urn:ab"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "problems"),
+    [
+        (
+            {"cloudeventFilters": [{"typeSubstring": "zaak"}], "sendCloudevents": False},
+            ["cloudeventFilters: need sendCloudevents true"],
+        ),
+        ({"cloudeventFilters": [{"typeSubstring": ""}]}, ["cloudeventFilters[0].typeSubstring: must be a non-empty"]),
+        (
+            {"cloudeventFilters": [{"typeSubstring": "z", "filters": {"a": 1}, "x": 1}]},
+            ["cloudeventFilters[0].x: is not a field", "cloudeventFilters[0].filters.a: the value must be"],
+        ),
+        ({"types": ["*"], "sendCloudevents": "yes"}, ["sendCloudevents: must be true or false"]),
+        ({"types": ["*"], "source": ""}, ["source: must be a non-empty URI-reference"]),
+        (
+            {"types": ["*"], "headers": {"Authorization": "x", "ce-id": "1", "X-Tenant": "a\nb", "bad name": "v"}},
+            ["headers.Authorization: is set by", "headers.ce-id: is set by", "headers.X-Tenant: must be a one-line",
+             "headers.bad name: is not an HTTP header name"],
+        ),
+        ({"types": ["*"], "headers": {"WebHook-Id": "1"}}, ["headers.WebHook-Id: is set by"]),
+    ],
+)  # fmt: skip
+def test_malformed_new_fields_are_refused(fields: dict[str, Any], problems: list[str]) -> None:
+    with pytest.raises(InvalidSubscriptionError) as caught:
+        Subscription.from_abonnement({"callbackUrl": "https://example.org/hook", **fields})
+    assert len(caught.value.problems) == len(problems), caught.value.problems
+    for got, want in zip(caught.value.problems, problems, strict=True):
+        assert got.startswith(want), got
+
+
+def test_new_fields_round_trip_through_to_abonnement() -> None:
+    s = groups(
+        {"typeSubstring": "zaak", "filters": {"a": "b"}},
+        source="urn:a",
+        headers={"X-Tenant": "utrecht"},
+        sendCloudevents=True,
+    )
+    again = Subscription.from_abonnement(s.to_abonnement())
+    assert again.cloudevent_filters == s.cloudevent_filters
+    assert again.source == "urn:a"
+    assert again.headers == (("X-Tenant", "utrecht"),)
+    assert again.send_cloudevents is True

@@ -13,7 +13,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import click
 
@@ -21,7 +20,8 @@ from outbox import InvalidSubscriptionError, Subscription
 from worker.cli.inputs import read_json
 from worker.delivery.handshake import Agreement, HandshakeRefused, handshake
 from worker.delivery.safety import policy_from_environment
-from worker.delivery.tls import check_pair, check_pem, tls_context
+from worker.delivery.targets import target_problems
+from worker.delivery.tls import tls_context
 from worker.store import clients as client_store
 from worker.store import subscriptions as subscription_store
 from worker.store.secret_box import KEY_VARIABLE, SecretBox, SecretKeyError, new_key
@@ -209,21 +209,11 @@ def _checked_target(subscription: Subscription) -> Subscription:
     """Beyond the model's checks: certificates that load, a client certificate not expired, a key
     that belongs to it, an address the worker may go to. Refused whole, naming each field (never
     showing the key)."""
-    problems = []
-    for field, text in (
-        ("caBundle", subscription.ca_bundle),
-        ("clientCert", subscription.client_cert),
-        ("clientKey", subscription.client_key),
-    ):
-        if text is not None:
-            problem = check_pem(_TLS_FIELDS[field], text)
-            if problem is not None:
-                problems.append(problem.replace(_TLS_FIELDS[field], field, 1))
-    if not problems and subscription.client_cert and subscription.client_key:
-        problem = check_pair(subscription.client_cert, subscription.client_key)
-        if problem is not None:
-            problems.append(problem.replace("client_key", "clientKey").replace("client_cert", "clientCert"))
-    problems += _address_problems(subscription)
+    try:
+        policy = policy_from_environment()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    problems = target_problems(subscription, policy)
     if problems:
         raise _refused(InvalidSubscriptionError(problems))
     return subscription
@@ -242,35 +232,6 @@ def _require_auth(subscription: Subscription, no_auth: bool) -> None:
                 ]
             )
         )
-
-
-def _address_problems(subscription: Subscription) -> list[str]:
-    """A callback URL or token URL whose host is an address (or localhost) the worker would refuse:
-    say so now, not at the first delivery. Names are checked when connecting (DNS may change)."""
-    try:
-        policy = policy_from_environment()
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    problems = []
-    urls = [("callbackUrl", subscription.callback_url)]
-    if subscription.oauth2 is not None:
-        urls.append(("oauth2.tokenUrl", subscription.oauth2.token_url))
-    for field, url in urls:
-        host = urlsplit(url).hostname or ""
-        address = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
-        try:
-            kind = policy.refusal(address)
-        except ValueError:
-            continue  # a name: checked at connect time
-        if kind is not None:
-            problems.append(
-                f"{field}: {host} is a {kind} address, which deliveries may not go to; allow its network "
-                "with OUTBOX_ALLOWED_NETWORKS (the worker must have the same setting)"
-            )
-    return problems
-
-
-_TLS_FIELDS = {"caBundle": "ca_bundle", "clientCert": "client_cert", "clientKey": "client_key"}
 
 
 def _load_abonnement(path: str) -> dict[str, Any]:

@@ -86,6 +86,8 @@ class Target:
         if subscription.ca_bundle or subscription.client_cert:
             self.tls = tls_context(subscription.ca_bundle, subscription.client_cert, subscription.client_key)
         self.host = self.url.netloc  # the Host header, as httpx.Request would send it
+        # The subscription's own headers (Subscriptions API protocolsettings.headers; reserved names refused).
+        self.headers = dict(subscription.headers)
         # Without the sender's, a transport that refuses every non-public address.
         self.token_transport = token_transport or WebhookTransport(
             max_idle_per_host=1, max_body=MAX_ANSWER, policy=AddressPolicy()
@@ -188,6 +190,8 @@ class Sender:
 
     async def _request(self, target: Target, claims: list[Claimed]) -> Answer:
         headers, body = request_parts(target.subscription, claims)
+        if target.headers:
+            headers = {**target.headers, **headers}
         await self._authenticate(target, headers)
         if self.settings.webhook_origin:
             headers["WebHook-Request-Origin"] = self.settings.webhook_origin

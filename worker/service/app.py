@@ -13,16 +13,20 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
 from starlette.types import ASGIApp
 
 from outbox._sql import query
 from worker.runtime.logs import log
-from worker.service import problems
+from worker.service import problems, registration
+from worker.service.abonnement import router as abonnement_router
 from worker.service.auth import Authenticator
 from worker.service.intake import IntakeFastPath, IntakeWriter
 from worker.service.intake import router as intake_router
+from worker.service.kanaal import router as kanaal_router
 from worker.service.limits import BodyLimit
 from worker.service.settings import ServeSettings
+from worker.service.subscriptions_api import router as subscriptions_router
 from worker.store import clients as client_store
 from worker.store.clients import ApiClient
 from worker.store.secret_box import SecretBox
@@ -124,6 +128,9 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         BodyLimit, intake_limit=settings.max_body_bytes, other_limit=1024 * 1024, timeout=settings.request_timeout
     )
     app.include_router(intake_router, prefix=API_PREFIX)
+    app.include_router(abonnement_router, prefix=API_PREFIX)
+    app.include_router(subscriptions_router, prefix=API_PREFIX)
+    app.include_router(kanaal_router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -144,7 +151,8 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            for model in (problems.Problem, problems.InvalidParam):
+            models: list[type[BaseModel]] = [problems.Problem, problems.InvalidParam, *registration.BODY_MODELS]
+            for model in models:
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema

@@ -13,7 +13,7 @@ from outbox import Kanaal, Subscription
 from outbox._filters import stored_filters
 from outbox._operations import set_subscription_status
 from outbox._sql import query
-from outbox._subscription import OAuth2Client, ZgwClient
+from outbox._subscription import CloudEventFilter, OAuth2Client, ZgwClient
 from worker.store.secret_box import SecretBox
 
 
@@ -71,6 +71,14 @@ def from_row(row: dict[str, Any], box: SecretBox | None) -> Subscription:
         ca_bundle=row["ca_bundle"],
         client_cert=row["client_cert"],
         client_key=secrets.get("client_key"),
+        owner=row["owner"],
+        source=row["source"],
+        headers=tuple((str(k), str(v)) for k, v in row["headers"].items()),
+        send_cloudevents=row["send_cloudevents"],
+        cloudevent_filters=tuple(
+            CloudEventFilter(type_substring=g["typeSubstring"], filters=g.get("filters") or {})
+            for g in row["cloudevent_filters"]
+        ),
     )
 
 
@@ -101,6 +109,11 @@ def _parameters(subscription: Subscription, box: SecretBox) -> dict[str, Any]:
         "client_cert": subscription.client_cert,
         "secrets": sealed,
         "secrets_encrypted": encrypted,
+        "owner": subscription.owner,
+        "source": subscription.source,
+        "headers": Jsonb(dict(subscription.headers)),
+        "send_cloudevents": subscription.send_cloudevents,
+        "cloudevent_filters": Jsonb([g.to_dict() for g in subscription.cloudevent_filters]),
     }
 
 
@@ -175,4 +188,56 @@ def record_handshake(
 def remove(conn: psycopg.Connection[Any], schema: str, subscription_id: str) -> None:
     row = conn.execute(query("delete_subscription", schema), (_subscription_id(subscription_id),)).fetchone()
     if row is None:
+        raise SubscriptionNotFound(subscription_id)
+
+
+# -- for `outbox serve` (async connections; `owner` None = every subscription, for outbox.beheer) --------
+
+
+async def add_async(conn: psycopg.AsyncConnection[Any], schema: str, subscription: Subscription, box: SecretBox) -> str:
+    """`add` for the service: the subscription's `owner` is stored with it."""
+    cursor = await conn.execute(query("insert_subscription", schema), _parameters(subscription, box))
+    row = await cursor.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def list_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, box: SecretBox, owner: str | None
+) -> list[Subscription]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("list_owned_subscriptions", schema), {"owner": owner})
+        return [from_row(row, box) for row in await cur.fetchall()]
+
+
+async def get_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, subscription_id: str, box: SecretBox, owner: str | None
+) -> Subscription:
+    """The subscription, if `owner` may see it; else SubscriptionNotFound (whether or not it exists)."""
+    parameters = {"id": _subscription_id(subscription_id), "owner": owner}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("get_owned_subscription", schema), parameters)
+        row = await cur.fetchone()
+    if row is None:
+        raise SubscriptionNotFound(subscription_id)
+    return from_row(row, box)
+
+
+async def update_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, subscription: Subscription, box: SecretBox, read_at: Any
+) -> None:
+    """`update` for the service: every option, if the row is still as read (else SubscriptionChanged)."""
+    assert subscription.id is not None
+    parameters = {**_parameters(subscription, box), "id": _subscription_id(subscription.id), "read_at": read_at}
+    cursor = await conn.execute(query("update_subscription", schema), parameters)
+    if await cursor.fetchone() is None:
+        raise SubscriptionChanged(subscription.id)
+
+
+async def remove_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, subscription_id: str, owner: str | None
+) -> None:
+    parameters = {"id": _subscription_id(subscription_id), "owner": owner}
+    cursor = await conn.execute(query("delete_owned_subscription", schema), parameters)
+    if await cursor.fetchone() is None:
         raise SubscriptionNotFound(subscription_id)
