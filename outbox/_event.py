@@ -107,7 +107,9 @@ def event_problems(document: object) -> list[InvalidEventError]:
     if not isinstance(document, Mapping):
         return [InvalidEventError("event", "must be a JSON object")]
     present = {key: value for key, value in document.items() if value is not None}
-    faults = [InvalidEventError(key, "is required") for key in ("specversion", "id", "source", "type") if key not in present]
+    faults = [
+        InvalidEventError(key, "is required") for key in ("specversion", "id", "source", "type") if key not in present
+    ]
     valid: dict[str, Any] = {"specversion": SPECVERSION, "id": "x", "source": "x", "type": "x"}
     for key, value in present.items():
         if key in ("data", "data_base64"):

@@ -19,7 +19,6 @@ from worker.service.app import create_app
 from worker.service.server import listen
 from worker.service.settings import ServeSettings
 from worker.store import clients as client_store
-from worker.store.secret_box import SecretBox
 
 PUBLISH = "notificaties.publiceren"
 CONSUME = "notificaties.consumeren"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import yaml
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
@@ -18,6 +19,7 @@ from outbox._sql import query
 from worker.runtime.logs import log
 from worker.service import problems
 from worker.service.auth import Authenticator
+from worker.service.event_types import router as event_types_router
 from worker.service.intake import IntakeWriter
 from worker.service.intake import router as intake_router
 from worker.service.limits import BodyLimit
@@ -114,6 +116,7 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
     problems.install(app)
     app.add_middleware(BodyLimit, intake_limit=settings.max_body_bytes, other_limit=1024 * 1024)
     app.include_router(intake_router, prefix=API_PREFIX)
+    app.include_router(event_types_router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -139,11 +142,47 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema
             schemas["CloudEvent"] = CLOUDEVENT_SCHEMA
+            complete(document)
             app.openapi_schema = document
         return app.openapi_schema
 
+    @app.get(f"{API_PREFIX}/schema/openapi.yaml", include_in_schema=False)
+    async def openapi_yaml() -> Response:
+        text = yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=120)
+        return Response(text, media_type="application/yaml")
+
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def complete(document: dict[str, Any]) -> None:
+    """Every operation's problem answers, whoever wrote its route: 401/403/429/503 where a JWT is needed,
+    400 where there is input, 404 where the path names a resource, 413/415 where there is a body.
+    FastAPI's 422 goes: validation errors are answered 400 (problems.validation_problem)."""
+    for path, item in document.get("paths", {}).items():
+        for method in _METHODS:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            answers = operation.setdefault("responses", {})
+            answers.pop("422", None)
+            statuses: list[int] = []
+            if operation.get("security"):
+                statuses += [401, 403, 429, 503]
+            if operation.get("parameters") or operation.get("requestBody"):
+                statuses.append(400)
+            if "{" in path:
+                statuses.append(404)
+            if operation.get("requestBody"):
+                statuses += [413, 415]
+            for status, answer in problems.responses(*statuses).items():
+                answers.setdefault(str(status), answer)
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
 
 
 CLOUDEVENT_SCHEMA: dict[str, Any] = {

@@ -11,8 +11,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -124,7 +126,7 @@ def validation_problem(errors: Sequence[Any]) -> ApiProblem:
 
 
 def install(app: FastAPI) -> None:
-    """Answer every error as a problem document: ours, pydantic's, Starlette's (404, 405), and crashes."""
+    """Every error as a problem document: ours, pydantic's, Starlette's (404, 405), an unreachable database (503)."""
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiProblem)
@@ -140,7 +142,18 @@ def install(app: FastAPI) -> None:
         code, title = titles.get(exc.status_code, ("error", "Error."))
         return ApiProblem(exc.status_code, code, title, str(exc.detail), headers=dict(exc.headers or {})).response()
 
+    async def on_database_down(request: Request, exc: Exception) -> Response:
+        return ApiProblem(
+            503,
+            "service_unavailable",
+            "Service unavailable.",
+            "The database cannot be reached now; try again later.",
+            headers={"Retry-After": "5"},
+        ).response()
+
     app.add_exception_handler(ApiProblem, on_problem)
+    app.add_exception_handler(psycopg.OperationalError, on_database_down)
+    app.add_exception_handler(PoolTimeout, on_database_down)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
 
