@@ -21,7 +21,8 @@ class EventTypeConflict(ValueError):
 
 
 def _conflict(exc: psycopg.errors.UniqueViolation, entry: EventType) -> EventTypeConflict:
-    field = "type" if "type" in (exc.diag.constraint_name or "") else "slug"
+    # event_types_type_key (UNIQUE type); the primary key, event_types_pkey, is the slug
+    field = "type" if (exc.diag.constraint_name or "").endswith("_type_key") else "slug"
     value = entry.type if field == "type" else entry.slug
     return EventTypeConflict(f"{field}: another event type already has {value!r}")
 
