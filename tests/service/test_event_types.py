@@ -105,6 +105,25 @@ def test_every_invalid_field_is_named_with_the_catalogues_rules(service: LiveSer
     assert _stored(service) == []
 
 
+def test_bodies_must_be_json(service: LiveService) -> None:
+    admin = service.add_client("beheer", ADMIN)
+    admin.post(PATH, json=_entry())
+    as_text = {"content": json.dumps(_entry()), "headers": {"Content-Type": "text/plain"}}
+    for response in (
+        admin.post(PATH, **as_text),
+        admin.put(f"{PATH}/zaak-gekoppeld", **as_text),
+        admin.patch(f"{PATH}/zaak-gekoppeld", **as_text),
+    ):
+        assert response.status_code == 415, response.text
+        assert response.json()["code"] == "unsupported_media_type"
+    merge_patch = admin.patch(
+        f"{PATH}/zaak-gekoppeld",
+        content=b'{"isEnabled": false}',
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert merge_patch.json()["isEnabled"] is False
+
+
 def test_a_patch_is_checked_field_by_field_and_whole(service: LiveService) -> None:
     admin = service.add_client("beheer", ADMIN)
     admin.post(PATH, json=_entry())

@@ -152,6 +152,22 @@ _ADMIN = Depends(require(ADMIN))
 Reader = Annotated[ApiClient, _READ]
 Admin = Annotated[ApiClient, _ADMIN]
 
+
+async def _json_writer(request: Request, client: Admin) -> ApiClient:
+    """An outbox.beheer client that sends JSON: any other Content-Type is a 415 (after 401/403, before 400)."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        raise ApiProblem(
+            415,
+            "unsupported_media_type",
+            "Unsupported media type.",
+            f"Content-Type {kind or '(none)'!r} is not taken here: send application/json.",
+        )
+    return client
+
+
+Writer = Annotated[ApiClient, Depends(_json_writer)]
+
 router = APIRouter(prefix=PATH, tags=["event-types"])
 
 
@@ -198,7 +214,7 @@ async def get_event_type(request: Request, slug: str, client: Reader) -> EventTy
     responses=responses(400, 401, 403, 413, 415, 429, 503),
 )
 async def create_event_type(
-    request: Request, body: EventTypeWrite, client: Admin, response: Response
+    request: Request, body: EventTypeWrite, client: Writer, response: Response
 ) -> EventTypeResource:
     service = request.app.state.service
     entry = _entry(body.model_dump(by_alias=True))
@@ -217,7 +233,7 @@ async def create_event_type(
     summary="Replace an event type (its slug may change)",
     responses=responses(400, 401, 403, 404, 413, 415, 429, 503),
 )
-async def replace_event_type(request: Request, slug: str, body: EventTypeWrite, client: Admin) -> EventTypeResource:
+async def replace_event_type(request: Request, slug: str, body: EventTypeWrite, client: Writer) -> EventTypeResource:
     service = request.app.state.service
     entry = _entry(body.model_dump(by_alias=True))
     try:
@@ -235,7 +251,7 @@ async def replace_event_type(request: Request, slug: str, body: EventTypeWrite, 
     summary="Change some fields of an event type",
     responses=responses(400, 401, 403, 404, 413, 415, 429, 503),
 )
-async def update_event_type(request: Request, slug: str, body: EventTypePatch, client: Admin) -> EventTypeResource:
+async def update_event_type(request: Request, slug: str, body: EventTypePatch, client: Writer) -> EventTypeResource:
     service = request.app.state.service
     changes = body.model_dump(by_alias=True, exclude_unset=True)
     try:
