@@ -27,8 +27,8 @@ def _entry(**changes: Any) -> dict[str, Any]:
     }
 
 
-def _names(response: Any) -> set[str]:
-    assert response.status_code == 400, response.text
+def _names(response: Any, status: int = 400) -> set[str]:
+    assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     return {param["name"] for param in response.json()["invalidParams"]}
 
@@ -133,17 +133,19 @@ def test_a_patch_is_checked_field_by_field_and_whole(service: LiveService) -> No
     assert _stored(service) == [("zaak-gekoppeld", ZAAK, "Zaak gekoppeld", True)]
 
 
-def test_a_taken_slug_or_type_is_refused_naming_it(service: LiveService) -> None:
+def test_a_taken_slug_or_type_is_a_conflict_naming_it(service: LiveService) -> None:
     admin = service.add_client("beheer", ADMIN)
     admin.post(PATH, json=_entry())
     admin.post(PATH, json=_entry(slug="other", type="nl.other"))
 
     taken_slug = admin.post(PATH, json=_entry(type="nl.third"))
-    assert _names(taken_slug) == {"slug"}
+    assert _names(taken_slug, 409) == {"slug"}
+    assert taken_slug.json()["code"] == "conflict"
     assert taken_slug.json()["invalidParams"][0]["code"] == "unique"
-    assert _names(admin.post(PATH, json=_entry(slug="third"))) == {"type"}
-    assert _names(admin.put(f"{PATH}/other", json=_entry(slug="other"))) == {"type"}
-    assert _names(admin.patch(f"{PATH}/other", json={"slug": "zaak-gekoppeld"})) == {"slug"}
+    assert _names(admin.post(PATH, json=_entry(slug="third")), 409) == {"type"}
+    assert _names(admin.put(f"{PATH}/other", json=_entry(slug="other")), 409) == {"type"}
+    assert _names(admin.patch(f"{PATH}/other", json={"slug": "zaak-gekoppeld"}), 409) == {"slug"}
+    assert [entry["slug"] for entry in admin.get(PATH).json()] == ["other", "zaak-gekoppeld"]
 
 
 def test_reading_needs_a_notificaties_scope_and_changing_needs_beheer(service: LiveService) -> None:
@@ -175,3 +177,11 @@ def test_a_disabled_type_posted_as_cloudevent_is_accepted_and_not_written(servic
     assert response.status_code == 201, response.text
     with psycopg.connect(service.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM outbox.events").fetchone() == (0,)
+
+
+def test_a_method_the_path_lacks_is_405_with_every_method_it_has(service: LiveService) -> None:
+    admin = service.add_client("beheer", ADMIN)
+    response = admin.request("PATCH", PATH)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    assert admin.request("POST", f"{PATH}/x").headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT"

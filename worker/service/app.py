@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
 from psycopg_pool import AsyncConnectionPool
 
+from outbox._event import _INT32, _MEDIA_TYPE, _RFC3339
 from outbox._sql import query
 from worker.runtime.logs import log
 from worker.service import problems
@@ -185,26 +186,43 @@ def complete(document: dict[str, Any]) -> None:
         schemas.pop(name, None)
 
 
+# What the NL GOV profile checks (outbox/_event.py), in the profile's own expressions.
+_TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": r"^[^\x00-\x1f\x7f]+$"}
+_URI: dict[str, Any] = {**_TEXT, "pattern": r"^[^\x00-\x1f\x7f\s]+$"}
+
+
+def _optional(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 CLOUDEVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "A CloudEvent (specversion 1.0) in the JSON event format, under the NL GOV profile; "
     "a JSON null is an unset attribute. Other members are extension attributes (lowercase a-z0-9, at most "
-    "20 characters; a string, integer or boolean).",
+    "20 characters; a string, a 32-bit integer or a boolean). No attribute may hold control characters.",
     "required": ["specversion", "id", "source", "type"],
     "properties": {
         "specversion": {"type": "string", "enum": ["1.0"]},
-        "id": {"type": "string", "minLength": 1},
-        "source": {"type": "string", "minLength": 1, "format": "uri-reference"},
-        "type": {"type": "string", "minLength": 1, "examples": ["nl.overheid.zaken.zaak-gekoppeld"]},
-        "subject": {"type": ["string", "null"]},
-        "time": {"type": ["string", "null"], "format": "date-time"},
-        "datacontenttype": {"type": ["string", "null"]},
-        "dataschema": {"type": ["string", "null"], "format": "uri"},
-        "dataref": {"type": ["string", "null"]},
-        "sequence": {"type": ["string", "null"]},
-        "sequencetype": {"type": ["string", "null"]},
+        "id": _TEXT,
+        "source": {**_URI, "format": "uri-reference"},
+        "type": {**_TEXT, "examples": ["nl.overheid.zaken.zaak-gekoppeld"]},
+        "subject": _optional(_TEXT),
+        "time": _optional({"type": "string", "pattern": _RFC3339.pattern, "format": "date-time"}),
+        "datacontenttype": _optional({"type": "string", "pattern": _MEDIA_TYPE.pattern}),
+        "dataschema": _optional({**_URI, "format": "uri"}),
+        "dataref": _optional(_URI),
+        "sequence": _optional(_TEXT),
+        "sequencetype": _optional(_TEXT),
         "data": {"description": "any JSON value"},
-        "data_base64": {"type": ["string", "null"], "contentEncoding": "base64"},
+        "data_base64": _optional({"type": "string", "contentEncoding": "base64"}),
     },
-    "additionalProperties": {"type": ["string", "integer", "boolean", "null"]},
+    "propertyNames": {"pattern": r"^([a-z0-9]{1,20}|data_base64)$"},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "pattern": r"^[^\x00-\x1f\x7f]*$"},
+            {"type": "integer", "minimum": _INT32[0], "maximum": _INT32[1]},
+            {"type": "boolean"},
+            {"type": "null"},
+        ]
+    },
 }

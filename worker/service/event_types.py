@@ -3,8 +3,8 @@
 Reading needs notificaties.consumeren, notificaties.publiceren or outbox.beheer; changing needs
 outbox.beheer. Bodies are declared by the models below (they make the OpenAPI document and refuse
 other fields); the rules of an entry are `EventType.from_json`'s, the ones the CLI and enqueue use,
-each fault an `invalidParams` entry. A slug or type another entry already has is a 400 naming it
-(code `unique`), as the ZGW APIs answer a uniqueness breach.
+each fault an `invalidParams` entry. A slug or type another entry already has is a 409 whose
+`invalidParams` names it (code `unique`): the request is valid, it conflicts with the catalogue.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from outbox._catalogue import _SLUG, _TOKEN, EventType, InvalidEventTypeError
 from worker.service.auth import require
-from worker.service.problems import ApiProblem, InvalidParam, from_problems, invalid, not_found, responses
+from worker.service.problems import ApiProblem, InvalidParam, from_problems, not_found, responses
 from worker.store import catalogue as store
 from worker.store.clients import ADMIN, CONSUME, PUBLISH, ApiClient
 
@@ -36,7 +36,13 @@ PATH = "/event-types"
 # patterns shown are its own (the same compiled expressions), not a second copy.
 _SLUG_DOC: dict[str, Any] = {"pattern": _SLUG.pattern, "maxLength": 100, "examples": ["zaak-gekoppeld"]}
 _TYPE_DOC: dict[str, Any] = {"pattern": _TOKEN.pattern, "examples": ["nl.overheid.zaken.zaak-gekoppeld"]}
-_SOURCE_DOC: dict[str, Any] = {"description": "the source every event of this type must have; null: any source"}
+_SOURCE_DOC: dict[str, Any] = {
+    "description": "the source every event of this type must have; null: any source",
+    "pattern": _TOKEN.pattern,
+}
+# Text PostgreSQL can store (no NUL); a name has something besides white space.
+_TEXT_DOC: dict[str, Any] = {"pattern": r"^[^\x00]*$"}
+_NAME_DOC: dict[str, Any] = {"pattern": r"^[^\x00]*[^\x00\s][^\x00]*$", "examples": ["Zaak gekoppeld"]}
 _SCHEMA_DOC: dict[str, Any] = {
     "description": "JSON Schema (draft 2020-12, or draft-07 by `$schema`) for the events' `data`; no remote "
     "`$ref`; null: any data"
@@ -84,7 +90,7 @@ class EventTypeWrite(_Rules):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(description="human name", json_schema_extra={"minLength": 1, "examples": ["Zaak gekoppeld"]})
+    name: str = Field(description="human name", json_schema_extra=_NAME_DOC)
     slug: str = Field(description="unique short name, in the entry's URL", json_schema_extra=_SLUG_DOC)
     type: str = Field(description="the CloudEvents type (unique)", json_schema_extra=_TYPE_DOC)
     source: str | None = Field(None, json_schema_extra=_SOURCE_DOC)
@@ -92,7 +98,7 @@ class EventTypeWrite(_Rules):
     is_enabled: bool = Field(
         True, alias="isEnabled", description="false: events of this type are accepted and not written"
     )
-    description: str | None = Field(None, description="what the event means")
+    description: str | None = Field(None, description="what the event means", json_schema_extra=_TEXT_DOC)
 
 
 class EventTypePatch(_Rules):
@@ -102,13 +108,13 @@ class EventTypePatch(_Rules):
     # Stand-ins for the fields a patch leaves out, so the rules speak only of the fields it gives.
     placeholders: ClassVar[dict[str, Any]] = {"name": "x", "slug": "x", "type": "x"}
 
-    name: str = Field(None, description="human name", json_schema_extra={"minLength": 1})  # type: ignore[assignment]
+    name: str = Field(None, description="human name", json_schema_extra=_NAME_DOC)  # type: ignore[assignment]
     slug: str = Field(None, description="unique short name", json_schema_extra=_SLUG_DOC)  # type: ignore[assignment]
     type: str = Field(None, description="the CloudEvents type", json_schema_extra=_TYPE_DOC)  # type: ignore[assignment]
     source: str | None = Field(None, json_schema_extra=_SOURCE_DOC)
     schema_: _JsonSchema = Field(None, alias="schema", json_schema_extra=_SCHEMA_DOC)
     is_enabled: bool = Field(None, alias="isEnabled")  # type: ignore[assignment]
-    description: str | None = None
+    description: str | None = Field(None, json_schema_extra=_TEXT_DOC)
 
 
 class EventTypeResource(BaseModel):
@@ -137,7 +143,13 @@ def _entry(document: dict[str, Any]) -> EventType:
 
 def _conflict(exc: store.EventTypeConflict) -> ApiProblem:
     name, _, reason = str(exc).partition(": ")
-    return invalid([InvalidParam(name=name, code="unique", reason=reason)])
+    return ApiProblem(
+        409,
+        "conflict",
+        "Conflict.",
+        f"Another event type already has this {name}.",
+        [InvalidParam(name=name, code="unique", reason=reason)],
+    )
 
 
 def _known_slug(slug: str) -> str:
@@ -211,7 +223,7 @@ async def get_event_type(request: Request, slug: str, client: Reader) -> EventTy
     "",
     status_code=201,
     summary="Register an event type",
-    responses=responses(400, 401, 403, 413, 415, 429, 503),
+    responses=responses(400, 401, 403, 409, 413, 415, 429, 503),
 )
 async def create_event_type(
     request: Request, body: EventTypeWrite, client: Writer, response: Response
@@ -231,7 +243,7 @@ async def create_event_type(
 @router.put(
     "/{slug}",
     summary="Replace an event type (its slug may change)",
-    responses=responses(400, 401, 403, 404, 413, 415, 429, 503),
+    responses=responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
 )
 async def replace_event_type(request: Request, slug: str, body: EventTypeWrite, client: Writer) -> EventTypeResource:
     service = request.app.state.service
@@ -249,7 +261,7 @@ async def replace_event_type(request: Request, slug: str, body: EventTypeWrite, 
 @router.patch(
     "/{slug}",
     summary="Change some fields of an event type",
-    responses=responses(400, 401, 403, 404, 413, 415, 429, 503),
+    responses=responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
 )
 async def update_event_type(request: Request, slug: str, body: EventTypePatch, client: Writer) -> EventTypeResource:
     service = request.app.state.service

@@ -18,6 +18,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_BASE = "https://github.com/nlgov-outbox/problems/"
@@ -125,6 +126,14 @@ def validation_problem(errors: Sequence[Any]) -> ApiProblem:
     return invalid(params)
 
 
+def _allowed(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Every error as a problem document: ours, pydantic's, Starlette's (404, 405), an unreachable database (503)."""
 
@@ -140,7 +149,10 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         titles = {404: ("not_found", "Not found."), 405: ("method_not_allowed", "Method not allowed.")}
         code, title = titles.get(exc.status_code, ("error", "Error."))
-        return ApiProblem(exc.status_code, code, title, str(exc.detail), headers=dict(exc.headers or {})).response()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only those of the first route that matched it
+            headers["Allow"] = ", ".join(_allowed(request))
+        return ApiProblem(exc.status_code, code, title, str(exc.detail), headers=headers).response()
 
     async def on_database_down(request: Request, exc: Exception) -> Response:
         return ApiProblem(
@@ -165,7 +177,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No valid JWT: missing, malformed, badly signed, expired, or from an unknown client.",
         403: "The client lacks the scope this operation needs.",
         404: "No such resource, or not one of the client's.",
-        409: "Changed by someone else meanwhile.",
+        409: "In conflict with what is stored: `invalidParams` names a unique field another resource has.",
         413: "The request body is over the size limit.",
         415: "The Content-Type is not one this operation takes.",
         429: "Over the client's request rate: try again after Retry-After seconds.",
