@@ -183,5 +183,5 @@ def test_a_method_the_path_lacks_is_405_with_every_method_it_has(service: LiveSe
     admin = service.add_client("beheer", ADMIN)
     response = admin.request("PATCH", PATH)
     assert response.status_code == 405
-    assert response.headers["allow"] == "GET, HEAD, POST"
-    assert admin.request("POST", f"{PATH}/x").headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT"
+    assert response.headers["allow"] == "GET, POST"
+    assert admin.request("POST", f"{PATH}/x").headers["allow"] == "DELETE, GET, PATCH, PUT"
