@@ -97,8 +97,10 @@ def test_every_invalid_field_is_named_with_the_catalogues_rules(service: LiveSer
     assert "not a valid JSON Schema" in reasons["schema"]
 
     assert _names(admin.post(PATH, json={"slug": "x"})) == {"name", "type"}
-    unstorable = json.dumps(_entry(name="nul\x00", description="\ud800"))  # as \u0000 and \ud800 escapes
-    assert _names(admin.post(PATH, content=unstorable, headers=JSON)) == {"name", "description"}
+    nul = json.dumps(_entry(name="nul\x00", description="\x00", schema={"\x00": 1}))  # \u0000 escapes
+    assert _names(admin.post(PATH, content=nul, headers=JSON)) == {"name", "description", "schema"}
+    surrogate = json.dumps(_entry(name="\ud800"))  # an unpaired surrogate: not JSON text
+    assert _names(admin.post(PATH, content=surrogate, headers=JSON)) == {"nonFieldErrors"}
     assert _names(admin.post(PATH, json=_entry(schema={"$ref": "https://example.org/s.json"}))) == {"schema"}
     assert _names(admin.post(PATH, json=[1])) == {"nonFieldErrors"}
     assert _names(admin.post(PATH, content=b"{not json", headers=JSON)) != set()
@@ -185,3 +187,14 @@ def test_a_method_the_path_lacks_is_405_with_every_method_it_has(service: LiveSe
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, POST"
     assert admin.request("POST", f"{PATH}/x").headers["allow"] == "DELETE, GET, PATCH, PUT"
+
+
+def test_who_may_write_is_settled_before_the_body_is_read(service: LiveService) -> None:
+    reader = service.add_client("abonnee", CONSUME)
+    admin = service.add_client("beheer", ADMIN)
+    broken = {"content": b"{not json", "headers": JSON}
+    assert service.anonymous.post(PATH, **broken).status_code == 401
+    assert reader.post(PATH, **broken).status_code == 403
+    assert reader.patch(f"{PATH}/x", **broken).status_code == 403
+    assert admin.put(f"{PATH}/x", content=b"{not json", headers={"Content-Type": "text/plain"}).status_code == 415
+    assert _names(admin.put(f"{PATH}/x", **broken)) == {"nonFieldErrors"}

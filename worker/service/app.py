@@ -18,9 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 from outbox._event import _INT32, _MEDIA_TYPE, _RFC3339
 from outbox._sql import query
 from worker.runtime.logs import log
-from worker.service import problems
+from worker.service import event_types, problems
 from worker.service.auth import Authenticator
-from worker.service.event_types import router as event_types_router
 from worker.service.intake import IntakeWriter
 from worker.service.intake import router as intake_router
 from worker.service.limits import BodyLimit
@@ -117,7 +116,7 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
     problems.install(app)
     app.add_middleware(BodyLimit, intake_limit=settings.max_body_bytes, other_limit=1024 * 1024)
     app.include_router(intake_router, prefix=API_PREFIX)
-    app.include_router(event_types_router, prefix=API_PREFIX)
+    app.include_router(event_types.router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -138,7 +137,7 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            for model in (problems.Problem, problems.InvalidParam):
+            for model in (problems.Problem, problems.InvalidParam, *event_types.BODY_MODELS):
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema

@@ -9,9 +9,10 @@ each fault an `invalidParams` entry. A slug or type another entry already has is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Self
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import (
@@ -26,7 +27,15 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from outbox._catalogue import _SLUG, _TOKEN, EventType, InvalidEventTypeError
 from worker.service.auth import require
-from worker.service.problems import ApiProblem, InvalidParam, from_problems, not_found, responses
+from worker.service.problems import (
+    ApiProblem,
+    InvalidParam,
+    from_problems,
+    invalid,
+    not_found,
+    responses,
+    validation_problem,
+)
 from worker.store import catalogue as store
 from worker.store.clients import ADMIN, CONSUME, PUBLISH, ApiClient
 
@@ -101,10 +110,16 @@ class EventTypeWrite(_Rules):
     description: str | None = Field(None, description="what the event means", json_schema_extra=_TEXT_DOC)
 
 
+def _no_defaults(schema: dict[str, Any]) -> None:
+    """A field a patch leaves out is not null, it is unchanged: no `default` in the document."""
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+
+
 class EventTypePatch(_Rules):
     """Some fields of an event type (PATCH); the others keep their value. The whole entry is checked again."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_no_defaults)
     # Stand-ins for the fields a patch leaves out, so the rules speak only of the fields it gives.
     placeholders: ClassVar[dict[str, Any]] = {"name": "x", "slug": "x", "type": "x"}
 
@@ -180,6 +195,34 @@ async def _json_writer(request: Request, client: Admin) -> ApiClient:
 
 Writer = Annotated[ApiClient, Depends(_json_writer)]
 
+
+def _body(model: type[M]) -> Callable[..., Awaitable[M]]:
+    """A dependency: the request body as `model`, read only once the caller may write and sends JSON
+    (FastAPI's own body parameters are parsed first, so malformed JSON was a 400 even to strangers)."""
+
+    async def parse(request: Request, client: Writer) -> M:
+        try:
+            document = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise invalid(
+                [InvalidParam(name="nonFieldErrors", code="parse_error", reason=f"not JSON: {exc}")]
+            ) from None
+        try:
+            return model.model_validate(document)
+        except ValidationError as exc:
+            raise validation_problem(exc.errors()) from None
+
+    return parse
+
+
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI requestBody of a `_body(model)` operation (the model is in components, see BODY_MODELS)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+BODY_MODELS = (EventTypeWrite, EventTypePatch)
+M = TypeVar("M", bound=BaseModel)
 router = APIRouter(prefix=PATH, tags=["event-types"])
 
 
@@ -223,10 +266,11 @@ async def get_event_type(request: Request, slug: str, client: Reader) -> EventTy
     "",
     status_code=201,
     summary="Register an event type",
+    openapi_extra=_request_body(EventTypeWrite),
     responses=responses(400, 401, 403, 409, 413, 415, 429, 503),
 )
 async def create_event_type(
-    request: Request, body: EventTypeWrite, client: Writer, response: Response
+    request: Request, body: Annotated[EventTypeWrite, Depends(_body(EventTypeWrite))], response: Response
 ) -> EventTypeResource:
     service = request.app.state.service
     entry = _entry(body.model_dump(by_alias=True))
@@ -243,9 +287,12 @@ async def create_event_type(
 @router.put(
     "/{slug}",
     summary="Replace an event type (its slug may change)",
+    openapi_extra=_request_body(EventTypeWrite),
     responses=responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
 )
-async def replace_event_type(request: Request, slug: str, body: EventTypeWrite, client: Writer) -> EventTypeResource:
+async def replace_event_type(
+    request: Request, slug: str, body: Annotated[EventTypeWrite, Depends(_body(EventTypeWrite))]
+) -> EventTypeResource:
     service = request.app.state.service
     entry = _entry(body.model_dump(by_alias=True))
     try:
@@ -261,9 +308,12 @@ async def replace_event_type(request: Request, slug: str, body: EventTypeWrite, 
 @router.patch(
     "/{slug}",
     summary="Change some fields of an event type",
+    openapi_extra=_request_body(EventTypePatch),
     responses=responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
 )
-async def update_event_type(request: Request, slug: str, body: EventTypePatch, client: Writer) -> EventTypeResource:
+async def update_event_type(
+    request: Request, slug: str, body: Annotated[EventTypePatch, Depends(_body(EventTypePatch))]
+) -> EventTypeResource:
     service = request.app.state.service
     changes = body.model_dump(by_alias=True, exclude_unset=True)
     try:
