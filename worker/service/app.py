@@ -203,12 +203,13 @@ CLOUDEVENT_SCHEMA: dict[str, Any] = {
     "properties": {
         "specversion": {"type": "string", "enum": ["1.0"]},
         "id": _TEXT,
-        "source": {**_URI, "format": "uri-reference"},
+        # A URI-reference by the spec; what is checked (and so all the document may promise) is no white space.
+        "source": _URI,
         "type": {**_TEXT, "examples": ["nl.overheid.zaken.zaak-gekoppeld"]},
         "subject": _optional(_TEXT),
         "time": _optional({"type": "string", "pattern": _RFC3339.pattern, "format": "date-time"}),
         "datacontenttype": _optional({"type": "string", "pattern": _MEDIA_TYPE.pattern}),
-        "dataschema": _optional({**_URI, "format": "uri"}),
+        "dataschema": _optional(_URI),
         "dataref": _optional(_URI),
         "sequence": _optional(_TEXT),
         "sequencetype": _optional(_TEXT),

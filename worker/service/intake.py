@@ -288,7 +288,9 @@ _EVENT_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/CloudEvent"}
                 "required": False,
                 "description": f"Binary mode: the event's `{attribute}` (percent-encoded); required in binary mode, "
                 "ignored in structured and batched mode. Other attributes likewise as ce-<name>.",
-                "schema": {"type": "string"},
+                "schema": {"type": "string", "enum": ["1.0"]}
+                if attribute == "specversion"
+                else {"type": "string", "minLength": 1},
             }
             for attribute in ("specversion", "id", "source", "type")
         ],
