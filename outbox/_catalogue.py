@@ -55,6 +55,28 @@ class InvalidEventTypeError(ValueError):
         self.problems = problems
 
 
+_UNSTORABLE = "must not contain NUL characters (\\u0000) or unpaired surrogates: PostgreSQL cannot store them"
+
+
+def _unstorable(value: object) -> bool:
+    """Whether a JSON value holds text PostgreSQL refuses (in text and jsonb columns alike)."""
+    if isinstance(value, str):
+        return "\x00" in value or (not value.isascii() and _has_lone_surrogate(value))
+    if isinstance(value, Mapping):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(item) for item in value)
+    return False
+
+
+def _has_lone_surrogate(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _no_remote_refs(uri: str) -> Any:
     # A schema is the operator's, but the host validates with it: it must not make the host fetch URLs.
     raise ValueError(f"$ref {uri!r}: schemas may not refer to other documents; put the definitions in $defs")
@@ -119,6 +141,11 @@ class EventType:
                 compile_schema(schema)
             except ValueError as exc:
                 problems.append(f"schema: {exc}")
+        problems.extend(
+            f"{key}: {_UNSTORABLE}"
+            for key in ("name", "description", "schema")
+            if _unstorable(document.get(key)) and not any(p.startswith(f"{key}: ") for p in problems)
+        )
         if problems:
             raise InvalidEventTypeError(problems)
         return cls(

@@ -598,6 +598,13 @@ RETURNING slug;
 -- `outbox event-types remove SLUG`.
 DELETE FROM {schema}.event_types WHERE slug = %s RETURNING slug;
 
+-- name: find_event_types
+-- `GET /api/v1/event-types`: the catalogue, optionally only one type and/or only enabled or disabled ones.
+SELECT slug, type, name, source, schema, is_enabled, description FROM {schema}.event_types
+ WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
+   AND (%(is_enabled)s::boolean IS NULL OR is_enabled = %(is_enabled)s::boolean)
+ ORDER BY slug;
+
 -- name: insert_api_client
 -- `outbox clients add`: a new API client (its secret sealed by the SecretBox).
 INSERT INTO {schema}.api_clients (client_id, scopes, secret, secret_encrypted)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import yaml
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
@@ -16,9 +17,10 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 from starlette.types import ASGIApp
 
+from outbox._event import _INT32, _MEDIA_TYPE, _RFC3339
 from outbox._sql import query
 from worker.runtime.logs import log
-from worker.service import problems, registration
+from worker.service import event_types, problems, registration
 from worker.service.abonnement import router as abonnement_router
 from worker.service.auth import Authenticator
 from worker.service.intake import IntakeFastPath, IntakeWriter
@@ -131,6 +133,7 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
     app.include_router(abonnement_router, prefix=API_PREFIX)
     app.include_router(subscriptions_router, prefix=API_PREFIX)
     app.include_router(kanaal_router, prefix=API_PREFIX)
+    app.include_router(event_types.router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -151,39 +154,98 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            models: list[type[BaseModel]] = [problems.Problem, problems.InvalidParam, *registration.BODY_MODELS]
+            models: list[type[BaseModel]] = [
+                problems.Problem,
+                problems.InvalidParam,
+                *registration.BODY_MODELS,
+                *event_types.BODY_MODELS,
+            ]
             for model in models:
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema
             schemas["CloudEvent"] = CLOUDEVENT_SCHEMA
+            complete(document)
             app.openapi_schema = document
         return app.openapi_schema
 
+    @app.get(f"{API_PREFIX}/schema/openapi.yaml", include_in_schema=False)
+    async def openapi_yaml() -> Response:
+        text = yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=120)
+        return Response(text, media_type="application/yaml")
+
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def complete(document: dict[str, Any]) -> None:
+    """Every operation's problem answers, whoever wrote its route: 401/403/429/503 where a JWT is needed,
+    400 where there is input, 404 where the path names a resource, 413/415 where there is a body.
+    FastAPI's 422 goes: validation errors are answered 400 (problems.validation_problem)."""
+    for path, item in document.get("paths", {}).items():
+        for method in _METHODS:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            answers = operation.setdefault("responses", {})
+            answers.pop("422", None)
+            statuses: list[int] = []
+            if operation.get("security"):
+                statuses += [401, 403, 429, 503]
+            if operation.get("parameters") or operation.get("requestBody"):
+                statuses.append(400)
+            if "{" in path:
+                statuses.append(404)
+            if operation.get("requestBody"):
+                statuses += [413, 415]
+            for status, answer in problems.responses(*statuses).items():
+                answers.setdefault(str(status), answer)
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+
+
+# What the NL GOV profile checks (outbox/_event.py), in the profile's own expressions.
+_TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": r"^[^\x00-\x1f\x7f]+$"}
+_URI: dict[str, Any] = {**_TEXT, "pattern": r"^[^\x00-\x1f\x7f\s]+$"}
+
+
+def _optional(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 CLOUDEVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "A CloudEvent (specversion 1.0) in the JSON event format, under the NL GOV profile; "
     "a JSON null is an unset attribute. Other members are extension attributes (lowercase a-z0-9, at most "
-    "20 characters; a string, integer or boolean).",
+    "20 characters; a string, a 32-bit integer or a boolean). No attribute may hold control characters.",
     "required": ["specversion", "id", "source", "type"],
     "properties": {
         "specversion": {"type": "string", "enum": ["1.0"]},
-        "id": {"type": "string", "minLength": 1},
-        "source": {"type": "string", "minLength": 1, "format": "uri-reference"},
-        "type": {"type": "string", "minLength": 1, "examples": ["nl.overheid.zaken.zaak-gekoppeld"]},
-        "subject": {"type": ["string", "null"]},
-        "time": {"type": ["string", "null"], "format": "date-time"},
-        "datacontenttype": {"type": ["string", "null"]},
-        "dataschema": {"type": ["string", "null"], "format": "uri"},
-        "dataref": {"type": ["string", "null"]},
-        "sequence": {"type": ["string", "null"]},
-        "sequencetype": {"type": ["string", "null"]},
+        "id": _TEXT,
+        # A URI-reference by the spec; what is checked (and so all the document may promise) is no white space.
+        "source": _URI,
+        "type": {**_TEXT, "examples": ["nl.overheid.zaken.zaak-gekoppeld"]},
+        "subject": _optional(_TEXT),
+        "time": _optional({"type": "string", "pattern": _RFC3339.pattern, "format": "date-time"}),
+        "datacontenttype": _optional({"type": "string", "pattern": _MEDIA_TYPE.pattern}),
+        "dataschema": _optional(_URI),
+        "dataref": _optional(_URI),
+        "sequence": _optional(_TEXT),
+        "sequencetype": _optional(_TEXT),
         "data": {"description": "any JSON value"},
-        "data_base64": {"type": ["string", "null"], "contentEncoding": "base64"},
+        "data_base64": _optional({"type": "string", "contentEncoding": "base64"}),
     },
-    "additionalProperties": {"type": ["string", "integer", "boolean", "null"]},
+    "propertyNames": {"pattern": r"^([a-z0-9]{1,20}|data_base64)$"},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "pattern": r"^[^\x00-\x1f\x7f]*$"},
+            {"type": "integer", "minimum": _INT32[0], "maximum": _INT32[1]},
+            {"type": "boolean"},
+            {"type": "null"},
+        ]
+    },
 }

@@ -297,6 +297,19 @@ _EVENT_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/CloudEvent"}
         **responses(400, 401, 403, 408, 413, 415, 429, 503),
     },
     openapi_extra={
+        "parameters": [
+            {
+                "name": f"ce-{attribute}",
+                "in": "header",
+                "required": False,
+                "description": f"Binary mode: the event's `{attribute}` (percent-encoded); required in binary mode, "
+                "ignored in structured and batched mode. Other attributes likewise as ce-<name>.",
+                "schema": {"type": "string", "enum": ["1.0"]}
+                if attribute == "specversion"
+                else {"type": "string", "minLength": 1},
+            }
+            for attribute in ("specversion", "id", "source", "type")
+        ],
         "requestBody": {
             "required": True,
             "content": {
@@ -305,7 +318,7 @@ _EVENT_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/CloudEvent"}
                 "application/json": {"schema": {}},
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             },
-        }
+        },
     },
 )
 async def post_cloudevents(

@@ -18,6 +18,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_BASE = "https://github.com/nlgov-outbox/problems/"
@@ -136,10 +137,20 @@ def unavailable() -> ApiProblem:
 
 
 DATABASE_DOWN = (psycopg.OperationalError, PoolTimeout)
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods some route takes at this path (asked of the routes themselves, included routers too)."""
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in request.app.routes)
+    ]
 
 
 def install(app: FastAPI) -> None:
-    """Answer every error as a problem document: ours, pydantic's, Starlette's (404, 405), and crashes."""
+    """Every error as a problem document: ours, pydantic's, Starlette's (404, 405), an unreachable database (503)."""
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiProblem)
@@ -153,7 +164,10 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         titles = {404: ("not_found", "Not found."), 405: ("method_not_allowed", "Method not allowed.")}
         code, title = titles.get(exc.status_code, ("error", "Error."))
-        return ApiProblem(exc.status_code, code, title, str(exc.detail), headers=dict(exc.headers or {})).response()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only those of the first route that matched it
+            headers["Allow"] = ", ".join(_allowed(request))
+        return ApiProblem(exc.status_code, code, title, str(exc.detail), headers=headers).response()
 
     async def on_database_down(request: Request, exc: Exception) -> Response:
         return unavailable().response()
@@ -173,7 +187,8 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The client lacks the scope this operation needs.",
         404: "No such resource, or not one of the client's.",
         408: "The request body did not arrive in time.",
-        409: "Changed by someone else meanwhile.",
+        409: "In conflict with what is stored: a unique field another resource has (`invalidParams` names it), "
+        "or a change made by someone else meanwhile.",
         413: "The request body is over the size limit.",
         415: "The Content-Type is not one this operation takes.",
         429: "Over the client's request rate: try again after Retry-After seconds.",

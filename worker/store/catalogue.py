@@ -1,4 +1,4 @@
-"""The event catalogue in the database: what `outbox event-types …` (and later the API) reads and writes."""
+"""The event catalogue in the database: what `outbox event-types …` and `/api/v1/event-types` read and write."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ class EventTypeConflict(ValueError):
 
 
 def _conflict(exc: psycopg.errors.UniqueViolation, entry: EventType) -> EventTypeConflict:
-    field = "type" if "type" in (exc.diag.constraint_name or "") else "slug"
+    # event_types_type_key (UNIQUE type); the primary key, event_types_pkey, is the slug
+    field = "type" if (exc.diag.constraint_name or "").endswith("_type_key") else "slug"
     value = entry.type if field == "type" else entry.slug
     return EventTypeConflict(f"{field}: another event type already has {value!r}")
 
@@ -74,3 +75,50 @@ def import_all(conn: psycopg.Connection[Any], schema: str, entries: list[EventTy
     except psycopg.errors.UniqueViolation as exc:
         raise EventTypeConflict(f"type: two event types would have the same type ({exc.diag.message_detail})") from None
     return changed
+
+
+# -- asyncio (the service): the same queries -------------------------------------------------------------
+
+
+async def find_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, *, type: str | None = None, is_enabled: bool | None = None
+) -> list[EventType]:
+    """The entries by slug, only those of `type` and/or `is_enabled` when given."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("find_event_types", schema), {"type": type, "is_enabled": is_enabled})
+        return [EventType.from_row(row) for row in await cur.fetchall()]
+
+
+async def get_async(conn: psycopg.AsyncConnection[Any], schema: str, slug: str, *, lock: bool = False) -> EventType:
+    """`get` for asyncio connections."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("get_event_type_for_update" if lock else "get_event_type", schema), (slug,))
+        row = await cur.fetchone()
+    if row is None:
+        raise EventTypeNotFound(slug)
+    return EventType.from_row(row)
+
+
+async def add_async(conn: psycopg.AsyncConnection[Any], schema: str, entry: EventType) -> None:
+    try:
+        async with conn.transaction():
+            await conn.execute(query("insert_event_type", schema), entry.row())
+    except psycopg.errors.UniqueViolation as exc:
+        raise _conflict(exc, entry) from None
+
+
+async def replace_async(conn: psycopg.AsyncConnection[Any], schema: str, slug: str, entry: EventType) -> None:
+    """`replace` for asyncio connections."""
+    try:
+        async with conn.transaction():
+            cursor = await conn.execute(query("update_event_type", schema), {**entry.row(), "current_slug": slug})
+            row = await cursor.fetchone()
+    except psycopg.errors.UniqueViolation as exc:
+        raise _conflict(exc, entry) from None
+    if row is None:
+        raise EventTypeNotFound(slug)
+
+
+async def remove_async(conn: psycopg.AsyncConnection[Any], schema: str, slug: str) -> None:
+    if await (await conn.execute(query("delete_event_type", schema), (slug,))).fetchone() is None:
+        raise EventTypeNotFound(slug)
