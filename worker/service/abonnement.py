@@ -163,9 +163,10 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(orjson.dumps(content), status, headers=headers, media_type="application/json")
 
 
-def _read(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {200: {"description": description, "content": {"application/json": {"schema": ref}}}}
+def _read(model: type[BaseModel], description: str, *, many: bool = False) -> dict[int | str, dict[str, Any]]:
+    ref: dict[str, Any] = {"$ref": f"#/components/schemas/{model.__name__}"}
+    schema = {"type": "array", "items": ref} if many else ref
+    return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
 
 
 Consumer = Annotated[ApiClient, Depends(require(CONSUME, ADMIN))]
@@ -211,7 +212,7 @@ async def _save(
     PATH,
     summary="List abonnementen",
     description="The caller's abonnementen (all of them for outbox.beheer), as a plain array.",
-    responses={**_read(AbonnementRead, "the abonnementen"), **responses(401, 403)},
+    responses={**_read(AbonnementRead, "the abonnementen", many=True), **responses(401, 403)},
 )
 async def list_abonnementen(request: Request, client: Consumer) -> Response:
     service = request.app.state.service
