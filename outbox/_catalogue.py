@@ -20,6 +20,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -276,8 +277,17 @@ _cache: dict[tuple[str, str], Catalogue] = {}
 _lock = threading.Lock()
 
 
-def _key(info: Any, schema: str) -> tuple[str, str]:
-    return (f"{info.host}:{info.port}/{info.dbname}", schema)
+_servers: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _key(conn: Any, schema: str) -> tuple[str, str]:
+    """(server and database, schema): the catalogue's cache key. Remembered per connection, because
+    reading host, port and database name from libpq costs more than the rest of a cache hit."""
+    server = _servers.get(conn)
+    if server is None:
+        info = conn.info
+        server = _servers[conn] = f"{info.host}:{info.port}/{info.dbname}"
+    return (server, schema)
 
 
 def _fresh(key: tuple[str, str], ttl: float, now: float) -> Catalogue | None:
@@ -306,7 +316,7 @@ def admit(conn: psycopg.Connection[Any], schema: str, events: list[CloudEvent]) 
     the first event that breaks the catalogue, before anything is written."""
     ttl, strict = _settings()
     now = time.monotonic()
-    key = _key(conn.info, schema)
+    key = _key(conn, schema)
     catalogue = _fresh(key, ttl, now)
     if catalogue is None:
         row = conn.execute(query("catalogue_version", schema)).fetchone()
@@ -320,7 +330,7 @@ async def admit_async(conn: psycopg.AsyncConnection[Any], schema: str, events: l
     """`admit` for asyncio connections."""
     ttl, strict = _settings()
     now = time.monotonic()
-    key = _key(conn.info, schema)
+    key = _key(conn, schema)
     catalogue = _fresh(key, ttl, now)
     if catalogue is None:
         row = await (await conn.execute(query("catalogue_version", schema))).fetchone()

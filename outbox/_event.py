@@ -48,9 +48,6 @@ _INT32 = (-(2**31), 2**31 - 1)
 
 ExtensionValue = str | int | bool
 
-# `from_dict` reads an existing event: an absent `time` stays absent.
-_KEEP_UNSET: Any = object()
-
 
 def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -97,6 +94,24 @@ def _check_extension(name: str, value: object) -> ExtensionValue:
             raise InvalidEventError(name, "an integer extension value must fit in 32 bits (signed)")
         return value
     raise InvalidEventError(name, "extension attribute values must be a string, integer or boolean")
+
+
+def _checked_data(data: Any, data_base64: Any) -> tuple[Any, str | None]:
+    """`data` and `data_base64` as stored: bytes become base64; never both."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        if data_base64 is not None:
+            raise InvalidEventError("data_base64", "must not be given together with data")
+        return None, base64.b64encode(bytes(data)).decode("ascii")
+    if data_base64 is not None:
+        if data is not None:
+            raise InvalidEventError("data_base64", "must not be given together with data")
+        if not isinstance(data_base64, str):
+            raise InvalidEventError("data_base64", "must be a base64 string")
+        try:
+            base64.b64decode(data_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidEventError("data_base64", "must be a base64 string") from None
+    return data, data_base64
 
 
 def event_problems(document: object) -> list[InvalidEventError]:
@@ -168,7 +183,7 @@ class CloudEvent:
         }
         optional = {
             "subject": subject,
-            "time": _format_time(time if time is not None else datetime.now(UTC)) if time is not _KEEP_UNSET else None,
+            "time": _format_time(time if time is not None else datetime.now(UTC)),
             "datacontenttype": datacontenttype,
             "dataschema": dataschema,
             "dataref": dataref,
@@ -179,21 +194,7 @@ class CloudEvent:
             if value is not None:
                 attributes[name] = _check_string(name, value)
 
-        if isinstance(data, bytes | bytearray | memoryview):
-            if data_base64 is not None:
-                raise InvalidEventError("data_base64", "must not be given together with data")
-            data_base64 = base64.b64encode(bytes(data)).decode("ascii")
-            data = None
-        if data_base64 is not None:
-            if data is not None:
-                raise InvalidEventError("data_base64", "must not be given together with data")
-            if not isinstance(data_base64, str):
-                raise InvalidEventError("data_base64", "must be a base64 string")
-            try:
-                base64.b64decode(data_base64, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidEventError("data_base64", "must be a base64 string") from None
-
+        data, data_base64 = _checked_data(data, data_base64)
         self._attributes = attributes
         self._data = data
         self._data_base64 = data_base64
@@ -217,9 +218,25 @@ class CloudEvent:
         for key in present:
             if not isinstance(key, str):
                 raise InvalidEventError(repr(key), "attribute names must be strings")
-        present.setdefault("time", _KEEP_UNSET)
-        known = {key: value for key, value in present.items() if key in _RESERVED}
-        event = cls(**known)
+        if present["specversion"] != SPECVERSION:
+            raise InvalidEventError("specversion", f'must be "{SPECVERSION}"')
+        # The constructor's checks, in its order, without its keyword packing: this runs once per event
+        # a service takes in (POST /cloudevents), where it was a third of the CPU of a batch.
+        attributes: dict[str, str] = {
+            "specversion": SPECVERSION,
+            "id": _check_string("id", present["id"]),
+            "source": _check_string("source", present["source"]),
+            "type": _check_string("type", present["type"]),
+        }
+        for name in OPTIONAL_STRING_ATTRIBUTES:
+            value = present.get(name)
+            if value is not None:
+                attributes[name] = _check_string(name, _format_time(value) if name == "time" else value)
+        data, data_base64 = _checked_data(present.get("data"), present.get("data_base64"))
+        event = cls.__new__(cls)
+        event._attributes = attributes
+        event._data = data
+        event._data_base64 = data_base64
         # Extension names such as "self" or "cls" are legal: they do not go through keyword arguments.
         event._extensions = {
             name: _check_extension(name, value) for name, value in present.items() if name not in _RESERVED

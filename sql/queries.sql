@@ -640,7 +640,8 @@ SELECT client_id, secret, secret_encrypted FROM {schema}.api_clients ORDER BY cl
 UPDATE {schema}.api_clients SET secret = %s, secret_encrypted = %s WHERE client_id = %s;
 
 -- name: intake_events
--- `outbox serve`: the events of one or more POSTs to /cloudevents in one statement, skipping any
+-- `outbox serve`: the events of one or more POSTs to /cloudevents in one statement (the documents as
+-- one JSON array: one parameter to send, parsed once, each element kept as its own text), skipping any
 -- (source, id) already taken in (a producer's retry) or repeated in the input (ON CONFLICT DO
 -- NOTHING skips a row that conflicts with one inserted by the same statement, too). Positions are
 -- drawn from the events' identity sequence (%s, resolved once) in input order, so intake_ids can
@@ -649,7 +650,8 @@ UPDATE {schema}.api_clients SET secret = %s, secret_encrypted = %s WHERE client_
 -- the keys stored; queues a NOTIFY for the commit when a worker is idle and something was stored.
 WITH numbered AS (
     SELECT t.source, t.id, t.document, nextval(%s::regclass) AS position
-      FROM unnest(%b::text[], %b::text[], %b::text[]) AS t (source, id, document)
+      FROM ROWS FROM (unnest(%b::text[]), unnest(%b::text[]), json_array_elements(%s::json))
+           AS t (source, id, document)
 ),
 keys AS (
     INSERT INTO {schema}.intake_ids (source, id, position)
@@ -659,7 +661,7 @@ keys AS (
 ),
 stored AS (
     INSERT INTO {schema}.events (position, event) OVERRIDING SYSTEM VALUE
-    SELECT n.position, n.document::json FROM numbered n JOIN keys k ON k.position = n.position
+    SELECT n.position, n.document FROM numbered n JOIN keys k ON k.position = n.position
     RETURNING position
 ),
 woken AS (

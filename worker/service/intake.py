@@ -239,7 +239,7 @@ class IntakeWriter:
                         self._sequence,
                         [e.source for e in events],
                         [e.id for e in events],
-                        [d.decode() for r in admitted for d in r.documents],
+                        (b"[" + b",".join(d for r in admitted for d in r.documents) + b"]").decode(),
                         self._channel,
                     ),
                 )
@@ -255,21 +255,19 @@ class IntakeWriter:
 
 
 async def _admit(conn: psycopg.AsyncConnection[Any], schema: str, events: list[CloudEvent]) -> list[bool]:
-    """The catalogue's verdict per event; every breach of a batch named, as [i].field."""
-    if len(events) == 1:
-        try:
-            return await admit_async(conn, schema, events)
-        except InvalidEventError as exc:
+    """The catalogue's verdict per event; when a batch breaks it, every breach named, as [i].field."""
+    try:
+        return await admit_async(conn, schema, events)
+    except InvalidEventError as exc:
+        if len(events) == 1:
             raise invalid([InvalidParam(name=exc.attribute, code="invalid", reason=exc.rule)]) from None
-    verdicts, params = [], []
+    params = []
     for i, event in enumerate(events):
         try:
-            verdicts.extend(await admit_async(conn, schema, [event]))
+            await admit_async(conn, schema, [event])
         except InvalidEventError as exc:
             params.append(InvalidParam(name=f"[{i}].{exc.attribute}", code="invalid", reason=exc.rule))
-    if params:
-        raise invalid(params, "Events of the batch break the event catalogue; none was stored.")
-    return verdicts
+    raise invalid(params, "Events of the batch break the event catalogue; none was stored.")
 
 
 router = APIRouter(tags=["cloudevents"])
