@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-throughput clean
+.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-throughput clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ bench-claim: $(STAMP)
 
 bench-route: $(STAMP)
 	$(BIN)/python bench/route.py
+
+bench-intake: $(STAMP)
+	$(BIN)/python bench/intake.py
 
 bench-throughput: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

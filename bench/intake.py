@@ -3,7 +3,8 @@
 One `outbox serve` process and PostgreSQL on this machine; the load comes from another process (a
 lean HTTP/1.1 client on asyncio streams, keep-alive, one connection per simulated client).
 
-    python bench/intake.py                          # the local PostgreSQL (see --database-url)
+    python bench/intake.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
+    python bench/intake.py      # $OUTBOX_DATABASE_URL, else the embedded PostgreSQL in .outbox/pgdata
     python bench/intake.py --duration 10 --clients 64
 
 Figures: single structured events (64 clients, closed loop), batches of 100 events, and the latency
@@ -29,6 +30,8 @@ from typing import Any
 
 import jwt
 import psycopg
+
+from worker.runtime.database import database_url
 
 HERE = Path(__file__).resolve().parent
 SCHEMA = "bench_intake"
@@ -191,13 +194,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("OUTBOX_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        default=os.environ.get("OUTBOX_DATABASE_URL"),
+        help="libpq URL (default: $OUTBOX_DATABASE_URL, else the embedded PostgreSQL in .outbox/pgdata)",
     )
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--batch-clients", type=int, default=16)
     parser.add_argument("--pool-size", type=int, default=8)
     args = parser.parse_args()
+    with database_url(args.database_url) as url:
+        args.database_url = url
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
 
     outbox = [sys.executable, "-m", "worker", "--database-url", args.database_url, "--schema", SCHEMA]
     with psycopg.connect(args.database_url, autocommit=True) as conn:

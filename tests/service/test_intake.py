@@ -347,3 +347,22 @@ def test_without_the_database_the_answer_is_503_and_nothing_is_lost(start_servic
         message="the service to reconnect",
     )
     assert [e["id"] for e in _stored(service)] == ["evt-1", "evt-2"]
+
+
+def test_an_integer_beyond_64_bits_is_refused_not_rounded(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    body = json.dumps(_event(1)).replace('"urn:uuid:1"', "123456789012345678901234567890")
+    response = producer.post(
+        "/api/v1/cloudevents", content=body, headers={"Content-Type": "application/cloudevents+json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["invalidParams"][0]["name"] == "data"
+    assert _stored(service) == []
+    # Long digit runs inside strings are no problem.
+    fine = producer.post(
+        "/api/v1/cloudevents",
+        content=json.dumps(_event(2, subject="123456789012345678901234567890")),
+        headers={"Content-Type": "application/cloudevents+json"},
+    )
+    assert fine.status_code == 201
+    assert _stored(service)[0]["subject"] == "123456789012345678901234567890"

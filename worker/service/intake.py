@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,6 +41,7 @@ from worker.store.clients import ADMIN, PUBLISH, ApiClient
 if TYPE_CHECKING:
     from worker.service.app import Service
 
+_LONG_NUMBER = re.compile(rb"\d{20}")
 STRUCTURED = "application/cloudevents+json"
 BATCHED = "application/cloudevents-batch+json"
 _WRITE_MAX_EVENTS = 2000  # events one writer stores in one statement
@@ -65,10 +68,18 @@ def _unsupported(kind: str) -> ApiProblem:
     )
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _json(body: bytes, what: str) -> Any:
     try:
+        if _LONG_NUMBER.search(body):
+            # orjson reads integers beyond 64 bits as floats, which would change the event silently; the
+            # standard parser keeps them, and storing the event then refuses them by name (data).
+            return json.loads(body, parse_constant=_reject_constant)
         return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+    except (orjson.JSONDecodeError, ValueError) as exc:
         raise invalid([InvalidParam(name=what, code="parse_error", reason=f"is not JSON: {exc}")]) from None
 
 
