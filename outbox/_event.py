@@ -70,10 +70,11 @@ def _format_time(value: datetime | str) -> str:
 def _check_string(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidEventError(name, "must be a non-empty string")
-    if _CONTROL.search(value):
+    printable = value.isprintable()  # the common case, in C: no control characters, no whitespace but " "
+    if not printable and _CONTROL.search(value):
         # They end up in HTTP headers (binary mode) and PostgreSQL text, which cannot hold NUL.
         raise InvalidEventError(name, "must not contain control characters (CR, LF, NUL, ...)")
-    if name in _URI_ATTRIBUTES and not _NO_SPACE.match(value):
+    if name in _URI_ATTRIBUTES and (" " in value if printable else not _NO_SPACE.match(value)):
         raise InvalidEventError(name, "must be a URI-reference (no whitespace)")
     if name == "datacontenttype" and not _MEDIA_TYPE.match(value):
         raise InvalidEventError(name, "must be a media type, e.g. application/json")
