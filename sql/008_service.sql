@@ -18,7 +18,9 @@ CREATE TABLE api_clients (
 ALTER TABLE subscriptions
     -- The API client that created the subscription (it alone sees and changes it, with
     -- outbox.beheer's clients); NULL when an operator made it at the command line.
-    ADD COLUMN owner text,
+    -- A removed client's subscriptions become the operator's, so a client added later under the same
+    -- id does not inherit them.
+    ADD COLUMN owner text REFERENCES api_clients (client_id) ON DELETE SET NULL,
     -- The CloudEvents Subscriptions API's `source`: only events with exactly this source.
     ADD COLUMN source text CHECK (source <> ''),
     -- The Subscriptions API's `protocolsettings.headers`: sent with every request to the sink.

@@ -628,7 +628,7 @@ UPDATE {schema}.api_clients SET secret = %s, secret_encrypted = %s, rotated_at =
 RETURNING client_id;
 
 -- name: delete_api_client
--- `outbox clients remove`: its subscriptions stay (an operator may still manage them).
+-- `outbox clients remove`: its subscriptions stay, owned by the operator (owner set NULL by the foreign key).
 DELETE FROM {schema}.api_clients WHERE client_id = %s RETURNING client_id;
 
 -- name: sealed_client_secrets
@@ -656,6 +656,7 @@ WITH numbered AS (
 keys AS (
     INSERT INTO {schema}.intake_ids (source, id, position)
     SELECT source, id, position FROM numbered
+     ORDER BY source, id  -- one lock order for every statement: overlapping retries cannot deadlock
     ON CONFLICT DO NOTHING
     RETURNING source, id, position
 ),

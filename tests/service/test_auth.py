@@ -149,3 +149,21 @@ def test_no_cors_headers_are_sent(service: LiveService) -> None:
     assert post.status_code == 201
     for response in (preflight, post):
         assert not any(name.lower().startswith("access-control-") for name in response.headers)
+
+
+def test_a_client_added_again_under_a_removed_id_inherits_nothing(service: LiveService) -> None:
+    from tests.service.conftest import agreeing
+    from tests.support import Receiver
+
+    first = service.add_client("zaaksysteem", CONSUME)
+    with Receiver(agreeing).running() as callback:
+        created = first.post(
+            "/api/v1/abonnement", json={"callbackUrl": callback.url, "auth": "Bearer x" * 2, "types": ["*"]}
+        )
+    assert created.status_code == 201, created.text
+    with psycopg.connect(service.database_url, autocommit=True) as conn:
+        client_store.remove(conn, "outbox", "zaaksysteem")
+        assert conn.execute("SELECT owner FROM outbox.subscriptions").fetchone() == (None,)
+    second = service.add_client("zaaksysteem", CONSUME)
+    assert second.get("/api/v1/abonnement").json() == []
+    assert second.get(created.json()["url"].removeprefix(service.base_url)).status_code == 404

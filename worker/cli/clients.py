@@ -104,7 +104,7 @@ def clients_rotate(obj: Context, client_id: str, secret: str | None) -> None:
 @click.argument("client_id")
 @click.pass_obj
 def clients_remove(obj: Context, client_id: str) -> None:
-    """Remove CLIENT_ID (its subscriptions stay; an operator may still manage them)."""
+    """Remove CLIENT_ID; its subscriptions stay, as the operator's (a client added later with the same id gets none)."""
     with obj.connect() as conn:
         try:
             client_store.remove(conn, obj.schema, client_id)

@@ -145,9 +145,10 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         try:
             async with service.pool.connection(timeout=2.0) as conn:
                 await conn.execute(query("schema_version", service.schema))
-        except Exception as exc:  # any failure means "not ready": say which, briefly
+        except Exception as exc:  # any failure means "not ready"; the reason goes to the log, not to the caller
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return PlainTextResponse(f"not ready: {reason}\n", status_code=503)
+            log(logging.WARNING, "not ready", reason=reason)
+            return PlainTextResponse("not ready: the database does not answer, or its schema is not migrated\n", 503)
         return PlainTextResponse("ready\n")
 
     def openapi() -> dict[str, Any]:

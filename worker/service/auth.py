@@ -24,6 +24,7 @@ from worker.service.problems import ApiProblem
 from worker.store.clients import ApiClient
 
 _TOKEN_CACHE_SIZE = 10_000
+_CLIENT_CACHE_SIZE = 10_000
 _bearer = HTTPBearer(
     auto_error=False,
     bearerFormat="JWT",
@@ -81,6 +82,8 @@ class Authenticator:
         if cached is not None and now - cached[1] < self._client_ttl:
             return cached[0]
         client = await self._load(client_id)
+        if len(self._clients) >= _CLIENT_CACHE_SIZE:  # ids come from unverified tokens: keep the memory bounded
+            self._clients.clear()
         self._clients[client_id] = (client, now)
         return client
 
@@ -105,7 +108,7 @@ class Authenticator:
                 "The JWT names no client: give the client_id (or iss) claim.", "missing-client-identifier"
             )
         client = await self._client(client_id, now)
-        if client is None:
+        if client is None or not client.secret:  # an empty HS256 key would verify anyone's signature
             raise _unauthenticated(f"No client {client_id!r} is registered here.", "invalid-client-identifier")
         try:
             with warnings.catch_warnings():

@@ -41,7 +41,7 @@ from worker.store.clients import ADMIN, PUBLISH, ApiClient
 if TYPE_CHECKING:
     from worker.service.app import Service
 
-_LONG_NUMBER = re.compile(rb"\d{20}")
+_LONG_NUMBER = re.compile(rb"\d{19}")  # beyond int64: orjson reads a 19-digit negative one as float too
 STRUCTURED = "application/cloudevents+json"
 BATCHED = "application/cloudevents-batch+json"
 _WRITE_MAX_EVENTS = 2000  # events one writer stores in one statement
@@ -206,6 +206,8 @@ class IntakeWriter:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        while not self._queue.empty():  # never taken: nothing of them was stored
+            _settle(self._queue.get_nowait(), error=unavailable())
 
     async def _write_forever(self) -> None:
         while True:
@@ -218,8 +220,7 @@ class IntakeWriter:
                 await self._write(group)
             except BaseException as exc:
                 for request in group:
-                    if not request.done.done():
-                        request.done.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                    _settle(request, error=exc if isinstance(exc, Exception) else asyncio.CancelledError())
                 if not isinstance(exc, Exception):
                     raise
 
@@ -230,7 +231,7 @@ class IntakeWriter:
                 try:
                     keep = await _admit(conn, self._schema, request.events)
                 except ApiProblem as problem:
-                    request.done.set_exception(problem)
+                    _settle(request, error=problem)
                     continue
                 if not all(keep):  # disabled types are accepted and dropped, as enqueue drops them
                     request.events = [e for e, k in zip(request.events, keep, strict=True) if k]
@@ -262,7 +263,18 @@ class IntakeWriter:
                 if key in new:
                     new.discard(key)  # the first of a repeated key in one group is the stored one
                     stored += 1
-            request.done.set_result(stored)
+            _settle(request, stored=stored)
+
+
+def _settle(request: _Request, *, stored: int = 0, error: BaseException | None = None) -> None:
+    """Answer a request's waiter, unless it is gone (its HTTP request was cancelled, e.g. at shutdown):
+    one cancelled request must not turn the answers of the others in its group into errors."""
+    if request.done.done():
+        return
+    if error is not None:
+        request.done.set_exception(error)
+    else:
+        request.done.set_result(stored)
 
 
 async def _admit(conn: psycopg.AsyncConnection[Any], schema: str, events: list[CloudEvent]) -> list[bool]:

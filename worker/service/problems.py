@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from worker.store.secret_box import SecretKeyError
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_BASE = "https://github.com/nlgov-outbox/problems/"
 
@@ -172,7 +174,12 @@ def install(app: FastAPI) -> None:
     async def on_database_down(request: Request, exc: Exception) -> Response:
         return unavailable().response()
 
+    async def on_secret_key(request: Request, exc: Exception) -> Response:
+        # The message names the subscription or client and the setting, never a secret.
+        return ApiProblem(500, "secret_key", "Stored secrets cannot be opened.", str(exc)).response()
+
     app.add_exception_handler(ApiProblem, on_problem)
+    app.add_exception_handler(SecretKeyError, on_secret_key)
     for kind in DATABASE_DOWN:
         app.add_exception_handler(kind, on_database_down)
     app.add_exception_handler(RequestValidationError, on_validation)
