@@ -192,7 +192,8 @@ def test_a_changed_callback_is_handshaken_again(service: LiveService, callback: 
     client = service.add_client("zaaksysteem", CONSUME)
     uuid = client.post("/api/v1/abonnement", json=_abonnement(callback)).json()["url"].rsplit("/", 1)[1]
     with Receiver(lambda n, r: (200, {"WebHook-Allowed-Origin": "elsewhere.nl"}, 0.0)).running() as refusing:
-        response = client.patch(f"/api/v1/abonnement/{uuid}", json={"callbackUrl": refusing.url})
+        # Another host: the credentials come along (they never follow a target by themselves).
+        response = client.patch(f"/api/v1/abonnement/{uuid}", json={"callbackUrl": refusing.url, "auth": TOKEN})
         assert [r.method for r in refusing.received] == ["OPTIONS"]
     assert _names(response) == {"callbackUrl"}
     (row,) = _rows(service)
@@ -264,3 +265,22 @@ def test_an_access_token_in_the_callback_url_is_never_shown(service: LiveService
     (row,) = _rows(service)
     assert row["callback_url"] == url
     assert [r.method for r in callback.received] == ["OPTIONS"]
+
+
+def test_stored_credentials_do_not_follow_a_callback_to_another_host(service: LiveService, callback: Receiver) -> None:
+    from tests.service.conftest import agreeing
+
+    admin = service.add_client("beheer", ADMIN)
+    created = admin.post("/api/v1/abonnement", json=_abonnement(callback, signingSecrets=[SIGNING]))
+    assert created.status_code == 201, created.text
+    path = created.json()["url"].removeprefix(service.base_url)
+    with Receiver(agreeing).running() as elsewhere:
+        moved = admin.patch(path, json={"callbackUrl": elsewhere.url})
+        assert _names(moved) == {"auth", "signingSecrets"}
+        assert "give it again" in moved.text
+        assert TOKEN not in moved.text
+        again = admin.patch(path, json={"callbackUrl": elsewhere.url, "auth": "Bearer new", "signingSecrets": []})
+        assert again.status_code == 200, again.text
+    # The same host keeps them: a change of path only.
+    same = admin.patch(path, json={"kanalen": [{"naam": "zaken", "filters": {}}]})
+    assert same.status_code == 200, same.text

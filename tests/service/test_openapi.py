@@ -82,6 +82,9 @@ def test_every_operation_needs_the_jwt_and_declares_its_problem_answers(service:
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
+PROTOCOL_ERROR = "Invalid HTTP request received."
+
+
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(service: LiveService) -> None:
     caller = service.add_client("alles", PUBLISH, CONSUME, ADMIN)
     # Something for the reads, changes and deletes to find besides what the generated POSTs register.
@@ -108,8 +111,14 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(s
             )
             @given(case=operation.as_strategy(generation_mode=mode))
             def check(case: Case) -> None:
-                response = case.call_and_validate(base_url=service.base_url, headers=caller.headers(), checks=CHECKS)
+                response = case.call(base_url=service.base_url, headers=caller.headers())
                 calls.append((case.method.upper(), case.path, response.status_code))
+                if response.status_code == 400 and response.text == PROTOCOL_ERROR:
+                    # Negative mode also breaks HTTP itself (e.g. a Transfer-Encoding of "<AmX"): uvicorn's
+                    # parser answers before any application sees the request, so there is nothing of ours
+                    # to check.
+                    return
+                case.validate_response(response, checks=CHECKS, headers=caller.headers())
 
             try:
                 check()

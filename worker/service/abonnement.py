@@ -188,7 +188,9 @@ async def _save(
     declared = registration.declared_faults(model, body)
     changes = {key: value for key, value in body.items() if key in _FIELDS}
     replace_all = model is not AbonnementPatch
-    combined = registration.combined(current, changes, replace_all=replace_all, keep=("source", "headers"))
+    combined = registration.combined(
+        current, changes, replace_all=replace_all, keep=("source", "headers"), rename=registration.abonnement_name
+    )
     subscription = registration.checked(combined, service.settings, declared, registration.abonnement_name)
     base = service.base_url(request)
     if current is None:

@@ -109,8 +109,47 @@ def replace_owner(subscription: Subscription, owner: str) -> Subscription:
     return replace(subscription, owner=owner)
 
 
+def _origin(url: object) -> tuple[str, str | None, int | None] | None:
+    try:
+        parts = urlsplit(str(url))
+        return parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:
+        return None
+
+
+def secrets_left_behind(before: Mapping[str, Any], changes: Mapping[str, Any]) -> list[str]:
+    """`field: rule` for each stored credential a change would carry to another host: a new callback
+    origin (or token endpoint) must come with its credentials, or anyone allowed to change the
+    subscription could send them to a host of their choosing."""
+    lines = []
+    reason = "give it again: the target moves to another host, and stored credentials do not follow it"
+    if "callbackUrl" in changes and _origin(changes["callbackUrl"]) != _origin(before.get("callbackUrl")):
+        lines += [f"{key}: {reason}" for key in SECRET_FIELDS if before.get(key) and key not in changes]
+        for kind, secret in (("oauth2", "clientSecret"), ("zgw", "secret")):
+            given = changes.get(kind)
+            if (before.get(kind) and kind not in changes) or (
+                isinstance(given, Mapping) and isinstance(before.get(kind), Mapping) and secret not in given
+            ):
+                lines.append(f"{kind}.{secret}: {reason}")
+    given, stored = changes.get("oauth2"), before.get("oauth2")
+    token_url_moved = (
+        isinstance(given, Mapping)
+        and isinstance(stored, Mapping)
+        and "clientSecret" not in given
+        and _origin(given.get("tokenUrl", stored.get("tokenUrl"))) != _origin(stored.get("tokenUrl"))
+    )
+    if token_url_moved and f"oauth2.clientSecret: {reason}" not in lines:
+        lines.append(f"oauth2.clientSecret: {reason}")
+    return lines
+
+
 def combined(
-    current: Subscription | None, changes: Mapping[str, Any], *, replace_all: bool, keep: tuple[str, ...]
+    current: Subscription | None,
+    changes: Mapping[str, Any],
+    *,
+    replace_all: bool,
+    keep: tuple[str, ...],
+    rename: Rename,
 ) -> dict[str, Any]:
     """The abonnement document to check: `changes` over the current subscription (PATCH), or over
     the defaults (PUT, create) with the current write-only secrets kept where `changes` is silent.
@@ -118,6 +157,12 @@ def combined(
     object without its secret keeps the stored one. `keep`: the fields the caller's API has no
     words for, which a PUT through it does not wipe."""
     before = current.to_abonnement() if current is not None else {}
+    if current is not None and changes.get("callbackUrl") == public_url(current.callback_url):
+        # The URL as we showed it (its access_token hidden) means: unchanged.
+        changes = {**changes, "callbackUrl": current.callback_url}
+    left_behind = secrets_left_behind(before, changes) if current is not None else []
+    if left_behind:
+        raise invalid(rule_params(left_behind, rename))
     if replace_all:
         document = {key: before[key] for key in SECRET_FIELDS + AUTH_KINDS if key in before}
         document.update({key: before[key] for key in keep if key in before})
@@ -130,9 +175,6 @@ def combined(
         stored = before.get(kind)
         if isinstance(given, Mapping) and secret not in given and isinstance(stored, Mapping):
             changes = {**changes, kind: {**given, secret: stored.get(secret)}}
-    if current is not None and changes.get("callbackUrl") == public_url(current.callback_url):
-        # The URL as we showed it (its access_token hidden) means: unchanged.
-        changes = {**changes, "callbackUrl": current.callback_url}
     document.update(changes)
     return document
 

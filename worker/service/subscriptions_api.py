@@ -252,7 +252,7 @@ async def _save(request: Request, client: ApiClient, current: Subscription | Non
     body = await registration.json_object(request)
     declared = registration.declared_faults(SubscriptionRequest, body)
     changes, faults = _translate(body, None if current is None else current.id)
-    combined = registration.combined(current, changes, replace_all=True, keep=_KEEP)
+    combined = registration.combined(current, changes, replace_all=True, keep=_KEEP, rename=rename)
     if not combined.get("types") and not combined.get("kanalen") and not combined.get("cloudeventFilters"):
         combined["types"] = ["*"]
     subscription = registration.checked(combined, service.settings, registration.merged(declared, faults), rename)
