@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 import psycopg
+from pydantic_settings import BaseSettings
 
 from outbox import migrate
 from outbox._operations import retry_failed
@@ -27,6 +28,7 @@ from worker.daemon.runner import StartupError, run_worker
 from worker.daemon.settings import SettingsError, WorkerSettings
 from worker.runtime import logs
 from worker.runtime.database import DEFAULT_DATA_DIR, database_url
+from worker.service.settings import ServeSettings
 from worker.store import catalogue as catalogue_store
 from worker.store import subscriptions as subscription_store
 from worker.store.secret_box import SecretKeyError
@@ -190,19 +192,25 @@ def purge_command(obj: Context, older_than: str, batch_size: int) -> None:
     click.echo(f"purged {deliveries} deliveries and {events} events older than {older_than}")
 
 
-def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """A flag for every worker setting; each overrides its OUTBOX_* environment variable."""
-    for name in reversed(RUN_FLAGS):
-        field = WorkerSettings.model_fields[name]
-        kind = int if field.annotation is int else float
-        command = click.option(
-            f"--{name.replace('_', '-')}",
-            name,
-            type=kind,
-            default=None,
-            help=f"{field.description} [env OUTBOX_{name.upper()}, default {field.default}]",
-        )(command)
-    return command
+def _setting_flags(
+    model: type[BaseSettings], names: tuple[str, ...]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A flag for each of `names`, fields of `model`; each overrides its OUTBOX_* environment variable."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(names):
+            field = model.model_fields[name]
+            kind = int if field.annotation is int else float
+            command = click.option(
+                f"--{name.replace('_', '-')}",
+                name,
+                type=kind,
+                default=None,
+                help=f"{field.description} [env OUTBOX_{name.upper()}, default {field.default}]",
+            )(command)
+        return command
+
+    return decorate
 
 
 RUN_FLAGS = (
@@ -221,7 +229,7 @@ RUN_FLAGS = (
 
 
 @cli.command("run")
-@_setting_options
+@_setting_flags(WorkerSettings, RUN_FLAGS)
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
@@ -261,30 +269,14 @@ def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
             sys.exit(2)
 
 
+# The service settings operators tune most; every setting is also an OUTBOX_* variable.
 SERVE_FLAGS = ("pool_size", "rate_limit", "max_event_bytes", "max_batch_events", "jwt_max_age", "jwt_leeway")
-
-
-def _serve_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """A flag for the service settings operators tune most; every setting is also an OUTBOX_* variable."""
-    from worker.service.settings import ServeSettings
-
-    for name in reversed(SERVE_FLAGS):
-        field = ServeSettings.model_fields[name]
-        kind = int if field.annotation is int else float
-        command = click.option(
-            f"--{name.replace('_', '-')}",
-            name,
-            type=kind,
-            default=None,
-            help=f"{field.description} [env OUTBOX_{name.upper()}, default {field.default}]",
-        )(command)
-    return command
 
 
 @cli.command("serve")
 @click.option("--host", default=None, help="Address to listen on [env OUTBOX_HOST, default 127.0.0.1].")
 @click.option("--port", default=None, type=int, help="Port to listen on [env OUTBOX_PORT, default 8000].")
-@_serve_options
+@_setting_flags(ServeSettings, SERVE_FLAGS)
 @click.option(
     "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
 )
@@ -293,8 +285,7 @@ def serve_command(obj: Context, /, log_level: str, **flags: Any) -> None:
     """The Notificaties API over HTTP: cloud-event intake, abonnementen, subscriptions, the catalogue.
 
     Run as many as needed, on as many machines; SIGTERM finishes the requests in flight and exits 0."""
-    from worker.service.server import StartupError, serve
-    from worker.service.settings import ServeSettings
+    from worker.service.server import StartupError, serve  # FastAPI and uvicorn: only when serving
 
     try:
         settings = ServeSettings.load(database_url=obj.database_url, db_schema=obj.schema, **flags)
