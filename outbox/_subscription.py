@@ -684,6 +684,19 @@ def public_url(url: str) -> str:
     return urlunsplit(parts._replace(query=shown))
 
 
+def _string_filters(filters: Mapping[Any, Any], where: str, problems: list[str]) -> dict[str, str]:
+    """A kanaal's or a cloudeventFilters group's `filters`: non-empty keys, each a single string value."""
+    clean: dict[str, str] = {}
+    for key, val in filters.items():
+        if not isinstance(key, str) or not key:
+            problems.append(f"{where}.filters: keys must be non-empty strings")
+        elif not isinstance(val, str):
+            problems.append(f"{where}.filters.{key}: the value must be a single string")
+        else:
+            clean[key] = val
+    return clean
+
+
 def _check_kanalen(value: object, problems: list[str]) -> tuple[Kanaal, ...]:
     if value is None:
         return ()
@@ -708,15 +721,7 @@ def _check_kanalen(value: object, problems: list[str]) -> tuple[Kanaal, ...]:
         if not isinstance(filters, Mapping):
             problems.append(f"{where}.filters: must be an object of key: value strings")
             continue
-        clean: dict[str, str] = {}
-        for key, val in filters.items():
-            if not isinstance(key, str) or not key:
-                problems.append(f"{where}.filters: keys must be non-empty strings")
-            elif not isinstance(val, str):
-                problems.append(f"{where}.filters.{key}: the value must be a single string")
-            else:
-                clean[key] = val
-        result.append(Kanaal(naam=naam, filters=clean))
+        result.append(Kanaal(naam=naam, filters=_string_filters(filters, where, problems)))
     return tuple(result)
 
 
@@ -776,15 +781,7 @@ def _check_cloudevent_filters(value: object, problems: list[str]) -> tuple[Cloud
         if not isinstance(filters, Mapping):
             problems.append(f"{where}.filters: must be an object of data key: value strings")
             continue
-        clean: dict[str, str] = {}
-        for key, val in filters.items():
-            if not isinstance(key, str) or not key:
-                problems.append(f"{where}.filters: keys must be non-empty strings")
-            elif not isinstance(val, str):
-                problems.append(f"{where}.filters.{key}: the value must be a single string")
-            else:
-                clean[key] = val
-        result.append(CloudEventFilter(type_substring=substring, filters=clean))
+        result.append(CloudEventFilter(type_substring=substring, filters=_string_filters(filters, where, problems)))
     return tuple(result)
 
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import psycopg
@@ -192,6 +192,19 @@ def purge_command(obj: Context, older_than: str, batch_size: int) -> None:
     click.echo(f"purged {deliveries} deliveries and {events} events older than {older_than}")
 
 
+Settings = TypeVar("Settings", WorkerSettings, ServeSettings)
+
+
+def _settings_or_exit(model: type[Settings], obj: Context, flags: dict[str, Any]) -> Settings:
+    """The daemon's settings from flags, OUTBOX_* and defaults; else one `error:` line per fault and exit 2."""
+    try:
+        return model.load(database_url=obj.database_url, db_schema=obj.schema, **flags)
+    except SettingsError as exc:
+        for line in exc.lines:
+            click.echo(f"error: {line}", err=True)
+        sys.exit(2)
+
+
 def _setting_flags(
     model: type[BaseSettings], names: tuple[str, ...]
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -247,12 +260,7 @@ RUN_FLAGS = (
 @click.pass_obj
 def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
     """The worker daemon: route, claim, deliver, record, retry. SIGTERM/SIGINT stop it cleanly."""
-    try:
-        settings = WorkerSettings.load(database_url=obj.database_url, db_schema=obj.schema, **flags)
-    except SettingsError as exc:
-        for line in exc.lines:
-            click.echo(f"error: {line}", err=True)
-        sys.exit(2)
+    settings = _settings_or_exit(WorkerSettings, obj, flags)
     logs.setup(log_level)
     with database_url(settings.database_url, obj.data_dir) as url:
         runner = asyncio.run
@@ -287,12 +295,7 @@ def serve_command(obj: Context, /, log_level: str, **flags: Any) -> None:
     Run as many as needed, on as many machines; SIGTERM finishes the requests in flight and exits 0."""
     from worker.service.server import StartupError, serve  # FastAPI and uvicorn: only when serving
 
-    try:
-        settings = ServeSettings.load(database_url=obj.database_url, db_schema=obj.schema, **flags)
-    except SettingsError as exc:
-        for line in exc.lines:
-            click.echo(f"error: {line}", err=True)
-        sys.exit(2)
+    settings = _settings_or_exit(ServeSettings, obj, flags)
     logs.setup(log_level)
     with database_url(settings.database_url, obj.data_dir) as url:
         try:
