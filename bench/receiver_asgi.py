@@ -4,7 +4,7 @@ Run under uvicorn, one process, uvloop, httptools, access log off (as ../shared/
 
     uvicorn --app-dir bench receiver_asgi:app --loop uvloop --http httptools --no-access-log --lifespan off
 
-Every POST (any path) is answered 204 No Content. Its arrival time (`time.time_ns()` when the
+Every POST (any path but /arrivals/take) is answered 204 No Content. Its arrival time (`time.time_ns()` when the
 request reaches the app) is kept per CloudEvent `id`, read from the body: structured mode, the
 JSON event format, whose `id` is near the start; in batched mode every event of the array.
 The bench reads and resets that state:
@@ -12,6 +12,11 @@ The bench reads and resets that state:
     GET    /count      {"count": requests, "distinct": ids, "duplicates": ..., "first": ns, "last": ns}
     GET    /arrivals   {"<id>": ns of its first arrival, ...}
     DELETE /arrivals   forget everything (204)
+    POST   /arrivals/take
+                       {"arrivals": [[id, ns], ...], "duplicates": n, "unidentified": n}: what arrived
+                       since the last take, then forgotten, so a long run (bench/soak.py) holds only a
+                       moment's worth; duplicates are then only seen within one take (the caller
+                       matches ids against what it sent and sees the rest)
 
 The per-request work is a dict insert and a bytes search, so the receiver stays far from being
 the limit (the peers' figures were measured against the same kind of app).
@@ -34,6 +39,7 @@ _ID_KEY = b'"id":"'
 _NO_CONTENT: Message = {"type": "http.response.start", "status": 204, "headers": []}
 _EMPTY: Message = {"type": "http.response.body", "body": b""}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_TAKE = "/arrivals/take"
 
 
 class State:
@@ -47,6 +53,19 @@ class State:
         self.first = 0
         self.last = 0
         self.arrivals: dict[str, int] = {}
+        self.taken_duplicates = 0
+        self.taken_unidentified = 0
+
+    def take(self) -> dict[str, object]:
+        """What arrived since the last take (forgotten now); the counters go on counting."""
+        arrivals, self.arrivals = self.arrivals, {}
+        taken = {
+            "arrivals": list(arrivals.items()),
+            "duplicates": self.duplicates - self.taken_duplicates,
+            "unidentified": self.unidentified - self.taken_unidentified,
+        }
+        self.taken_duplicates, self.taken_unidentified = self.duplicates, self.unidentified
+        return taken
 
     def record(self, now: int, body: bytes) -> None:
         self.count += 1
@@ -109,12 +128,12 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     now = time.time_ns()
     body = await _read_body(receive)
     method = scope["method"]
-    if method == "POST":
+    path = scope["path"]
+    if method == "POST" and path != _TAKE:
         STATE.record(now, body)
         await send(_NO_CONTENT)
         await send(_EMPTY)
         return
-    path = scope["path"]
     if method == "GET" and path == "/count":
         await _json(
             send,
@@ -129,6 +148,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         )
     elif method == "GET" and path == "/arrivals":
         await _json(send, STATE.arrivals)
+    elif method == "POST":  # _TAKE
+        await _json(send, STATE.take())
     elif method == "DELETE" and path == "/arrivals":
         STATE.reset()
         await send(_NO_CONTENT)

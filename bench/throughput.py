@@ -484,17 +484,18 @@ class Receiver:
 # -- the database ---------------------------------------------------------------------------------
 
 
-def bench_url(url: str) -> str:
+def bench_url(url: str, database: str = BENCH_DB) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise SystemExit("--database-url must be a URL: postgresql://user@host:port/dbname")
-    return urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-def recreate_database(admin_url: str) -> None:
+def recreate_database(admin_url: str, database: str = BENCH_DB) -> None:
+    """`database` dropped (whoever is connected) and created anew; a fixed name of ours, not input."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
+        conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {database}")
 
 
 def _procrastinate_app(url: str, min_size: int, max_size: int) -> Any:
