@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-throughput clean
+.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-throughput bench-soak clean
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ bench-intake: $(STAMP)
 bench-throughput: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/throughput.py
+
+# An hour by default; e.g. `make bench-soak SOAK_ARGS="--minutes 10 --rate 300"` or SOAK_ARGS=--find-rate.
+SOAK_ARGS ?=
+bench-soak: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -107,6 +107,7 @@ PROBE_REPEATS = 3
 CLAIM_LIMIT = 400
 CLAIM_CAP = 200
 DRAIN_SECONDS = 60.0
+READY_SECONDS = 60.0
 # --find-rate: when a step holds.
 STEP_MAX_OLDEST = 5.0
 STEP_MIN_DELIVERED = 0.97
@@ -134,6 +135,7 @@ SELECT t.name,
  ORDER BY t.n
 """
 DATABASE_SIZE_SQL = "SELECT pg_database_size(current_database())"
+IDLE_WORKERS_SQL = f"SELECT count(*) FROM {OUTBOX_SCHEMA}.idle_workers"  # workers listening for work
 PURGED = re.compile(r"purged (\d+) deliveries and (\d+) events")
 
 
@@ -169,6 +171,8 @@ def host_main(argv: Sequence[str]) -> int:
     records: list[tuple[str, int, int]] = []
     rate = args.rate
     with psycopg.connect(args.database_url) as conn:
+        out.write(b'{"ready": true}\n')  # connected: the bench starts every host's schedule at once
+        out.flush()
         begin = time.monotonic() + args.offset
         k = 0
         flushed = time.monotonic()
@@ -402,9 +406,39 @@ class Soak:
             self.workers.append(self.children.spawn("worker", cmd, self.env()))
         for i in range(self.args.hosts):
             offset = i / self.rate  # host i sends between host i-1's events
-            self.hosts.append(spawn_host(self.children, self.url, self.rate / self.args.hosts, offset))
+            self.hosts.append(spawn_host(self.children, self.url, 0.0, offset))  # paused until all are ready
+        self.wait_ready()
         if self.args.csv:
             self._csv_file = open(self.args.csv, "w", newline="")  # noqa: SIM115 - closed in stop()
+
+    def wait_ready(self) -> None:
+        """Until every host is connected and every worker has gone idle (listening), so the first
+        interval measures the load, not the start-up."""
+        deadline = time.monotonic() + READY_SECONDS
+        for host in self.hosts:
+            while True:
+                with contextlib.suppress(queue.Empty):
+                    if host.reports.get(timeout=0.2).get("ready"):
+                        break
+                self.check_children()
+                if time.monotonic() > deadline:
+                    raise SoakFailed(f"a host did not connect within {READY_SECONDS:.0f} s; see {host.log}")
+        while True:
+            row = self.monitor.execute(IDLE_WORKERS_SQL).fetchone()
+            if row is not None and row[0] >= len(self.workers):
+                return
+            self.check_children()
+            if time.monotonic() > deadline:
+                raise SoakFailed(f"the workers did not start within {READY_SECONDS:.0f} s; see {self.log_dir}")
+            time.sleep(0.2)
+
+    def begin(self) -> None:
+        """The clock starts: hosts at the rate, the first interval, the purge schedule."""
+        self.began = time.monotonic()
+        self.purge_every = parse_duration(self.args.purge_every).total_seconds()
+        self.next_purge = self.began + self.purge_every
+        self.set_rate(self.rate)
+        self._reset_interval()
 
     def set_rate(self, rate: float) -> None:
         self.rate = rate
@@ -430,6 +464,8 @@ class Soak:
             with contextlib.suppress(queue.Empty):
                 while True:
                     report = host.reports.get_nowait()
+                    if "sent" not in report:
+                        continue
                     host.lag = float(report["lag"])
                     for event_id, committed, cost in report["sent"]:
                         self.sent += 1
@@ -607,16 +643,12 @@ class Soak:
             time.sleep(max(0.0, min(TICK, next_row - time.monotonic(), end - time.monotonic())))
 
     def soak(self) -> None:
-        self.began = time.monotonic()
-        self.purge_every = parse_duration(self.args.purge_every).total_seconds()
-        self.next_purge = self.began + self.purge_every
+        self.begin()
         self.run_for(self.args.minutes * 60, self.began)
 
     def find_rate(self) -> tuple[float | None, float | None, str]:
         """Steps up while each holds, then halves the gap; returns (highest held, lowest not held, why)."""
-        self.began = time.monotonic()
-        self.purge_every = parse_duration(self.args.purge_every).total_seconds()
-        self.next_purge = self.began + self.purge_every
+        self.begin()
         held: float | None = None
         failed: float | None = None
         reason = ""
@@ -746,6 +778,8 @@ def report(soak: Soak, retention: float, purge_every: float) -> None:
             f" (the run is too short for a steady state, which needs more than {steady_from / 60:.0f} min: "
             "all intervals but the first are compared, and the sizes grow by design)"
         )
+    if len(steady) < 2:
+        return
     third = max(1, len(steady) // 3)
     first, last = steady[:third], steady[-third:]
     print(f"\nFirst vs last third of the steady state, medians ({len(first)} and {len(last)} interval(s)){note}:")
@@ -903,7 +937,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if faults:
         parser.error("; ".join(faults))
     if args.find_rate:
-        args.interval = min(args.interval, args.step_seconds)  # a line per step at least
+        args.interval = min(args.interval, args.step_seconds / 2)  # a step is judged on its last line
     return args
 
 
@@ -940,6 +974,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: stopping hosts, workers, purge and receiver", flush=True)
         status = 130
+    except psycopg.Error as exc:  # the bench's own connection: the database went away
+        print(f"\nFAILED: database error: {exc}", flush=True)
+        status = 1
     finally:
         codes = soak.stop()
     bad = [f"{name} exit {code}" for name, code in codes if code != 0]
