@@ -136,6 +136,8 @@ SELECT t.name,
 """
 DATABASE_SIZE_SQL = "SELECT pg_database_size(current_database())"
 IDLE_WORKERS_SQL = f"SELECT count(*) FROM {OUTBOX_SCHEMA}.idle_workers"  # workers listening for work
+AUTOVACUUM_SQL = "SELECT current_setting('autovacuum')::bool"
+VACUUM_SQL = "VACUUM (ANALYZE) " + ", ".join(f"{OUTBOX_SCHEMA}.{t}" for t in TABLES)  # fixed names of ours
 PURGED = re.compile(r"purged (\d+) deliveries and (\d+) events")
 
 
@@ -270,6 +272,7 @@ class Row:
     db_bytes: int
     purged: int | None  # deliveries the last purge finished in this interval deleted
     purge_seconds: float | None
+    vacuum_seconds: float | None  # the bench's own VACUUM, when the server has no autovacuum
     host_lag: float  # seconds
     notes: list[str] = field(default_factory=list)
 
@@ -301,12 +304,12 @@ HEADER = (
     f"{'min':>6}{'enq/s':>7}{'enq p50':>8}{'p99':>7}{'claim':>7}{'buf':>6}{'backlog':>8}{'oldest':>7}"
     f"{'deliv/s':>8}{'c→a p50':>8}{'p99':>7}"
     + "".join(f"{SHORT[t] + ' t/i':>15}" for t in TABLES)
-    + f"{'dead':>9}{'db MB':>8}{'purged':>8}{'purge s':>8}"
+    + f"{'dead':>9}{'db MB':>8}{'purged':>8}{'purge s':>8}{'vac s':>6}"
 )
 UNITS = (
     f"{'':>6}{'':>7}{'ms':>8}{'ms':>7}{'ms':>7}{'':>6}{'':>8}{'s':>7}{'':>8}{'ms':>8}{'ms':>7}"
     + "".join(f"{'MB':>15}" for _ in TABLES)
-    + f"{'tuples':>9}{'':>8}{'':>8}{'':>8}"
+    + f"{'tuples':>9}{'':>8}{'':>8}{'':>8}{'':>6}"
 )
 
 
@@ -318,6 +321,7 @@ def format_row(row: Row) -> str:
         f"{_num(row.claim_ms, 7, 2)}{row.claim_buffers:>6,}{row.backlog:>8,}{_num(row.oldest, 7, 1)}"
         f"{_num(row.delivered, 8, 0)}{_num(row.lat_p50, 8, 1)}{_num(row.lat_p99, 7, 1)}{sizes}"
         f"{row.dead:>9,}{row.db_bytes / MB:>8,.0f}{purged}{_num(row.purge_seconds, 8, 1)}"
+        f"{_num(row.vacuum_seconds, 6, 1)}"
     )
     return line + ("  " + "; ".join(row.notes) if row.notes else "")
 
@@ -337,6 +341,14 @@ class Purger:
         self.started = 0.0
         self.runs = self.skipped = self.failed = 0
         self.total_deliveries = 0
+
+    def startup_seconds(self) -> float:
+        """How long `outbox --help` takes: the part of every purge's time that is Python starting."""
+        started = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "worker", "--help"], env=self.env, cwd=REPO, capture_output=True, check=True
+        )
+        return time.monotonic() - started
 
     def start(self) -> bool:
         """False: the previous purge is still running (this one is skipped)."""
@@ -367,6 +379,42 @@ class Purger:
         return int(match.group(1)), seconds, None
 
 
+class Vacuumer:
+    """VACUUM (ANALYZE) of the four tables from a thread of the bench, in place of the autovacuum a
+    server that has it off does not run (never two at once; partitioned tables recurse)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.thread: threading.Thread | None = None
+        self.result: tuple[float, str | None] | None = None
+        self.runs = self.skipped = 0
+
+    def start(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            self.skipped += 1
+            return
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        problem = None
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(VACUUM_SQL)
+        except psycopg.Error as exc:
+            problem = f"VACUUM FAILED: {exc}"
+        self.result = (time.monotonic() - started, problem)
+
+    def poll(self) -> tuple[float, str | None] | None:
+        """A vacuum that finished since the last poll: (seconds, a problem)."""
+        if self.thread is None or self.thread.is_alive() or self.result is None:
+            return None
+        result, self.result, self.thread = self.result, None, None
+        self.runs += 1
+        return result
+
+
 class Soak:
     def __init__(self, args: argparse.Namespace, admin_url: str) -> None:
         self.args = args
@@ -380,6 +428,9 @@ class Soak:
         self.orphans: dict[str, tuple[int, float]] = {}  # arrived before its host's report: id -> (ns, seen)
         self.sent = self.arrived = self.duplicates = self.unidentified = self.unmatched = 0
         self.rate = args.rate
+        self.purger = Purger(self.children, self.env(), args.retention)
+        self.vacuumer = Vacuumer(self.url)
+        self.vacuum_every: float | None = None  # seconds; None: the server's autovacuum does it
         self._reset_interval()
         self._csv: Any = None
         self._csv_file: IO[str] | None = None
@@ -400,7 +451,11 @@ class Soak:
         self.monitor = psycopg.connect(self.url, autocommit=True)
         self.monitor.execute(query("worker_session", OUTBOX_SCHEMA))  # no JIT, as the worker's sessions
         self.monitor.execute("SET statement_timeout = '30s'")
-        self.purger = Purger(self.children, self.env(), self.args.retention)
+        row = self.monitor.execute(AUTOVACUUM_SQL).fetchone()
+        self.autovacuum = bool(row and row[0])
+        choice = self.args.vacuum_every
+        if choice != "off" and (choice != "auto" or not self.autovacuum):
+            self.vacuum_every = parse_duration("1m" if choice == "auto" else choice).total_seconds()
         for _ in range(self.args.workers):
             cmd = [sys.executable, "-m", "worker", "run"]
             self.workers.append(self.children.spawn("worker", cmd, self.env()))
@@ -437,6 +492,7 @@ class Soak:
         self.began = time.monotonic()
         self.purge_every = parse_duration(self.args.purge_every).total_seconds()
         self.next_purge = self.began + self.purge_every
+        self.next_vacuum = self.began + (self.vacuum_every or 0.0)
         self.set_rate(self.rate)
         self._reset_interval()
 
@@ -456,6 +512,7 @@ class Soak:
         self.i_started = time.monotonic()
         self.i_purged: int | None = None
         self.i_purge_seconds: float | None = None
+        self.i_vacuum_seconds: float | None = None
         self.i_notes: list[str] = []
 
     def tick(self, hosts_running: bool = True) -> None:
@@ -480,6 +537,11 @@ class Soak:
         finished = self.purger.poll()
         if finished is not None:
             self.i_purged, self.i_purge_seconds, problem = finished
+            if problem:
+                self.i_notes.append(problem)
+        vacuumed = self.vacuumer.poll()
+        if vacuumed is not None:
+            self.i_vacuum_seconds, problem = vacuumed
             if problem:
                 self.i_notes.append(problem)
         self.check_children(hosts_running)
@@ -596,6 +658,7 @@ class Soak:
             db_bytes=int(db_bytes_row[0]),
             purged=self.i_purged,
             purge_seconds=self.i_purge_seconds,
+            vacuum_seconds=self.i_vacuum_seconds,
             host_lag=max((h.lag for h in self.hosts), default=0.0),
             notes=self.i_notes,
         )
@@ -630,6 +693,9 @@ class Soak:
                 if not self.purger.start():
                     self.i_notes.append("purge skipped: the last one still runs")
                 self.next_purge += self.purge_every
+            if self.vacuum_every is not None and now >= self.next_vacuum:
+                self.vacuumer.start()
+                self.next_vacuum += self.vacuum_every
             self.tick()
             if now >= next_check:
                 self.check_lag(guard=not self.args.find_rate)
@@ -682,7 +748,10 @@ class Soak:
         sent = sum(r.enqueued * self.args.interval for r in rows)
         delivered = sum(r.delivered * self.args.interval for r in rows)
         if last.host_lag > STEP_MAX_HOST_LAG or last.enqueued < STEP_MIN_DELIVERED * rate:
-            return f"the hosts enqueued {last.enqueued:,.0f}/s ({last.host_lag:.1f} s behind schedule)"
+            return (
+                f"the hosts enqueued {last.enqueued:,.0f}/s ({last.host_lag:.1f} s behind schedule): enqueue is "
+                f"the limit with {len(self.hosts)} host(s) (more --hosts commit more at once)"
+            )
         if last.oldest > STEP_MAX_OLDEST:
             return f"oldest waiting event {last.oldest:.1f} s old, backlog {last.backlog:,}"
         if sent and delivered < STEP_MIN_DELIVERED * sent:
@@ -748,6 +817,7 @@ FIGURES: tuple[tuple[str, str], ...] = (
     ("dead tuples", "dead"),
     ("database (MB)", "db_mb"),
     ("purge (s)", "purge_seconds"),
+    ("vacuum (s)", "vacuum_seconds"),
 )
 
 
@@ -756,6 +826,18 @@ def _figure(row: Row, name: str) -> float:
         return row.db_bytes / MB
     value = getattr(row, name)
     return math.nan if value is None else float(value)
+
+
+def vacuum_note(soak: Soak) -> str:
+    if soak.autovacuum:
+        extra = f"; the bench also VACUUMs every {soak.args.vacuum_every}" if soak.vacuum_every else ""
+        return f"autovacuum: on (the server's){extra}"
+    if soak.vacuum_every is None:
+        return "WARNING: autovacuum is OFF on this server and --vacuum-every off: nothing vacuums, dead rows pile up"
+    return (
+        f"WARNING: autovacuum is OFF on this server: the bench VACUUMs the four tables every "
+        f"{soak.vacuum_every:g} s itself (`vac s` column) as a stand-in; a production server has autovacuum on"
+    )
 
 
 def report(soak: Soak, retention: float, purge_every: float) -> None:
@@ -906,6 +988,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="`outbox run` processes")
     parser.add_argument("--retention", type=_duration("--retention"), default="5m", help="purge --older-than")
     parser.add_argument("--purge-every", type=_duration("--purge-every"), default="1m", help="how often to purge")
+    parser.add_argument(
+        "--vacuum-every",
+        default="auto",
+        metavar="DURATION|auto|off",
+        help="the bench VACUUMs the outbox tables this often itself; auto: every 1m when the server's "
+        "autovacuum is off, else never",
+    )
     parser.add_argument("--interval", type=float, default=60.0, help="seconds per line of figures")
     parser.add_argument(
         "--max-lag",
@@ -928,6 +1017,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         faults.append("--hosts and --workers must be at least 1")
     if args.interval < 5:
         faults.append("--interval must be at least 5 seconds")
+    if args.vacuum_every not in ("auto", "off"):
+        try:
+            if parse_duration(args.vacuum_every).total_seconds() <= 0:
+                faults.append("--vacuum-every must be longer than zero")
+        except ValueError as exc:
+            faults.append(f"--vacuum-every: {exc} (or auto, off)")
     if args.max_lag <= 0:
         faults.append("--max-lag must be more than 0 seconds")
     if args.find_rate and args.step_factor <= 1:
@@ -960,7 +1055,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     drained: tuple[int, float] | None = None
     found: tuple[float | None, float | None, str] | None = None
     try:
+        print(
+            f"purge s: the whole `outbox purge` run, cron's view, of which ≈ {soak.purger.startup_seconds():.1f} s "
+            "is the command starting (`outbox --help` takes that long here)"
+        )
         soak.start(args.database_url)
+        print(vacuum_note(soak))
         print(HEADER)
         print(UNITS, flush=True)
         if args.find_rate:
@@ -988,6 +1088,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_disk(soak, retention, purge_every)
         soak.monitor.close()
     report_accounting(soak, drained)
+    if hasattr(soak, "autovacuum"):
+        print("  " + vacuum_note(soak) + f"; {soak.vacuumer.runs} bench VACUUM(s), {soak.vacuumer.skipped} skipped")
     report_logs(soak)
     if found is not None:
         held, failed, reason = found
