@@ -19,8 +19,15 @@ operator's cron would; every `--interval` (default a minute) one line says:
   enqueuing COMMIT (host clock) to the arrival (receiver clock, the same machine), in ms;
 * sizes of events, deliveries, delivery_attempts and intake_ids in MB, table (with TOAST) / indexes,
   summed over pg_partition_tree (so partitioned tables count all their partitions), dead tuples of the
-  four (pg_stat_user_tables.n_dead_tup, summed likewise: an estimate), the database size, and the
-  deliveries the last finished purge deleted and how long it took.
+  four (pg_stat_user_tables.n_dead_tup, summed likewise: an estimate), the database size, the
+  deliveries the last finished purge deleted and how long it took (the whole command, start-up
+  included, as cron sees it), and how long the bench's own VACUUM took (below).
+
+Vacuum: dead rows are what a queue table makes (every delivery is updated twice and deleted, every
+event updated once and deleted); autovacuum takes them away. A server with autovacuum off (the test
+server at 127.0.0.1:5432 is one) would show every figure grow for a reason no production server has,
+so then the bench says so and VACUUMs (ANALYZE) the four tables every minute from a thread of its own
+(`--vacuum-every`: auto, off, or a duration), never two at once.
 
 At the end the same lines as a table, how each figure moved from the first to the last third of the
 steady state (the intervals after retention + one purge interval: before that the tables fill up by
@@ -911,8 +918,9 @@ def report_disk(soak: Soak, retention: float, purge_every: float) -> None:
         per_event = total / kept
         per_day = per_event * rate * 86_400
         print(
-            f"  {per_event:,.0f} bytes per kept event (its delivery, attempt, indexes and dead space); at "
-            f"{rate:,.0f} events/s each day of retention needs ≈ {per_day / 1024**3:,.1f} GB"
+            f"  {per_event:,.0f} bytes per kept event (its delivery, attempt, indexes and the dead space not yet "
+            f"reused); at {rate:,.0f} events/s each day of retention would need ≈ {per_day / 1024**3:,.1f} GB (an "
+            "upper bound: the dead space is a smaller share of a longer window)"
         )
 
 
