@@ -20,8 +20,8 @@ operator's cron would; every `--interval` (default a minute) one line says:
 * sizes of events, deliveries, delivery_attempts and intake_ids in MB, table (with TOAST) / indexes,
   summed over pg_partition_tree (so partitioned tables count all their partitions), dead tuples of the
   four (pg_stat_user_tables.n_dead_tup, summed likewise: an estimate), the database size, the
-  deliveries the last finished purge deleted and how long it took (the whole command, start-up
-  included, as cron sees it), and how long the bench's own VACUUM took (below).
+  deliveries deleted by the purges that finished in that interval and the longest one's time (the
+  whole command, start-up included, as cron sees it), and how long the bench's own VACUUM took (below).
 
 Vacuum: dead rows are what a queue table makes (every delivery is updated twice and deleted, every
 event updated once and deleted); autovacuum takes them away. A server with autovacuum off (the test
@@ -195,7 +195,7 @@ def host_main(argv: Sequence[str]) -> int:
             if due > now:
                 stop.wait(min(due - now, 0.05))  # short: a new rate or SIGTERM is seen at once
             else:
-                event = make_event()  # built before the clock starts: the cost measured is the database's
+                event = make_event()  # built before the clock starts: what is timed is enqueue + COMMIT
                 started = time.perf_counter_ns()
                 outbox.enqueue(conn, event, schema=OUTBOX_SCHEMA)
                 conn.commit()
@@ -277,8 +277,8 @@ class Row:
     lat_p99: float
     sizes: dict[str, Sizes]
     db_bytes: int
-    purged: int | None  # deliveries the last purge finished in this interval deleted
-    purge_seconds: float | None
+    purged: int | None  # deliveries deleted by the purges that finished in this interval
+    purge_seconds: float | None  # the longest of them
     vacuum_seconds: float | None  # the bench's own VACUUM, when the server has no autovacuum
     host_lag: float  # seconds
     notes: list[str] = field(default_factory=list)
@@ -543,12 +543,16 @@ class Soak:
         self._take_arrivals()
         finished = self.purger.poll()
         if finished is not None:
-            self.i_purged, self.i_purge_seconds, problem = finished
+            purged, seconds, problem = finished  # several in one interval: their sum and the longest
+            if purged is not None:
+                self.i_purged = (self.i_purged or 0) + purged
+            self.i_purge_seconds = max(seconds, self.i_purge_seconds or 0.0)
             if problem:
                 self.i_notes.append(problem)
         vacuumed = self.vacuumer.poll()
         if vacuumed is not None:
-            self.i_vacuum_seconds, problem = vacuumed
+            seconds, problem = vacuumed
+            self.i_vacuum_seconds = max(seconds, self.i_vacuum_seconds or 0.0)
             if problem:
                 self.i_notes.append(problem)
         self.check_children(hosts_running)
