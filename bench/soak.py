@@ -970,16 +970,14 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _duration(flag: str) -> Any:
-    def parse(text: str) -> str:
-        try:
-            if parse_duration(text).total_seconds() <= 0:
-                raise ValueError(f"{text!r} must be longer than zero")
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{flag}: {exc}") from None
-        return text
-
-    return parse
+def _duration(text: str) -> str:
+    """A duration as `outbox purge --older-than` takes it (argparse names the flag)."""
+    try:
+        if parse_duration(text).total_seconds() <= 0:
+            raise ValueError(f"{text!r} must be longer than zero")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -998,8 +996,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=500.0, help="events/s of all hosts together")
     parser.add_argument("--hosts", type=int, default=2, help="host processes (one connection each)")
     parser.add_argument("--workers", type=int, default=1, help="`outbox run` processes")
-    parser.add_argument("--retention", type=_duration("--retention"), default="5m", help="purge --older-than")
-    parser.add_argument("--purge-every", type=_duration("--purge-every"), default="1m", help="how often to purge")
+    parser.add_argument("--retention", type=_duration, default="5m", help="purge --older-than")
+    parser.add_argument("--purge-every", type=_duration, default="1m", help="how often to purge")
     parser.add_argument(
         "--vacuum-every",
         default="auto",
@@ -1042,7 +1040,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.find_rate and args.step_seconds < 10:
         faults.append("--step-seconds must be at least 10")
     if faults:
-        parser.error("; ".join(faults))
+        parser.error("\n  ".join(["one line per fault:", *faults]))
     if args.find_rate:
         args.interval = min(args.interval, args.step_seconds / 2)  # a step is judged on its last line
     return args
