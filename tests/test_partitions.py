@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 import outbox
 from outbox import CloudEvent
-from outbox._operations import set_subscription_status
+from outbox._operations import retry_failed, set_subscription_status
 from outbox._sql import query
 from tests.support import Receiver, WorkerProcess, subscribe, wait_until, zaak_event
 from worker.daemon import partitions
@@ -411,3 +411,32 @@ def _snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
         "attempts": [tuple(r.values()) for r in attempts],
         "intake_ids": [tuple(json.dumps(v, default=str) for v in r.values()) for r in intake],
     }
+
+
+def test_a_retry_that_waited_for_a_row_moved_meanwhile_looks_again(database_url: str) -> None:
+    """Row movement: a transaction that waited for a failed row which another retry moved back to
+    deliveries_live gets a serialization failure from PostgreSQL; retry_failed looks again (0 left)."""
+    sub = subscribe(database_url, "http://127.0.0.1:9/hook")
+    with psycopg.connect(database_url) as conn:
+        outbox.enqueue(conn, zaak_event("k"))
+        conn.execute(
+            "INSERT INTO outbox.deliveries (event_position, event_enqueued_at, subscription_id, status, finished_at) "
+            "SELECT position, enqueued_at, %s, 'failed', now() FROM outbox.events",
+            (sub,),
+        )
+        conn.execute("UPDATE outbox.events SET routed_at = now()")
+    with psycopg.connect(database_url) as first, psycopg.connect(database_url, autocommit=True) as second:
+        first.execute("SELECT id FROM outbox.deliveries WHERE status = 'failed' FOR UPDATE")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(retry_failed, second, "outbox", subscription_id=sub)
+            wait_until(
+                lambda: _select(database_url, "SELECT count(*), 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                              "AND datname = current_database()")[0][0] >= 1,
+                message="the second retry waiting",
+            )  # fmt: skip
+            assert retry_failed(first, "outbox", subscription_id=sub) == 1
+            first.commit()
+            assert waiting.result(timeout=10) == 0
+    assert _select(database_url, "SELECT status, tableoid::regclass::text FROM outbox.deliveries") == [
+        ("pending", "outbox.deliveries_live")
+    ]
