@@ -253,9 +253,10 @@ SELECT r.position, r.enqueued_at, r.subscription_id, r.ordering_key,
 ON CONFLICT (event_position, subscription_id) DO NOTHING;
 
 -- name: mark_routed
--- The events whose deliveries now exist (positions, and their enqueued_at: only their leaves are read).
+-- The events whose deliveries now exist: positions, and the range of their enqueued_at, so only their
+-- leaves are read (bounds prune even a generic plan when it starts; `= ANY (array)` would not).
 UPDATE {schema}.events SET routed_at = now()
- WHERE position = ANY (%b::int8[]) AND enqueued_at = ANY (%b::timestamptz[]) AND routed_at IS NULL;
+ WHERE position = ANY (%b::int8[]) AND enqueued_at BETWEEN %s AND %s AND routed_at IS NULL;
 
 -- name: claim
 -- Due deliveries, per active subscription up to its free capacity (a paused, held or saturated one is

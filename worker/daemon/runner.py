@@ -327,8 +327,9 @@ class Worker:
                             query("insert_deliveries", schema),
                             (routes.positions, routes.enqueued_at, routes.subscription_ids, routes.keys),
                         )
+                    enqueued = [row[2] for row in events]
                     await conn.execute(
-                        query("mark_routed", schema), ([row[0] for row in events], [row[2] for row in events])
+                        query("mark_routed", schema), ([row[0] for row in events], min(enqueued), max(enqueued))
                     )
                 active = [uuid.UUID(str(s.id)) for s in subscriptions if s.status == "active"]
                 claim_cursor = token_cursor = None
