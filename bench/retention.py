@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -96,6 +98,37 @@ def fill(conn: psycopg.Connection[Any], days: int, per_day: int) -> None:
     conn.autocommit = False
 
 
+class HostProbe:
+    """A host enqueueing one event per transaction in a thread: its commit latencies while purge runs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.url) as conn:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                conn.execute("SELECT outbox.insert_event(%s::json)", (BODY,))
+                conn.commit()
+                self.latencies.append(time.perf_counter() - started)
+
+    def __enter__(self) -> HostProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        ms = sorted(x * 1000 for x in self.latencies)
+        p99 = ms[int(len(ms) * 0.99)] if ms else 0.0
+        return f"{len(ms)} enqueues, median {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.1f} ms"
+
+
 def needed_scan(conn: psycopg.Connection[Any]) -> str:
     """EXPLAIN ANALYZE of retire_events_partition's "still needed" query for the oldest events leaf."""
     low, high = conn.execute(
@@ -142,11 +175,15 @@ def main() -> None:
         conn.execute("CREATE INDEX ON outbox.deliveries_delivered USING brin (event_enqueued_at)")
         conn.execute("CREATE INDEX ON outbox.deliveries_failed USING brin (event_enqueued_at)")
         conn.commit()
-    with psycopg.connect(url, autocommit=True) as conn:
+    with HostProbe(url) as idle:
+        time.sleep(2.0)
+    print(f"  a host enqueueing alone for 2 s: {idle.summary()}")
+    with psycopg.connect(url, autocommit=True) as conn, HostProbe(url) as host:
         started = time.perf_counter()
         report = purge(conn, "outbox", timedelta(days=30))
         elapsed = time.perf_counter() - started
     print(f"  purge --older-than 30d: {elapsed * 1000:8.0f} ms")
+    print(f"  the same host meanwhile: {host.summary()}")
     for line in report.lines():
         print("    " + line)
     with psycopg.connect(base, autocommit=True) as admin:
