@@ -260,8 +260,8 @@ $$;
 -- where they land in events_default, and the leaf is dropped. What is needed is gathered before the
 -- ACCESS EXCLUSIVE lock that DETACH takes (enqueue waits on it), so the lock is held only for the
 -- copy of those few rows; under it only the unrouted rows are read again (an event routed meanwhile
--- was unrouted when they were first read, so it is kept either way). Returns (events dropped, kept).
-CREATE FUNCTION retire_events_partition(leaf regclass, OUT dropped bigint, OUT kept bigint)
+-- was unrouted when they were first read, so it is kept either way). Returns the events kept.
+CREATE FUNCTION retire_events_partition(leaf regclass, OUT kept bigint)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
@@ -284,8 +284,6 @@ BEGIN
                     SELECT l.position, l.event, l.enqueued_at, l.routed_at FROM %s l
                      WHERE l.position IN (SELECT position FROM retire_needed)', leaf);
     GET DIAGNOSTICS kept = ROW_COUNT;
-    EXECUTE format('SELECT count(*) FROM %s', leaf) INTO dropped;
-    dropped := dropped - kept;
     EXECUTE format('DROP TABLE %s', leaf);
     DROP TABLE retire_needed;
 END

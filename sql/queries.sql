@@ -510,8 +510,8 @@ SELECT {schema}.drop_partition(%s::regclass);
 
 -- name: retire_events_partition
 -- `outbox purge`: one events leaf whose range ended before the cutoff; the events still needed are
--- kept (copied into events_default). Returns (dropped, kept).
-SELECT dropped, kept FROM {schema}.retire_events_partition(%s::regclass);
+-- kept (copied into events_default). Returns how many were kept.
+SELECT kept FROM {schema}.retire_events_partition(%s::regclass);
 
 -- name: purge_delivered_leftovers
 -- `outbox purge`: a small batch of the delivered deliveries in the DEFAULT leaf older than the cutoff

@@ -118,7 +118,7 @@ def _ddl(conn: psycopg.Connection[Any], schema: str, report: PurgeReport, leaf: 
             continue
         report.dropped.append(leaf)
         if name == "retire_events_partition" and row is not None:
-            report.events_kept += int(row[1])
+            report.events_kept += int(row[0])
         return
     report.busy.append(leaf)
 
