@@ -22,6 +22,7 @@ from outbox._sql import query
 from tests.support import Receiver, WorkerProcess, subscribe, wait_until, zaak_event
 from worker.daemon import partitions
 from worker.daemon.maintenance import purge
+from worker.daemon.settings import SettingsError, WorkerSettings
 
 PARENTS = ("events", "deliveries_delivered", "deliveries_failed", "delivery_attempts")
 
@@ -440,3 +441,44 @@ def test_a_retry_that_waited_for_a_row_moved_meanwhile_looks_again(database_url:
     assert _select(database_url, "SELECT status, tableoid::regclass::text FROM outbox.deliveries") == [
         ("pending", "outbox.deliveries_live")
     ]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("1d", timedelta(days=1)),
+        ("12h", timedelta(hours=12)),
+        ("2w", timedelta(days=14)),
+        ("30m", "OUTBOX_PARTITION_INTERVAL: must be from 1h up to 31d, e.g. 1d or 12h (got '30m')"),
+        ("32d", "OUTBOX_PARTITION_INTERVAL: must be from 1h up to 31d, e.g. 1d or 12h (got '32d')"),
+        ("daily", "OUTBOX_PARTITION_INTERVAL: 'daily' is not a duration"),
+    ],
+)
+def test_the_partition_interval_setting(monkeypatch: pytest.MonkeyPatch, given: str, expected: Any) -> None:
+    monkeypatch.setenv("OUTBOX_PARTITION_INTERVAL", given)
+    if isinstance(expected, timedelta):
+        assert WorkerSettings.load().partition_interval == expected
+        return
+    with pytest.raises(SettingsError) as raised:
+        WorkerSettings.load()
+    assert len(raised.value.lines) == 1 and raised.value.lines[0].startswith(expected)
+
+
+def test_a_worker_with_a_new_interval_continues_from_the_last_bound(database_url: str, tmp_path: Path) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        for name, lower, _ in _leaves(conn, "events"):  # only the leaf of today is left
+            if lower is not None and lower > now:
+                conn.execute(f"ALTER TABLE outbox.events DETACH PARTITION outbox.{name}")
+                conn.execute(f"DROP TABLE outbox.{name}")
+        last = _leaves(conn, "events")[-1][2]
+    worker = WorkerProcess(database_url, tmp_path / "worker.log", {"OUTBOX_PARTITION_INTERVAL": "1h"})
+    try:
+        created = worker.wait_logged("partition created")
+    finally:
+        assert worker.terminate() == 0
+    assert created["detail"] == "created events_p" + last.astimezone(UTC).strftime("%Y%m%dt%H%M")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ranged = [(lower, upper) for _, lower, upper in _leaves(conn, "events") if lower is not None]
+    assert ranged[-1][1] - ranged[-1][0] == timedelta(hours=1)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranged))
