@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-throughput bench-soak clean
+.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-retention bench-throughput bench-soak clean
 
 install: $(STAMP)
 
@@ -40,6 +40,9 @@ bench-route: $(STAMP)
 
 bench-intake: $(STAMP)
 	$(BIN)/python bench/intake.py
+
+bench-retention: $(STAMP)
+	$(BIN)/python bench/retention.py
 
 bench-throughput: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -43,21 +43,25 @@ def fill(conn: psycopg.Connection[Any], delivered: int, pending: int) -> None:
         "INSERT INTO outbox.events (event, routed_at) SELECT %s::json, now() FROM generate_series(1, %s)", (body, total)
     )
     conn.execute(
-        """INSERT INTO outbox.deliveries (event_position, subscription_id, ordering_key, status, attempts,
-                                          delivered_at, last_status_code, next_attempt_at)
-           SELECT position, %s, 'zaak-' || (position %% 500),
+        """INSERT INTO outbox.deliveries (event_position, event_enqueued_at, subscription_id, ordering_key, status,
+                                          attempts, delivered_at, finished_at, last_status_code, next_attempt_at)
+           SELECT position, enqueued_at, %s, 'zaak-' || (position %% 500),
                   CASE WHEN position <= %s THEN 'delivered' ELSE 'pending' END,
                   CASE WHEN position <= %s THEN 1 ELSE 0 END,
-                  CASE WHEN position <= %s THEN now() - interval '1 day' END,
+                  CASE WHEN position <= %s THEN now() - interval '1 second' END,
+                  CASE WHEN position <= %s THEN now() - interval '1 second' END,
                   CASE WHEN position <= %s THEN 204 END,
                   now() - interval '1 second'
              FROM outbox.events ORDER BY position""",
-        (sub[0], delivered, delivered, delivered, delivered),
+        (sub[0], delivered, delivered, delivered, delivered, delivered),
     )
     conn.commit()
     conn.autocommit = True
+    # A partitioned parent is not analyzed by VACUUM ANALYZE of its leaves: both, explicitly.
     conn.execute("VACUUM ANALYZE outbox.deliveries")
     conn.execute("VACUUM ANALYZE outbox.events")
+    conn.execute("ANALYZE outbox.deliveries")
+    conn.execute("ANALYZE outbox.events")
     conn.autocommit = False
 
 

@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from outbox import CloudEvent, Subscription
@@ -26,7 +27,7 @@ RESOURCES = ("zaak", "status", "resultaat", "rol", "zaakobject")
 ACTIONS = ("create", "update", "destroy", "partial_update")
 
 
-def make_events(n: int, rng: random.Random) -> list[tuple[int, str]]:
+def make_events(n: int, rng: random.Random) -> list[tuple[int, str, datetime]]:
     rows = []
     for position in range(1, n + 1):
         kanaal = rng.choice(("zaken", "documenten", "besluiten"))
@@ -43,7 +44,7 @@ def make_events(n: int, rng: random.Random) -> list[tuple[int, str]]:
             },
             hop=rng.randrange(10),
         )
-        rows.append((position, event.to_json()))
+        rows.append((position, event.to_json(), datetime.now(UTC)))
     return rows
 
 

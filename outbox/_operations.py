@@ -20,6 +20,9 @@ def key_lock_prefix(schema: str) -> str:
     return f"nlgov-outbox key {schema} "
 
 
+_MOVED_TRIES = 3
+
+
 def retry_failed(
     conn: psycopg.Connection[Any],
     schema: str,
@@ -36,13 +39,21 @@ def retry_failed(
         "delivery": delivery_id,
         "deliveries": delivery_ids,
     }
-    with conn.transaction():
-        rows = conn.execute(query("failed_for_retry", schema), params).fetchall()
-        if not rows:
-            return 0
-        ids, subscriptions, keys = (list(column) for column in zip(*rows, strict=True))
-        conn.execute(query("lock_keys", schema), (key_lock_prefix(schema), subscriptions, keys))
-        return len(conn.execute(query("retry_failed", schema), (ids,)).fetchall())
+    for attempt in range(_MOVED_TRIES):
+        try:
+            with conn.transaction():
+                rows = conn.execute(query("failed_for_retry", schema), params).fetchall()
+                if not rows:
+                    return 0
+                ids, subscriptions, keys = (list(column) for column in zip(*rows, strict=True))
+                conn.execute(query("lock_keys", schema), (key_lock_prefix(schema), subscriptions, keys))
+                return len(conn.execute(query("retry_failed", schema), (ids,)).fetchall())
+        except psycopg.errors.SerializationFailure:
+            # A row we waited for was moved out of its partition meanwhile (a concurrent retry took it
+            # back to the live leaf): PostgreSQL cannot follow it, so look again.
+            if attempt == _MOVED_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def set_subscription_status(

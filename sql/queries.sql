@@ -220,8 +220,9 @@ SELECT extract(epoch FROM now() - least(
 SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0));
 
 -- name: unrouted_events
--- Committed events without deliveries yet, oldest first (events_unrouted_idx).
-SELECT position, event::text FROM {schema}.events WHERE routed_at IS NULL ORDER BY position LIMIT %s;
+-- Committed events without deliveries yet, oldest first (events_unrouted_idx of each leaf, merged), with
+-- their enqueued_at: the deliveries carry it, so their joins to events name the leaf.
+SELECT position, event::text, enqueued_at FROM {schema}.events WHERE routed_at IS NULL ORDER BY position LIMIT %s;
 
 -- name: lock_keys
 -- Per-key advisory locks for (subscription, ordering key) pairs, taken in one fixed order so two
@@ -235,23 +236,27 @@ SELECT pg_advisory_xact_lock(h)
 -- name: insert_deliveries
 -- One delivery per (event, subscription), in event order (ids follow it); a second router can never
 -- duplicate one. A delivery behind an unfinished one of its key (in the table or earlier in this
--- batch) starts blocked. Subscriptions removed meanwhile are skipped, not an error.
-INSERT INTO {schema}.deliveries (event_position, subscription_id, ordering_key, status)
-SELECT r.position, r.subscription_id, r.ordering_key,
+-- batch) starts blocked. Subscriptions removed meanwhile are skipped, not an error. New deliveries
+-- are live: they go straight into deliveries_live, whose unique key is the conflict target.
+INSERT INTO {schema}.deliveries_live (event_position, event_enqueued_at, subscription_id, ordering_key, status)
+SELECT r.position, r.enqueued_at, r.subscription_id, r.ordering_key,
        CASE WHEN r.ordering_key IS NOT NULL AND (r.nth > 1 OR EXISTS (
                 SELECT 1 FROM {schema}.deliveries e
                  WHERE e.subscription_id = r.subscription_id AND e.ordering_key = r.ordering_key
                    AND e.status IN ('blocked', 'pending', 'delivering')))
             THEN 'blocked' ELSE 'pending' END
   FROM (SELECT u.*, row_number() OVER (PARTITION BY u.subscription_id, u.ordering_key ORDER BY u.position) AS nth
-          FROM unnest(%b::int8[], %b::uuid[], %b::text[]) AS u(position, subscription_id, ordering_key)) AS r
+          FROM unnest(%b::int8[], %b::timestamptz[], %b::uuid[], %b::text[])
+               AS u(position, enqueued_at, subscription_id, ordering_key)) AS r
   JOIN {schema}.subscriptions s ON s.id = r.subscription_id
  ORDER BY r.position, r.subscription_id
 ON CONFLICT (event_position, subscription_id) DO NOTHING;
 
 -- name: mark_routed
--- The events whose deliveries now exist.
-UPDATE {schema}.events SET routed_at = now() WHERE position = ANY (%b::int8[]) AND routed_at IS NULL;
+-- The events whose deliveries now exist: positions, and the range of their enqueued_at, so only their
+-- leaves are read (bounds prune even a generic plan when it starts; `= ANY (array)` would not).
+UPDATE {schema}.events SET routed_at = now()
+ WHERE position = ANY (%b::int8[]) AND enqueued_at BETWEEN %s AND %s AND routed_at IS NULL;
 
 -- name: claim
 -- Due deliveries, per active subscription up to its free capacity (a paused, held or saturated one is
@@ -288,7 +293,8 @@ UPDATE {schema}.deliveries d
    SET status = 'delivering', claim_token = %(token)s, leased_until = now() + make_interval(secs => %(lease)s),
        attempts = d.attempts + 1, updated_at = now()
   FROM picked p, {schema}.events ev
- WHERE d.id = p.id AND ev.position = d.event_position
+ WHERE d.id = p.id AND d.status IN ('pending', 'delivering')  -- deliveries_live only
+   AND ev.position = d.event_position AND ev.enqueued_at = d.event_enqueued_at  -- the event's leaf only
 RETURNING d.id, d.attempts, d.subscription_id, ev.event::text, d.ordering_key, p.rescued;
 
 -- name: create_pace
@@ -372,12 +378,14 @@ UPDATE {schema}.subscriptions SET handshake_at = now(), allowed_rate = %s, updat
 
 -- name: record_results
 -- Writes outcomes back, only where the claim is still ours (same token, still delivering): a worker
--- whose lease expired cannot overwrite the new owner's result.
+-- whose lease expired cannot overwrite the new owner's result. A delivered or failed row gets its
+-- finished_at and moves out of deliveries_live into the final leaf of its kind and time.
 UPDATE {schema}.deliveries d
    SET status = r.status,
        next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + make_interval(secs => r.delay)
                               ELSE d.next_attempt_at END,
        delivered_at = CASE WHEN r.status = 'delivered' THEN now() END,
+       finished_at = CASE WHEN r.status IN ('delivered', 'failed') THEN now() END,
        claim_token = NULL, leased_until = NULL,
        last_status_code = r.code, last_error = r.error, updated_at = now()
   FROM unnest(%b::int8[], %b::uuid[], %b::text[], %b::int4[], %b::text[], %b::float8[])
@@ -386,11 +394,12 @@ UPDATE {schema}.deliveries d
 RETURNING d.id;
 
 -- name: insert_attempts
--- One row per HTTP attempt (kept even when the fence refused the result: the attempt happened).
+-- One row per HTTP attempt (kept even when the fence refused the result: the attempt happened; and
+-- when its delivery was removed meanwhile with its subscription: attempts have no foreign key, their
+-- leaf goes at the longest retention).
 INSERT INTO {schema}.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
 SELECT a.* FROM unnest(%b::int8[], %b::timestamptz[], %b::float8[], %b::int4[], %b::text[], %b::text[])
-       AS a(delivery_id, attempted_at, duration_ms, status_code, error, response_body)
- WHERE EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.id = a.delivery_id);
+       AS a(delivery_id, attempted_at, duration_ms, status_code, error, response_body);
 
 -- name: promote_next
 -- After deliveries finished (delivered or failed): the oldest blocked delivery of each of their keys
@@ -403,7 +412,7 @@ UPDATE {schema}.deliveries d
             ON b.subscription_id = k.subscription_id AND b.ordering_key = k.ordering_key
          WHERE b.status = 'blocked'
          ORDER BY b.subscription_id, b.ordering_key, b.id) AS n
- WHERE d.id = n.id
+ WHERE d.id = n.id AND d.status = 'blocked'
    AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries e
                     WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
                       AND e.status IN ('pending', 'delivering'))
@@ -461,41 +470,86 @@ SELECT id, subscription_id, ordering_key FROM {schema}.deliveries
 
 -- name: retry_failed
 -- `outbox retry`: back with a fresh set of attempts; pending if it is the head of its key, else
--- blocked behind the unfinished one (the oldest of several retried together goes first).
+-- blocked behind the unfinished one (the oldest of several retried together goes first). The row
+-- moves from its final leaf back into deliveries_live.
 UPDATE {schema}.deliveries d
    SET status = CASE WHEN d.ordering_key IS NOT NULL AND (r.nth > 1 OR EXISTS (
                          SELECT 1 FROM {schema}.deliveries e
                           WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
                             AND e.status IN ('blocked', 'pending', 'delivering')))
                      THEN 'blocked' ELSE 'pending' END,
-       attempts = 0, next_attempt_at = now(), updated_at = now()
+       attempts = 0, next_attempt_at = now(), updated_at = now(), finished_at = NULL
   FROM (SELECT id, row_number() OVER (PARTITION BY subscription_id, ordering_key ORDER BY id) AS nth
-          FROM {schema}.deliveries WHERE id = ANY (%b::int8[])) AS r
+          FROM {schema}.deliveries WHERE id = ANY (%b::int8[]) AND status = 'failed') AS r
  WHERE d.id = r.id AND d.status = 'failed'
 RETURNING d.id;
 
--- name: purge_deliveries
--- `outbox purge`: a small batch of delivered deliveries older than the cutoff (attempts go with them).
-DELETE FROM {schema}.deliveries
- WHERE id IN (SELECT id FROM {schema}.deliveries
-               WHERE status = 'delivered' AND delivered_at < %s
-               LIMIT %s);
+-- name: partition_leaves
+-- `outbox purge` and `outbox status`: the leaves of a time-partitioned table (events,
+-- deliveries_delivered, deliveries_failed, delivery_attempts) with their bounds, oldest first; the
+-- DEFAULT leaf has no bounds.
+SELECT c.relname::text, l.lower_bound, l.upper_bound
+  FROM {schema}.partition_leaves(%s) l
+  JOIN pg_class c ON c.oid = l.leaf
+ ORDER BY l.lower_bound NULLS FIRST;
 
--- name: purge_events
--- `outbox purge`: a small batch of routed events older than the cutoff with no delivery left.
-DELETE FROM {schema}.events
- WHERE position IN (SELECT e.position FROM {schema}.events e
-                     WHERE e.routed_at IS NOT NULL AND e.enqueued_at < %s
-                       AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.event_position = e.position)
-                     LIMIT %s);
+-- name: ensure_partitions
+-- The worker at start and every few minutes: leaves of every time-partitioned table up to now() +
+-- ahead (seconds), `step` seconds wide; one line per leaf created or skipped. The caller sets a
+-- lock_timeout, so it never queues behind a long transaction with the hot tables waiting behind it.
+SELECT line FROM {schema}.ensure_partitions(make_interval(secs => %s), make_interval(secs => %s)) AS line;
+
+-- name: partition_lock_timeout
+-- Partition DDL waits at most this long for its lock (then gives up and is tried again later): a DDL
+-- lock request queued behind a long transaction would make every writer of the table wait behind it.
+SET LOCAL lock_timeout TO '2s';
+
+-- name: drop_partition
+-- `outbox purge`: one delivered/failed/attempts leaf whose range ended before its cutoff.
+SELECT {schema}.drop_partition(%s::regclass);
+
+-- name: retire_events_partition
+-- `outbox purge`: one events leaf whose range ended before the cutoff; the events still needed are
+-- kept (copied into events_default). Returns how many were kept.
+SELECT kept FROM {schema}.retire_events_partition(%s::regclass);
+
+-- name: purge_delivered_leftovers
+-- `outbox purge`: a small batch of the delivered deliveries in the DEFAULT leaf older than the cutoff
+-- (rows that found no leaf when they were written).
+DELETE FROM {schema}.deliveries_delivered_default
+ WHERE id IN (SELECT id FROM {schema}.deliveries_delivered_default WHERE finished_at < %s LIMIT %s);
+
+-- name: purge_failed_leftovers
+-- `outbox purge`: the same for failed deliveries (their own, longer cutoff).
+DELETE FROM {schema}.deliveries_failed_default
+ WHERE id IN (SELECT id FROM {schema}.deliveries_failed_default WHERE finished_at < %s LIMIT %s);
+
+-- name: purge_attempt_leftovers
+-- `outbox purge`: a small batch of attempts in the DEFAULT leaf older than the longest cutoff.
+DELETE FROM {schema}.delivery_attempts_default
+ WHERE id IN (SELECT id FROM {schema}.delivery_attempts_default WHERE attempted_at < %s LIMIT %s);
+
+-- name: purge_event_leftovers
+-- `outbox purge`: a small batch of the events in events_default older than the cutoff that nothing
+-- needs any more: routed, and no delivery (live, or final and kept) refers to them. The probe names
+-- the event's enqueued_at, which the final leaves' BRIN index answers; deliveries_live by its unique key.
+DELETE FROM {schema}.events_default
+ WHERE (position, enqueued_at) IN (
+       SELECT e.position, e.enqueued_at FROM {schema}.events_default e
+        WHERE e.enqueued_at < %s AND e.routed_at IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries d
+                           WHERE d.event_position = e.position AND d.event_enqueued_at = e.enqueued_at)
+        LIMIT %s);
 
 -- name: purge_intake_ids
 -- `outbox purge`: a small batch of intake keys past the cutoff whose event is gone (a replay is
--- recognised for as long as its event is kept).
+-- recognised for as long as its event is kept). The key's received_at is its event's enqueued_at, so
+-- the probe reads one leaf (run-time pruning), not every leaf of events.
 DELETE FROM {schema}.intake_ids
  WHERE (source, id) IN (SELECT k.source, k.id FROM {schema}.intake_ids k
                          WHERE k.received_at < %s
-                           AND NOT EXISTS (SELECT 1 FROM {schema}.events e WHERE e.position = k.position)
+                           AND NOT EXISTS (SELECT 1 FROM {schema}.events e
+                                            WHERE e.position = k.position AND e.enqueued_at = k.received_at)
                          LIMIT %s);
 
 -- name: begin
@@ -532,7 +586,8 @@ SELECT p.n AS pending, b.n AS blocked, w.n AS delivering, u.n AS unrouted,
        (SELECT count(*) FROM {schema}.subscriptions WHERE status = 'paused') AS paused,
        extract(epoch FROM now() - least(
            u.oldest,
-           (SELECT created_at FROM {schema}.deliveries WHERE id = least(p.min_id, b.min_id, w.min_id))))
+           (SELECT created_at FROM {schema}.deliveries
+             WHERE id = least(p.min_id, b.min_id, w.min_id) AND status IN ('blocked', 'pending', 'delivering'))))
            AS oldest_age
   FROM (SELECT count(*) AS n, min(id) AS min_id FROM {schema}.deliveries WHERE status = 'pending') AS p,
        (SELECT count(*) AS n, min(id) AS min_id FROM {schema}.deliveries WHERE status = 'delivering') AS w,
@@ -644,7 +699,7 @@ UPDATE {schema}.api_clients SET secret = %s, secret_encrypted = %s WHERE client_
 -- one JSON array: one parameter to send, parsed once, each element kept as its own text), skipping any
 -- (source, id) already taken in (a producer's retry) or repeated in the input (ON CONFLICT DO
 -- NOTHING skips a row that conflicts with one inserted by the same statement, too). Positions are
--- drawn from the events' identity sequence (%s, resolved once) in input order, so intake_ids can
+-- drawn from the events' position sequence (%s, resolved once) in input order, so intake_ids can
 -- name the event it stored; a concurrent statement with the same key waits on the key's row and
 -- then stores nothing. A skipped row leaves a gap in the positions, as a rollback does. Returns
 -- the keys stored; queues a NOTIFY for the commit when a worker is idle and something was stored.
@@ -658,11 +713,12 @@ keys AS (
     SELECT source, id, position FROM numbered
      ORDER BY source, id  -- one lock order for every statement: overlapping retries cannot deadlock
     ON CONFLICT DO NOTHING
-    RETURNING source, id, position
+    RETURNING source, id, position, received_at
 ),
 stored AS (
-    INSERT INTO {schema}.events (position, event) OVERRIDING SYSTEM VALUE
-    SELECT n.position, n.document FROM numbered n JOIN keys k ON k.position = n.position
+    -- enqueued_at = the key's received_at: purge finds a key's event in its leaf by both.
+    INSERT INTO {schema}.events (position, event, enqueued_at)
+    SELECT n.position, n.document, k.received_at FROM numbered n JOIN keys k ON k.position = n.position
     RETURNING position
 ),
 woken AS (

@@ -96,12 +96,15 @@ def add_delivery(conn: psycopg.Connection[Any], subscription: uuid.UUID, status:
     """One delivery in `status`, created `age_seconds` ago, satisfying the table's checks for that state."""
     row = conn.execute(
         """INSERT INTO outbox.deliveries
-               (event_position, subscription_id, status, ordering_key, created_at, delivered_at, claim_token,
-                leased_until)
-           VALUES (%(event)s, %(subscription)s, %(status)s, CASE WHEN %(status)s = 'blocked' THEN 'zaak-1' END,
-                   now() - make_interval(secs => %(age)s), CASE WHEN %(status)s = 'delivered' THEN now() END,
-                   CASE WHEN %(status)s = 'delivering' THEN gen_random_uuid() END,
-                   CASE WHEN %(status)s = 'delivering' THEN now() + interval '30 seconds' END)
+               (event_position, event_enqueued_at, subscription_id, status, ordering_key, created_at, delivered_at,
+                finished_at, claim_token, leased_until)
+           SELECT %(event)s, e.enqueued_at, %(subscription)s, %(status)s,
+                  CASE WHEN %(status)s = 'blocked' THEN 'zaak-1' END,
+                  now() - make_interval(secs => %(age)s), CASE WHEN %(status)s = 'delivered' THEN now() END,
+                  CASE WHEN %(status)s IN ('delivered', 'failed') THEN now() END,
+                  CASE WHEN %(status)s = 'delivering' THEN gen_random_uuid() END,
+                  CASE WHEN %(status)s = 'delivering' THEN now() + interval '30 seconds' END
+             FROM outbox.events e WHERE e.position = %(event)s
            RETURNING id""",
         {"event": add_event(conn), "subscription": subscription, "status": status, "age": age_seconds},
     ).fetchone()
@@ -375,7 +378,7 @@ async def test_a_failing_refresh_keeps_the_last_snapshot_and_counts_the_error(da
         assert 'outbox_backlog{state="pending"} 1.0' in body.splitlines()
         target["url"] = database_url  # the database is back: so are fresh numbers
         with psycopg.connect(database_url) as conn:
-            conn.execute("UPDATE outbox.deliveries SET status = 'failed'")
+            conn.execute("UPDATE outbox.deliveries SET status = 'failed', finished_at = now()")
         await wait_for_value(metrics, 'outbox_backlog{state="pending"}', 0.0)
     finally:
         await metrics.stop()
@@ -407,7 +410,7 @@ async def test_a_slow_database_never_holds_up_a_scrape(database_url: str) -> Non
                     assert time.monotonic() - started < 0.2
                     await asyncio.sleep(0.05)
                 assert 'outbox_backlog{state="pending"} 1.0' in body.splitlines()
-                locker.execute("UPDATE outbox.deliveries SET status = 'failed'")
+                locker.execute("UPDATE outbox.deliveries SET status = 'failed', finished_at = now()")
             await wait_for_value(metrics, 'outbox_backlog{state="pending"}', 0.0)
             assert not shared.closed
         finally:

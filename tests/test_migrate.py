@@ -17,7 +17,12 @@ from outbox._sql import migrations, query, raw_queries
 
 def _tables(url: str, schema: str) -> set[str]:
     with psycopg.connect(url) as c:
-        rows = c.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)).fetchall()
+        # Partition leaves are the partitioned tables' own business (tests/test_partitions.py).
+        rows = c.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
+            (schema,),
+        ).fetchall()
     return {r[0] for r in rows}
 
 
@@ -92,7 +97,7 @@ def test_schema_is_configurable_and_isolated(empty_database_url: str) -> None:
 
 def test_claim_indexes_are_partial(conn: psycopg.Connection[Any]) -> None:
     rows = conn.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'outbox' AND tablename = 'deliveries'"
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'outbox' AND tablename = 'deliveries_live'"
     ).fetchall()
     definitions = dict(rows)
     assert "WHERE (status = 'pending'::text)" in definitions["deliveries_due_idx"]
@@ -104,8 +109,15 @@ def test_constraints_tie_columns_to_states(conn: psycopg.Connection[Any]) -> Non
     conn.execute("INSERT INTO outbox.subscriptions (callback_url, types) VALUES ('https://example.org/hook', '{*}')")
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
-            "INSERT INTO outbox.deliveries (event_position, subscription_id, status) "
-            "SELECT 1, id, 'delivered' FROM outbox.subscriptions"
+            "INSERT INTO outbox.deliveries (event_position, event_enqueued_at, subscription_id, status) "
+            "SELECT 1, now(), id, 'delivered' FROM outbox.subscriptions"
+        )
+    conn.rollback()
+    conn.execute("INSERT INTO outbox.subscriptions (callback_url, types) VALUES ('https://example.org/hook', '{*}')")
+    with pytest.raises(psycopg.errors.CheckViolation, match="deliveries_finished_at_check"):
+        conn.execute(  # delivered, but not finished
+            "INSERT INTO outbox.deliveries (event_position, event_enqueued_at, subscription_id, status, delivered_at) "
+            "SELECT 1, now(), id, 'delivered', now() FROM outbox.subscriptions"
         )
 
 

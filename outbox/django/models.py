@@ -139,6 +139,10 @@ class Delivery(ReadOnly):
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     delivered_at = models.DateTimeField(null=True)
+    # When it became delivered or failed: the key of its partition leaf (sql/009_partitions.sql).
+    finished_at = models.DateTimeField(null=True)
+    # The event's enqueued_at: the events leaf the event is in.
+    event_enqueued_at = models.DateTimeField()
 
     class Meta(ReadOnly.Meta):
         db_table = table_name("deliveries")

@@ -291,8 +291,9 @@ def test_purge_forgets_an_intake_key_only_once_its_event_is_gone(service: LiveSe
     for n in (1, 2):
         assert producer.post("/api/v1/cloudevents", content=json.dumps(_event(n)), headers=headers).status_code == 201
     with psycopg.connect(service.database_url, autocommit=True) as conn:
-        conn.execute("UPDATE outbox.intake_ids SET received_at = now() - interval '40 days'")
-        conn.execute("UPDATE outbox.events SET enqueued_at = now() - interval '40 days'")  # not routed: kept
+        with conn.transaction():  # one now(): a key's received_at is its event's enqueued_at
+            conn.execute("UPDATE outbox.intake_ids SET received_at = now() - interval '40 days'")
+            conn.execute("UPDATE outbox.events SET enqueued_at = now() - interval '40 days'")  # not routed: kept
         conn.execute("DELETE FROM outbox.events WHERE event->>'id' = 'evt-1'")
         purge(conn, "outbox", timedelta(days=60))
         assert conn.execute("SELECT count(*) FROM outbox.intake_ids").fetchone() == (2,)  # not past the cutoff

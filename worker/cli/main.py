@@ -178,18 +178,32 @@ def retry_command(obj: Context, subscription_id: str | None, all_failed: bool, d
 
 
 @cli.command("purge")
-@click.option("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h, 90m, 2w.")
+@click.option(
+    "--older-than", required=True, metavar="DURATION", help="delivered deliveries and events: e.g. 30d, 12h, 2w."
+)
+@click.option(
+    "--failed-older-than",
+    metavar="DURATION",
+    help=f"failed deliveries [default: {maintenance.FAILED_RETENTION_FACTOR} × --older-than].",
+)
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
 @click.pass_obj
-def purge_command(obj: Context, older_than: str, batch_size: int) -> None:
-    """Delete delivered deliveries, their attempts and fully delivered events older than DURATION."""
-    try:
-        age = maintenance.parse_duration(older_than)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+def purge_command(obj: Context, older_than: str, failed_older_than: str | None, batch_size: int) -> None:
+    """Retention: drop the partition leaves of delivered deliveries and events older than DURATION,
+    of failed deliveries older than --failed-older-than, of attempts older than the longer of the
+    two; delete the few rows outside those leaves. Live deliveries and the events they need stay."""
+    ages = {}
+    for hint, text in (("--older-than", older_than), ("--failed-older-than", failed_older_than)):
+        if text is None:
+            continue
+        try:
+            ages[hint] = maintenance.parse_duration(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=hint) from None
     with obj.connect() as conn:
-        deliveries, events = maintenance.purge(conn, obj.schema, age, batch_size)
-    click.echo(f"purged {deliveries} deliveries and {events} events older than {older_than}")
+        report = maintenance.purge(conn, obj.schema, ages["--older-than"], ages.get("--failed-older-than"), batch_size)
+    for line in report.lines():
+        click.echo(line)
 
 
 Settings = TypeVar("Settings", WorkerSettings, ServeSettings)

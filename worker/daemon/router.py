@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import orjson
 
@@ -34,17 +35,19 @@ class Routes:
     """The deliveries to create for a batch of events, as columns for one INSERT."""
 
     positions: list[int] = field(default_factory=list)
+    # Each event's enqueued_at, copied to its deliveries: the events leaf their joins read.
+    enqueued_at: list[datetime] = field(default_factory=list)
     subscription_ids: list[uuid.UUID] = field(default_factory=list)
     keys: list[str | None] = field(default_factory=list)
 
 
-def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription]) -> Routes:
-    """Match each (position, JSON event) against the active subscriptions."""
+def plan(rows: Sequence[tuple[int, str, datetime]], subscriptions: Sequence[Subscription]) -> Routes:
+    """Match each (position, JSON event, enqueued_at) against the active subscriptions."""
     routes = Routes()
     # Parsed once per pass, not once per matching event.
     active = [(s, uuid.UUID(str(s.id))) for s in subscriptions if s.status == "active"]
     any_filters = any(s.filters for s, _ in active)
-    for position, text in rows:
+    for position, text, enqueued_at in rows:
         try:
             event = CloudEvent.from_dict(orjson.loads(text))
         except (InvalidEventError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
@@ -55,6 +58,7 @@ def plan(rows: Sequence[tuple[int, str]], subscriptions: Sequence[Subscription])
         for subscription, subscription_id in active:
             if subscription.wants(event, view):
                 routes.positions.append(position)
+                routes.enqueued_at.append(enqueued_at)
                 routes.subscription_ids.append(subscription_id)
                 routes.keys.append(ordering_key(subscription, event))
     return routes

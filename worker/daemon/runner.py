@@ -35,7 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from outbox import Subscription
 from outbox._operations import key_lock_prefix
 from outbox._sql import migrations, query
-from worker.daemon import router
+from worker.daemon import partitions, router
 from worker.daemon.settings import WorkerSettings
 from worker.delivery.http import Claimed, Result, Sender, Target
 from worker.delivery.outcome import Outcome
@@ -153,15 +153,20 @@ class Worker:
                 return
             raise
         listener = asyncio.create_task(self._listen(), name="listener")
+        keeper = asyncio.create_task(
+            partitions.keep(self._pool.connection, self.schema, self.settings.partition_interval, self._stopping),
+            name="partitions",
+        )
         self._recorder = asyncio.create_task(self._record_forever(), name="recorder")
         try:
             await self._main_loop()
         finally:
             self._stopping.set()  # also when the loop ended by an error: the recorder must finish
             await self._wind_down()
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, keeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._sender.aclose()
             if self._metrics is not None:
                 await self._metrics.stop()
@@ -319,9 +324,13 @@ class Worker:
                     if routes.positions:
                         await conn.execute(query("lock_keys", schema), (key_lock, routes.subscription_ids, routes.keys))
                         await conn.execute(
-                            query("insert_deliveries", schema), (routes.positions, routes.subscription_ids, routes.keys)
+                            query("insert_deliveries", schema),
+                            (routes.positions, routes.enqueued_at, routes.subscription_ids, routes.keys),
                         )
-                    await conn.execute(query("mark_routed", schema), ([row[0] for row in events],))
+                    enqueued = [row[2] for row in events]
+                    await conn.execute(
+                        query("mark_routed", schema), ([row[0] for row in events], min(enqueued), max(enqueued))
+                    )
                 active = [uuid.UUID(str(s.id)) for s in subscriptions if s.status == "active"]
                 claim_cursor = token_cursor = None
                 if limit > 0 and active and not self._stopping.is_set():

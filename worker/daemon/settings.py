@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 from typing import Annotated, Any, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name
+from worker.daemon.maintenance import parse_duration
 from worker.delivery.safety import IPNetwork, parse_networks
 from worker.store.secret_box import SecretBox
 
@@ -58,6 +60,19 @@ class WorkerSettings(BaseSettings):
     allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
         (), description="non-public networks webhooks may go to, e.g. 10.1.0.0/16,::1 (CIDRs or addresses)"
     )
+
+    partition_interval: timedelta = Field(
+        timedelta(days=1), description="width of a partition leaf of events, deliveries and attempts (1h to 31d)"
+    )
+
+    @field_validator("partition_interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = parse_duration(value)
+        if isinstance(value, timedelta) and not timedelta(hours=1) <= value <= timedelta(days=31):
+            raise ValueError("must be from 1h up to 31d, e.g. 1d or 12h")
+        return value
 
     @field_validator("allowed_networks", mode="before")
     @classmethod
