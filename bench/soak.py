@@ -145,7 +145,9 @@ DATABASE_SIZE_SQL = "SELECT pg_database_size(current_database())"
 IDLE_WORKERS_SQL = f"SELECT count(*) FROM {OUTBOX_SCHEMA}.idle_workers"  # workers listening for work
 AUTOVACUUM_SQL = "SELECT current_setting('autovacuum')::bool"
 VACUUM_SQL = "VACUUM (ANALYZE) " + ", ".join(f"{OUTBOX_SCHEMA}.{t}" for t in TABLES)  # fixed names of ours
-PURGED = re.compile(r"purged (\d+) deliveries and (\d+) events")
+# `outbox purge` prints a line per leaf dropped, then the rows it deleted one by one (DEFAULT leaves).
+PURGED = re.compile(r"deleted (\d+) delivered and (\d+) failed deliveries")
+DROPPED = re.compile(r"^dropped ", re.M)
 
 
 class SoakFailed(Exception):
@@ -277,7 +279,7 @@ class Row:
     lat_p99: float
     sizes: dict[str, Sizes]
     db_bytes: int
-    purged: int | None  # deliveries deleted by the purges that finished in this interval
+    purged: int | None  # leaves dropped by the purges that finished in this interval
     purge_seconds: float | None  # the longest of them
     vacuum_seconds: float | None  # the bench's own VACUUM, when the server has no autovacuum
     host_lag: float  # seconds
@@ -311,7 +313,7 @@ HEADER = (
     f"{'min':>6}{'enq/s':>7}{'enq p50':>8}{'p99':>7}{'claim':>7}{'buf':>6}{'backlog':>8}{'oldest':>7}"
     f"{'deliv/s':>8}{'c→a p50':>8}{'p99':>7}"
     + "".join(f"{SHORT[t] + ' t/i':>15}" for t in TABLES)
-    + f"{'dead':>9}{'db MB':>8}{'purged':>8}{'purge s':>8}{'vac s':>6}"
+    + f"{'dead':>9}{'db MB':>8}{'dropped':>8}{'purge s':>8}{'vac s':>6}"
 )
 UNITS = (
     f"{'':>6}{'':>7}{'ms':>8}{'ms':>7}{'ms':>7}{'':>6}{'':>8}{'s':>7}{'':>8}{'ms':>8}{'ms':>7}"
@@ -347,7 +349,8 @@ class Purger:
         self.log: Path | None = None
         self.started = 0.0
         self.runs = self.skipped = self.failed = 0
-        self.total_deliveries = 0
+        self.total_deliveries = 0  # deleted one by one
+        self.total_dropped = 0  # leaves
 
     def startup_seconds(self) -> float:
         """How long `outbox --help` takes: the part of every purge's time that is Python starting."""
@@ -368,7 +371,7 @@ class Purger:
         return True
 
     def poll(self) -> tuple[int | None, float, str | None] | None:
-        """A purge that finished since the last poll: (deliveries purged or None, seconds, a problem)."""
+        """A purge that finished since the last poll: (leaves dropped or None, seconds, a problem)."""
         if self.proc is None or self.proc.poll() is None:
             return None
         proc, log, self.proc = self.proc, self.log, None
@@ -382,8 +385,10 @@ class Purger:
             return None, seconds, f"PURGE FAILED (exit {rc}; see {log})"
         if match is None:
             return None, seconds, f"purge said something else: {output.strip()[-120:]!r}"
-        self.total_deliveries += int(match.group(1))
-        return int(match.group(1)), seconds, None
+        self.total_deliveries += int(match.group(1)) + int(match.group(2))
+        dropped = len(DROPPED.findall(output))
+        self.total_dropped += dropped
+        return dropped, seconds, None
 
 
 class Vacuumer:
@@ -449,6 +454,7 @@ class Soak:
         env["OUTBOX_DATABASE_URL"] = self.url
         env["OUTBOX_SCHEMA"] = OUTBOX_SCHEMA
         env["OUTBOX_ALLOWED_NETWORKS"] = RECEIVER_NETWORK  # the receiver runs on this machine
+        env["OUTBOX_PARTITION_INTERVAL"] = self.args.partition_interval
         return env
 
     def start(self, admin_url: str) -> None:
@@ -940,7 +946,8 @@ def report_accounting(soak: Soak, drained: tuple[int, float] | None) -> None:
         print(f"  after the hosts stopped, the workers had {seconds:.0f} s: {state}")
     if soak.purger.runs or soak.purger.skipped:
         print(
-            f"  purge: {soak.purger.runs} run(s), {soak.purger.total_deliveries:,} deliveries deleted, "
+            f"  purge: {soak.purger.runs} run(s), {soak.purger.total_dropped:,} leaves dropped, "
+            f"{soak.purger.total_deliveries:,} deliveries deleted one by one, "
             f"{soak.purger.skipped} skipped (still running), {soak.purger.failed} failed"
         )
 
@@ -997,6 +1004,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--hosts", type=int, default=2, help="host processes (one connection each)")
     parser.add_argument("--workers", type=int, default=1, help="`outbox run` processes")
     parser.add_argument("--retention", type=_duration, default="5m", help="purge --older-than")
+    parser.add_argument(
+        "--partition-interval",
+        type=_duration,
+        default="5m",
+        help="the workers' OUTBOX_PARTITION_INTERVAL: leaves this wide are dropped once past the retention, "
+        "so a short one reaches the steady state within the run (production: 1d)",
+    )
     parser.add_argument("--purge-every", type=_duration, default="1m", help="how often to purge")
     parser.add_argument(
         "--vacuum-every",

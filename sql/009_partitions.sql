@@ -206,8 +206,8 @@ DECLARE
     stop    timestamptz;
     busy    boolean;
 BEGIN
-    IF step < interval '1 hour' OR step > interval '31 days' OR date_part('month', step) <> 0 THEN
-        RAISE EXCEPTION 'partition interval: must be from 1 hour up to 31 days, got %', step
+    IF step < interval '5 minutes' OR step > interval '31 days' OR date_part('month', step) <> 0 THEN
+        RAISE EXCEPTION 'partition interval: must be from 5 minutes up to 31 days, got %', step
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('nlgov-outbox partitions ' || current_schema(), 0));

@@ -449,8 +449,8 @@ def test_a_retry_that_waited_for_a_row_moved_meanwhile_looks_again(database_url:
         ("1d", timedelta(days=1)),
         ("12h", timedelta(hours=12)),
         ("2w", timedelta(days=14)),
-        ("30m", "OUTBOX_PARTITION_INTERVAL: must be from 1h up to 31d, e.g. 1d or 12h (got '30m')"),
-        ("32d", "OUTBOX_PARTITION_INTERVAL: must be from 1h up to 31d, e.g. 1d or 12h (got '32d')"),
+        ("4m", "OUTBOX_PARTITION_INTERVAL: must be from 5m up to 31d, e.g. 1d or 12h (got '4m')"),
+        ("32d", "OUTBOX_PARTITION_INTERVAL: must be from 5m up to 31d, e.g. 1d or 12h (got '32d')"),
         ("daily", "OUTBOX_PARTITION_INTERVAL: 'daily' is not a duration"),
     ],
 )

@@ -22,14 +22,15 @@ import psycopg
 from outbox._sql import query
 from worker.runtime.logs import log
 
-CHECK_EVERY = 600.0  # seconds between rounds
+CHECK_EVERY = 600.0  # seconds between rounds (at most; a quarter of a short interval)
 RETRY_AFTER = 60.0  # seconds, after a round that failed
 
 
 def ahead(step: timedelta) -> timedelta:
-    """How far ahead leaves are made: two intervals, and at least a day, so workers that are all
-    down for less than that leave no event to the DEFAULT leaf."""
-    return max(2 * step, timedelta(days=1))
+    """How far ahead leaves are made: two intervals, and a day where that is at most twelve leaves, so
+    workers that are all down for less than that leave no event to the DEFAULT leaf; a short interval
+    (tests, benchmarks) does not make hundreds of empty leaves."""
+    return max(2 * step, min(timedelta(days=1), 12 * step))
 
 
 def ensure(conn: psycopg.Connection[Any], schema: str, step: timedelta) -> list[str]:
@@ -61,7 +62,7 @@ async def keep(
 ) -> None:
     """Rounds of `ensure_async` until `stopping` is set; `connection` lends a pooled connection."""
     while not stopping.is_set():
-        wait = CHECK_EVERY
+        wait = min(CHECK_EVERY, step.total_seconds() / 4)
         try:
             async with connection() as conn:
                 lines = await ensure_async(conn, schema, step)

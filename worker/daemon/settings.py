@@ -62,7 +62,8 @@ class WorkerSettings(BaseSettings):
     )
 
     partition_interval: timedelta = Field(
-        timedelta(days=1), description="width of a partition leaf of events, deliveries and attempts (1h to 31d)"
+        timedelta(days=1),
+        description="width of a partition leaf of events, deliveries and attempts (5m to 31d; below 1h: tests)",
     )
 
     @field_validator("partition_interval", mode="before")
@@ -70,8 +71,8 @@ class WorkerSettings(BaseSettings):
     def _interval(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = parse_duration(value)
-        if isinstance(value, timedelta) and not timedelta(hours=1) <= value <= timedelta(days=31):
-            raise ValueError("must be from 1h up to 31d, e.g. 1d or 12h")
+        if isinstance(value, timedelta) and not timedelta(minutes=5) <= value <= timedelta(days=31):
+            raise ValueError("must be from 5m up to 31d, e.g. 1d or 12h")
         return value
 
     @field_validator("allowed_networks", mode="before")
