@@ -253,6 +253,84 @@ ON CONFLICT (event_position, subscription_id) DO NOTHING;
 -- The events whose deliveries now exist.
 UPDATE {schema}.events SET routed_at = now() WHERE position = ANY (%b::int8[]) AND routed_at IS NULL;
 
+-- name: subscriptions_version
+-- Read before list_subscriptions in the same transaction: the version of the subscriptions the
+-- worker is about to read (a change committed in between only makes the fast path fall back).
+SELECT version FROM {schema}.subscriptions_version;
+
+-- name: fast_guard
+-- The fast path's check, after route_lock in the same transaction (so this statement's snapshot
+-- sees every routing committed before the lock was granted). The worker assumed: it is the router
+-- (the route lock is held: asking again is true only for its holder), the subscriptions are the
+-- version it read, and its events are all unrouted with no other unrouted event before the last
+-- of them (so routing them now keeps event order). Only then does it mark the transaction
+-- (`outbox.fast_path` = the claim token, undone at its end) and take the per-key locks, in
+-- lock_keys' order, before fast_route's snapshot. Returns each assumption.
+WITH g AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtextextended(%(lock)s, 0)) AS locked,
+           (SELECT version FROM {schema}.subscriptions_version) = %(version)s AS current,
+           NOT EXISTS (SELECT 1 FROM {schema}.events
+                        WHERE routed_at IS NULL AND position <= %(last)s
+                          AND position <> ALL (%(event_positions)s::int8[]))
+           AND (SELECT count(*) FROM {schema}.events
+                 WHERE position = ANY (%(event_positions)s::int8[]) AND routed_at IS NULL)
+               = cardinality(%(event_positions)s::int8[]) AS in_order
+)
+SELECT g.locked, g.current, g.in_order,
+       CASE WHEN g.locked AND g.current AND g.in_order THEN
+            set_config('outbox.fast_path', %(token_text)s, true) IS NOT NULL
+            AND (SELECT count(pg_advisory_xact_lock(h)) >= 0
+                   FROM (SELECT DISTINCT hashtextextended(%(key_lock)s || k.subscription_id::text || '/' || k.ordering_key, 0) AS h
+                           FROM unnest(%(subscription_ids)s::uuid[], %(keys)s::text[]) AS k(subscription_id, ordering_key)
+                          WHERE k.ordering_key IS NOT NULL
+                          ORDER BY 1) AS locks)
+       ELSE false END AS taken
+  FROM g;
+
+-- name: fast_route
+-- The fast path's writes, only in a transaction fast_guard marked: the deliveries of the planned
+-- routes as insert_deliveries makes them (blocked behind an unfinished one of their key, ids in
+-- event order), except that a head the worker may claim (`claim`: it has a slot for it and its
+-- subscription is neither rate-limited, held after a 429 nor slowed down, here checked again) is
+-- inserted already claimed (delivering, token, lease, attempt 1) instead of inserted pending and
+-- updated; and the events marked routed. Returns the deliveries made.
+WITH planned AS (
+    SELECT u.*, row_number() OVER (PARTITION BY u.subscription_id, u.ordering_key ORDER BY u.position) AS nth
+      FROM unnest(%(positions)s::int8[], %(subscription_ids)s::uuid[], %(keys)s::text[], %(claim)s::bool[])
+           AS u(position, subscription_id, ordering_key, claim)
+     WHERE current_setting('outbox.fast_path', true) = %(token_text)s
+), decided AS (
+    SELECT r.position, r.subscription_id, r.ordering_key,
+           CASE WHEN r.ordering_key IS NOT NULL AND (r.nth > 1 OR EXISTS (
+                    SELECT 1 FROM {schema}.deliveries e
+                     WHERE e.subscription_id = r.subscription_id AND e.ordering_key = r.ordering_key
+                       AND e.status IN ('blocked', 'pending', 'delivering')))
+                THEN 'blocked'
+                WHEN r.claim AND NOT EXISTS (
+                    SELECT 1 FROM {schema}.subscription_pace p
+                     WHERE p.subscription_id = r.subscription_id AND (p.pace < 1 OR p.hold_until > now()))
+                THEN 'delivering'
+                ELSE 'pending' END AS status
+      FROM planned r
+      JOIN {schema}.subscriptions s ON s.id = r.subscription_id
+), inserted AS (
+    INSERT INTO {schema}.deliveries
+           (event_position, subscription_id, ordering_key, status, attempts, claim_token, leased_until)
+    SELECT position, subscription_id, ordering_key, status,
+           CASE WHEN status = 'delivering' THEN 1 ELSE 0 END,
+           CASE WHEN status = 'delivering' THEN %(token)s::uuid END,
+           CASE WHEN status = 'delivering' THEN now() + make_interval(secs => %(lease)s) END
+      FROM decided
+     ORDER BY position, subscription_id
+    ON CONFLICT (event_position, subscription_id) DO NOTHING
+    RETURNING id, event_position, subscription_id, ordering_key, status, attempts
+), routed AS (
+    UPDATE {schema}.events SET routed_at = now()
+     WHERE position = ANY (%(event_positions)s::int8[]) AND routed_at IS NULL
+       AND current_setting('outbox.fast_path', true) = %(token_text)s
+)
+SELECT id, event_position, subscription_id, ordering_key, status, attempts FROM inserted;
+
 -- name: claim
 -- Due deliveries, per active subscription up to its free capacity (a paused, held or saturated one is
 -- not in the list, so its backlog is never scanned), plus rows whose lease expired (a dead worker's),
