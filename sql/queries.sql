@@ -263,7 +263,8 @@ SELECT version FROM {schema}.subscriptions_version;
 -- sees every routing committed before the lock was granted). The worker assumed: it is the router
 -- (the route lock is held: asking again is true only for its holder), the subscriptions are the
 -- version it read, and its events are all unrouted with no other unrouted event before the last
--- of them (so routing them now keeps event order). Only then does it mark the transaction
+-- of them (so routing them now keeps event order), and stored exactly as the NOTIFYs said (any
+-- database user may NOTIFY: a forged payload must not be routed, nor mark a real event routed). Only then does it mark the transaction
 -- (`outbox.fast_path` = the claim token, undone at its end) and take the per-key locks, in
 -- lock_keys' order, before fast_route's snapshot. Returns each assumption.
 WITH g AS MATERIALIZED (
@@ -272,8 +273,10 @@ WITH g AS MATERIALIZED (
            NOT EXISTS (SELECT 1 FROM {schema}.events
                         WHERE routed_at IS NULL AND position <= %(last)s
                           AND position <> ALL (%(event_positions)s::int8[]))
-           AND (SELECT count(*) FROM {schema}.events
-                 WHERE position = ANY (%(event_positions)s::int8[]) AND routed_at IS NULL)
+           AND (SELECT count(*) FROM {schema}.events e
+                  JOIN unnest(%(event_positions)s::int8[], %(event_texts)s::text[]) AS n(position, event)
+                    ON e.position = n.position
+                 WHERE e.routed_at IS NULL AND e.event::text = n.event)
                = cardinality(%(event_positions)s::int8[]) AS in_order
 )
 SELECT g.locked, g.current, g.in_order,
@@ -469,6 +472,55 @@ INSERT INTO {schema}.delivery_attempts (delivery_id, attempted_at, duration_ms, 
 SELECT a.* FROM unnest(%b::int8[], %b::timestamptz[], %b::float8[], %b::int4[], %b::text[], %b::text[])
        AS a(delivery_id, attempted_at, duration_ms, status_code, error, response_body)
  WHERE EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.id = a.delivery_id);
+
+-- name: record_batch
+-- record_results, insert_attempts and promote_next as one statement (the recorder's batch: in
+-- batched mode the results of whole requests): the outcomes written where the claim is still ours,
+-- one attempt row per result whose delivery still exists, and for each key whose delivery this
+-- statement finished (delivered or failed) the oldest blocked one made pending, unless the key
+-- has another head. The statement's snapshot still shows the finished rows as delivering, so they
+-- are left out of that check by id. Run after lock_keys for the finished keys, in the same
+-- transaction (its snapshot must follow the locks). Returns ('recorded' | 'promoted', id).
+WITH r AS (
+    SELECT * FROM unnest(%b::int8[], %b::uuid[], %b::text[], %b::int4[], %b::text[], %b::float8[],
+                         %b::timestamptz[], %b::float8[], %b::text[], %b::text[])
+           AS r(id, token, status, code, error, delay, attempted_at, duration_ms, attempt_error, response_body)
+), recorded AS (
+    UPDATE {schema}.deliveries d
+       SET status = r.status,
+           next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + make_interval(secs => r.delay)
+                                  ELSE d.next_attempt_at END,
+           delivered_at = CASE WHEN r.status = 'delivered' THEN now() END,
+           claim_token = NULL, leased_until = NULL,
+           last_status_code = r.code, last_error = r.error, updated_at = now()
+      FROM r
+     WHERE d.id = r.id AND d.claim_token = r.token AND d.status = 'delivering'
+    RETURNING d.id, d.subscription_id, d.ordering_key, d.status
+), attempted AS (
+    INSERT INTO {schema}.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+    SELECT r.id, r.attempted_at, r.duration_ms, r.code, r.attempt_error, r.response_body
+      FROM r
+     WHERE EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.id = r.id)
+), promoted AS (
+    UPDATE {schema}.deliveries d
+       SET status = 'pending', next_attempt_at = now(), updated_at = now()
+      FROM (SELECT DISTINCT ON (b.subscription_id, b.ordering_key) b.id
+              FROM {schema}.deliveries b
+              JOIN (SELECT DISTINCT subscription_id, ordering_key FROM recorded
+                     WHERE status IN ('delivered', 'failed') AND ordering_key IS NOT NULL) AS k
+                ON b.subscription_id = k.subscription_id AND b.ordering_key = k.ordering_key
+             WHERE b.status = 'blocked'
+             ORDER BY b.subscription_id, b.ordering_key, b.id) AS n
+     WHERE d.id = n.id
+       AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries e
+                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                          AND e.status IN ('pending', 'delivering')
+                          AND e.id NOT IN (SELECT id FROM recorded WHERE status IN ('delivered', 'failed')))
+    RETURNING d.id
+)
+SELECT 'recorded', id FROM recorded
+UNION ALL
+SELECT 'promoted', id FROM promoted;
 
 -- name: promote_next
 -- After deliveries finished (delivered or failed): the oldest blocked delivery of each of their keys

@@ -220,3 +220,25 @@ def test_per_key_order_holds_with_concurrent_hosts_and_two_workers(
     stopped = [counters(w) for w in workers]
     assert sum(s["delivered"] for s in stopped) == total
     assert sum(s["fast_paths"] for s in stopped) > 0, stopped
+
+
+def test_a_forged_notify_payload_is_never_delivered(
+    database_url: str, receiver: Receiver, start_worker: WorkerFactory
+) -> None:
+    """Any database user may NOTIFY on the channel: the fast path checks the payload against the
+    stored event, and the normal path delivers what is stored."""
+    subscribe(database_url, receiver.url)
+    worker = idle_worker(database_url, start_worker, QUIET)
+    genuine = zaak_event(str(uuid.uuid4()), 1)
+    forged = zaak_event(genuine.subject or "", 666)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO outbox.events (event) VALUES (%s::json) RETURNING position", (genuine.to_json(),)
+        ).fetchone()
+        assert row is not None
+        conn.execute("SELECT pg_notify('outbox.events', %s)", (f"{row[0]} {forged.to_json()}",))
+    wait_until(lambda: count_delivered(database_url) == 1, message="the stored event recorded")
+
+    assert receiver.events() == [genuine.to_dict()]
+    stopped = counters(worker)
+    assert (stopped["fast_paths"], stopped["fast_path_fallbacks"]) == (0, 1)

@@ -97,6 +97,7 @@ def parameters(
     positions = [p for p, _ in events]
     return {
         "lock": route_lock, "version": current.version, "last": positions[-1], "event_positions": positions,
+        "event_texts": [text for _, text in events],
         "token_text": str(token), "token": token, "lease": lease, "key_lock": key_lock,
         "positions": routes.positions, "subscription_ids": routes.subscription_ids, "keys": routes.keys,
         "claim": claim,

@@ -416,7 +416,7 @@ class Worker:
         current = self._fast_view
         if current is None or not self._idle or self._stopping.is_set() or self._free_slots() <= 0:
             return False
-        events = sorted(events)
+        events = sorted(dict(events).items())  # a position twice (a repeated NOTIFY): once
         routes, claim = fast_path.plan(
             current, events, free_slots=self._free_slots(), share=self.settings.subscription_concurrency,
             in_flight=self._per_subscription,
@@ -666,25 +666,12 @@ class Worker:
                     query("lock_keys", self.schema),
                     (key_lock_prefix(self.schema), finished_subscriptions, finished_keys),
                 )
+            # Outcomes, attempts and promotions in one statement (record_batch).
             recorded_cursor = await conn.execute(
-                query("record_results", self.schema), (ids, tokens, states, codes, errors, delays)
-            )
-            await conn.execute(
-                query("insert_attempts", self.schema),
-                (
-                    ids,
-                    [r.attempted_at for r in batch],
-                    [r.duration_ms for r in batch],
-                    codes,
-                    [r.error for r in batch],
-                    [r.body for r in batch],
-                ),
-            )
-            promoted_cursor = None
-            if finished:
-                promoted_cursor = await conn.execute(
-                    query("promote_next", self.schema), (finished_subscriptions, finished_keys)
-                )
+                query("record_batch", self.schema),
+                (ids, tokens, states, codes, errors, delays, [r.attempted_at for r in batch],
+                 [r.duration_ms for r in batch], [r.error for r in batch], [r.body for r in batch]),
+            )  # fmt: skip
             retired_cursor = None
             if retired:
                 retired_cursor = await conn.execute(
@@ -702,8 +689,9 @@ class Worker:
                 await conn.execute(query("record_preflight", self.schema), (allowed_rate, sub_id, allowed_rate))
             await conn.execute(COMMIT)
             await pipeline.sync()
-            recorded = await recorded_cursor.fetchall()
-            promoted = len(await promoted_cursor.fetchall()) if promoted_cursor is not None else 0
+            written = await recorded_cursor.fetchall()
+            recorded = [row for row in written if row[0] == "recorded"]
+            promoted = len(written) - len(recorded)
             if retired_cursor is not None:
                 for subscription_id, url in await retired_cursor.fetchall():
                     log(logging.WARNING, "subscription paused: 410 Gone", subscription=str(subscription_id),
