@@ -272,19 +272,19 @@ WITH g AS MATERIALIZED (
            (SELECT version FROM {schema}.subscriptions_version) = %(version)s AS current,
            NOT EXISTS (SELECT 1 FROM {schema}.events
                         WHERE routed_at IS NULL AND position <= %(last)s
-                          AND position <> ALL (%(event_positions)s::int8[]))
+                          AND position <> ALL (%(event_positions)b::int8[]))
            AND (SELECT count(*) FROM {schema}.events e
-                  JOIN unnest(%(event_positions)s::int8[], %(event_texts)s::text[]) AS n(position, event)
+                  JOIN unnest(%(event_positions)b::int8[], %(event_texts)b::text[]) AS n(position, event)
                     ON e.position = n.position
                  WHERE e.routed_at IS NULL AND e.event::text = n.event)
-               = cardinality(%(event_positions)s::int8[]) AS in_order
+               = cardinality(%(event_positions)b::int8[]) AS in_order
 )
 SELECT g.locked, g.current, g.in_order,
        CASE WHEN g.locked AND g.current AND g.in_order THEN
             set_config('outbox.fast_path', %(token_text)s, true) IS NOT NULL
             AND (SELECT count(pg_advisory_xact_lock(h)) >= 0
                    FROM (SELECT DISTINCT hashtextextended(%(key_lock)s || k.subscription_id::text || '/' || k.ordering_key, 0) AS h
-                           FROM unnest(%(subscription_ids)s::uuid[], %(keys)s::text[]) AS k(subscription_id, ordering_key)
+                           FROM unnest(%(subscription_ids)b::uuid[], %(keys)b::text[]) AS k(subscription_id, ordering_key)
                           WHERE k.ordering_key IS NOT NULL
                           ORDER BY 1) AS locks)
        ELSE false END AS taken
@@ -299,7 +299,7 @@ SELECT g.locked, g.current, g.in_order,
 -- updated; and the events marked routed. Returns the deliveries made.
 WITH planned AS (
     SELECT u.*, row_number() OVER (PARTITION BY u.subscription_id, u.ordering_key ORDER BY u.position) AS nth
-      FROM unnest(%(positions)s::int8[], %(subscription_ids)s::uuid[], %(keys)s::text[], %(claim)s::bool[])
+      FROM unnest(%(positions)b::int8[], %(subscription_ids)b::uuid[], %(keys)b::text[], %(claim)b::bool[])
            AS u(position, subscription_id, ordering_key, claim)
      WHERE current_setting('outbox.fast_path', true) = %(token_text)s
 ), decided AS (
@@ -329,7 +329,7 @@ WITH planned AS (
     RETURNING id, event_position, subscription_id, ordering_key, status, attempts
 ), routed AS (
     UPDATE {schema}.events SET routed_at = now()
-     WHERE position = ANY (%(event_positions)s::int8[]) AND routed_at IS NULL
+     WHERE position = ANY (%(event_positions)b::int8[]) AND routed_at IS NULL
        AND current_setting('outbox.fast_path', true) = %(token_text)s
 )
 SELECT id, event_position, subscription_id, ordering_key, status, attempts FROM inserted;
