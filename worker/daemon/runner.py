@@ -438,8 +438,14 @@ class Worker:
                 await pipeline.sync()
                 return await guard_cursor.fetchone(), await route_cursor.fetchall()
 
-        self._cycles += 1
-        guard, made = await self._db(step, forever=False)
+        try:
+            guard, made = await self._db(step, forever=False)
+        except psycopg.DatabaseError as exc:
+            if isinstance(exc, DATABASE_ERRORS):  # the database is away: the normal path waits for it
+                raise
+            # A statement the database refused (not an assumption: those are answered, not raised).
+            log(logging.ERROR, "fast path failed, taking the normal path", error=type(exc).__name__)
+            return False
         if not guard or not guard[3]:
             self.fast_path_fallbacks += 1
             if self._metrics is not None:
