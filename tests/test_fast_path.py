@@ -242,3 +242,29 @@ def test_a_forged_notify_payload_is_never_delivered(
     assert receiver.events() == [genuine.to_dict()]
     stopped = counters(worker)
     assert (stopped["fast_paths"], stopped["fast_path_fallbacks"]) == (0, 1)
+
+
+def test_a_retry_falls_due_while_notifies_keep_the_worker_on_the_fast_path(
+    database_url: str, start_worker: WorkerFactory
+) -> None:
+    """Fast paths alone never look for retries: a normal pass still comes when one falls due."""
+    with Receiver(answer=lambda n, _: (500 if n == 0 else 204, {}, 0.0)).running() as receiver:
+        subscribe(database_url, receiver.url)
+        retry_within_a_second = {"OUTBOX_RETRY_BASE_DELAY": "1", "OUTBOX_RETRY_MAX_DELAY": "1"}
+        worker = idle_worker(database_url, start_worker, {**QUIET, **retry_within_a_second})
+        failing = zaak_event(str(uuid.uuid4()))
+        enqueue_one(database_url, failing)  # answered 500: retried within a second
+        stream = [zaak_event(str(uuid.uuid4()), n) for n in range(150)]
+        with psycopg.connect(database_url) as conn:
+            for event in stream:  # an event every ~20 ms (3 s or more): NOTIFYs keep waking the worker
+                outbox.enqueue(conn, event)
+                conn.commit()
+                threading.Event().wait(0.02)
+        wait_until(lambda: count_delivered(database_url) == 151, message="all recorded")
+
+        ids = [e["id"] for e in receiver.events()]
+    # The retry went out while the stream ran, not after it.
+    first = ids.index(failing.id)
+    assert ids.index(failing.id, first + 1) < ids.index(stream[-1].id)
+    stopped = counters(worker)
+    assert stopped["fast_paths"] > 0

@@ -79,6 +79,9 @@ class Worker:
         self.fast_path_fallbacks = 0  # fast paths the database refused (an assumption was wrong)
         self._notices = fast_path.Notices(settings.batch_size)
         self._fast_view: fast_path.View | None = None  # what the last normal pass read, for the fast path
+        # Loop time by which a normal pass must look again (retries and expired leases fall due,
+        # rate tokens come back): fast paths alone never see those.
+        self._look_again_at = 0.0
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
         self._box = SecretBox.from_setting(secret_key)
         # Per subscription, for its current version (its row): the parsed subscription (secrets
@@ -255,14 +258,14 @@ class Worker:
         if self._recorder.done():  # the recorder must never be gone while deliveries finish
             self._recorder = asyncio.create_task(self._record_forever(), name="recorder")
         events, plain = self._notices.take()
-        if events and not plain and await self._fast_path(events):
-            # Served: sleep as an idle worker does (the next NOTIFY, a finishing delivery, a retry
-            # due by the last pass's reckoning, or the poll).
-            due = self._next_due_in
-            await self._sleep(due if due is not None and due > 0 else self.settings.poll_interval)
+        loop = asyncio.get_running_loop()
+        if events and not plain and loop.time() < self._look_again_at and await self._fast_path(events):
+            # Served: sleep until the next NOTIFY, a finishing delivery, or the normal pass's due time.
+            await self._sleep(self._look_again_at - loop.time())
             return
         limit = min(batch, self._free_slots())
         routed, claimed = await self._route_claim_and_start(limit)
+        self._look_again_at = loop.time() + self._next_look(claimed)
         busy = routed >= batch or (limit > 0 and claimed >= limit)
         if busy:
             await self._set_idle(False)
@@ -275,15 +278,25 @@ class Worker:
             # was visible to its host did not notify us, but this look finds it.
             await self._set_idle(True)
             return
-        # Sleep until the next retry is due, or the poll interval. Rows due now that this pass did
-        # not claim are blocked (their subscription is saturated, or another worker holds them):
-        # finishing deliveries wake us, so do not spin on them.
+        await self._sleep(self._next_look(claimed, busy))
+
+    def _next_look(self, claimed: int, busy: bool = False) -> float:
+        """Seconds until a pass must look again: the next retry or lease expiry, a rate-limited
+        subscription's next token, at most the poll interval. Rows due now that the pass did not
+        claim are blocked (their subscription is saturated, held, or another worker holds them):
+        finishing deliveries wake us, so do not spin on them."""
         due = self._next_due_in
         if busy or due is None or (due <= 0 and claimed == 0):
             due = self.settings.poll_interval
         if self._next_token_in is not None:  # a rate-limited subscription waits for its next token
             due = min(due, self._next_token_in)
-        await self._sleep(max(0.0, due))
+        return max(0.0, due)
+
+    def _want_pass(self) -> None:
+        """Work the fast path does not see is waiting (a promoted successor, a retry, claims held
+        back by slots or a share): the next pass is a normal one."""
+        self._look_again_at = 0.0
+        self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -462,7 +475,7 @@ class Worker:
         self._saturated = False
         self._start(claims)
         if any(status == "pending" for *_, status, _ in made):
-            self._wake.set()  # made pending but not claimed here (no slot, rate limit, 429 hold): a pass claims it
+            self._want_pass()  # made pending but not claimed here (no slot, rate limit, 429 hold): a pass claims it
         return True
 
     def _subscriptions(self, rows: list[dict[str, Any]]) -> list[Subscription]:
@@ -585,7 +598,7 @@ class Worker:
             # or a subscription's share: keeps the pipe full without tiny claims, and an idle worker
             # does not spend a pass (a transaction) after every delivery.
             if self._saturated and self._free_slots() * 2 >= min(self.settings.batch_size, self.settings.concurrency):
-                self._wake.set()
+                self._want_pass()
         if self._metrics is not None:
             self._metrics.set_in_flight(len(self._in_flight))
             for r in results:
@@ -711,7 +724,7 @@ class Worker:
                 subscriptions=sorted(map(str, slowed)),
             )
         if promoted or any(r.outcome.kind in ("retry", "retired") for r in batch):
-            self._wake.set()
+            self._want_pass()
         fenced = len(batch) - len(recorded)
         if fenced:
             log(logging.WARNING, "results refused: claim no longer ours (lease expired)", count=fenced)
