@@ -451,34 +451,13 @@ UPDATE {schema}.subscriptions SET handshake_at = now(), allowed_rate = %s, updat
  WHERE id = %s AND agreement = 'preflight'
    AND (allowed_rate IS DISTINCT FROM %s OR handshake_at < now() - interval '1 minute' OR handshake_at IS NULL);
 
--- name: record_results
--- Writes outcomes back, only where the claim is still ours (same token, still delivering): a worker
--- whose lease expired cannot overwrite the new owner's result.
-UPDATE {schema}.deliveries d
-   SET status = r.status,
-       next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + make_interval(secs => r.delay)
-                              ELSE d.next_attempt_at END,
-       delivered_at = CASE WHEN r.status = 'delivered' THEN now() END,
-       claim_token = NULL, leased_until = NULL,
-       last_status_code = r.code, last_error = r.error, updated_at = now()
-  FROM unnest(%b::int8[], %b::uuid[], %b::text[], %b::int4[], %b::text[], %b::float8[])
-       AS r(id, token, status, code, error, delay)
- WHERE d.id = r.id AND d.claim_token = r.token AND d.status = 'delivering'
-RETURNING d.id;
-
--- name: insert_attempts
--- One row per HTTP attempt (kept even when the fence refused the result: the attempt happened).
-INSERT INTO {schema}.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
-SELECT a.* FROM unnest(%b::int8[], %b::timestamptz[], %b::float8[], %b::int4[], %b::text[], %b::text[])
-       AS a(delivery_id, attempted_at, duration_ms, status_code, error, response_body)
- WHERE EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.id = a.delivery_id);
-
 -- name: record_batch
--- record_results, insert_attempts and promote_next as one statement (the recorder's batch: in
--- batched mode the results of whole requests): the outcomes written where the claim is still ours,
--- one attempt row per result whose delivery still exists, and for each key whose delivery this
--- statement finished (delivered or failed) the oldest blocked one made pending, unless the key
--- has another head. The statement's snapshot still shows the finished rows as delivering, so they
+-- The recorder's batch (in batched mode, the results of whole requests) in one statement: the
+-- outcomes written only where the claim is still ours (same token, still delivering: a worker whose
+-- lease expired cannot overwrite the new owner's result); one attempt row per result whose delivery
+-- still exists (kept even when the fence refused the result: the attempt happened); and for each key
+-- whose delivery this statement finished (delivered or failed) the oldest blocked one made pending,
+-- unless the key has another head. The statement's snapshot still shows the finished rows as delivering, so they
 -- are left out of that check by id. Run after lock_keys for the finished keys, in the same
 -- transaction (its snapshot must follow the locks). Returns ('recorded' | 'promoted', id).
 WITH r AS (
