@@ -858,7 +858,18 @@ class Bench:
         self._migrate_outbox()
         self._prepare(None)
         proc = self._spawn_outbox("outbox-idle")
-        return self._latency_run("outbox", proc, self._send_outbox_singles)
+        latency = self._latency_run("outbox", proc, self._send_outbox_singles)
+        # Which path the wake-ups took: the worker says so when it stops.
+        for line in reversed(self.logs["outbox"][-1].read_text().splitlines()):
+            with contextlib.suppress(ValueError):
+                stopped = json.loads(line)
+                if stopped.get("event") == "worker stopped" and "fast_paths" in stopped:
+                    latency.notes.append(
+                        f"fast path: {stopped['fast_paths']} wake-ups served in one round trip, "
+                        f"{stopped['fast_path_fallbacks']} refused (normal path)"
+                    )
+                    break
+        return latency
 
     def _send_outbox_singles(self) -> dict[str, int]:
         sent: dict[str, int] = {}

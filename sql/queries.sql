@@ -258,6 +258,92 @@ ON CONFLICT (event_position, subscription_id) DO NOTHING;
 UPDATE {schema}.events SET routed_at = now()
  WHERE position = ANY (%b::int8[]) AND enqueued_at BETWEEN %s AND %s AND routed_at IS NULL;
 
+-- name: subscriptions_version
+-- Read before list_subscriptions in the same transaction: the version of the subscriptions the
+-- worker is about to read (a change committed in between only makes the fast path fall back).
+SELECT version FROM {schema}.subscriptions_version;
+
+-- name: fast_guard
+-- The fast path's check, after route_lock in the same transaction (so this statement's snapshot
+-- sees every routing committed before the lock was granted). The worker assumed: it is the router
+-- (the route lock is held: asking again is true only for its holder), the subscriptions are the
+-- version it read, and its events are all unrouted with no other unrouted event before the last
+-- of them (so routing them now keeps event order), and stored exactly as the NOTIFYs said (any
+-- database user may NOTIFY: a forged payload must not be routed, nor mark a real event routed; the
+-- events' leaves are named by their enqueued_at). Only then does it mark the transaction (`outbox.fast_path` = the claim token, undone at its end) and take the per-key locks, in
+-- lock_keys' order, before fast_route's snapshot. Returns each assumption.
+WITH g AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtextextended(%(lock)s, 0)) AS locked,
+           (SELECT version FROM {schema}.subscriptions_version) = %(version)s AS current,
+           NOT EXISTS (SELECT 1 FROM {schema}.events
+                        WHERE routed_at IS NULL AND position <= %(last)s
+                          AND position <> ALL (%(event_positions)b::int8[]))
+           AND (SELECT count(*) FROM {schema}.events e
+                  JOIN unnest(%(event_positions)b::int8[], %(event_texts)b::text[],
+                              %(event_enqueued_at)b::timestamptz[]) AS n(position, event, enqueued_at)
+                    ON e.position = n.position AND e.enqueued_at = n.enqueued_at
+                 WHERE e.routed_at IS NULL AND e.event::text = n.event
+                   AND e.enqueued_at BETWEEN %(first_enqueued_at)s AND %(last_enqueued_at)s)
+               = cardinality(%(event_positions)b::int8[]) AS in_order
+)
+SELECT g.locked, g.current, g.in_order,
+       CASE WHEN g.locked AND g.current AND g.in_order THEN
+            set_config('outbox.fast_path', %(token_text)s, true) IS NOT NULL
+            AND (SELECT count(pg_advisory_xact_lock(h)) >= 0
+                   FROM (SELECT DISTINCT hashtextextended(%(key_lock)s || k.subscription_id::text || '/' || k.ordering_key, 0) AS h
+                           FROM unnest(%(subscription_ids)b::uuid[], %(keys)b::text[]) AS k(subscription_id, ordering_key)
+                          WHERE k.ordering_key IS NOT NULL
+                          ORDER BY 1) AS locks)
+       ELSE false END AS taken
+  FROM g;
+
+-- name: fast_route
+-- The fast path's writes, only in a transaction fast_guard marked: the deliveries of the planned
+-- routes as insert_deliveries makes them (blocked behind an unfinished one of their key, ids in
+-- event order), except that a head the worker may claim (`claim`: it has a slot for it and its
+-- subscription is neither rate-limited, held after a 429 nor slowed down, here checked again) is
+-- inserted already claimed (delivering, token, lease, attempt 1) instead of inserted pending and
+-- updated; and the events marked routed. Returns the deliveries made.
+WITH planned AS (
+    SELECT u.*, row_number() OVER (PARTITION BY u.subscription_id, u.ordering_key ORDER BY u.position) AS nth
+      FROM unnest(%(positions)b::int8[], %(enqueued_at)b::timestamptz[], %(subscription_ids)b::uuid[],
+                  %(keys)b::text[], %(claim)b::bool[])
+           AS u(position, enqueued_at, subscription_id, ordering_key, claim)
+     WHERE current_setting('outbox.fast_path', true) = %(token_text)s
+), decided AS (
+    SELECT r.position, r.enqueued_at, r.subscription_id, r.ordering_key,
+           CASE WHEN r.ordering_key IS NOT NULL AND (r.nth > 1 OR EXISTS (
+                    SELECT 1 FROM {schema}.deliveries e
+                     WHERE e.subscription_id = r.subscription_id AND e.ordering_key = r.ordering_key
+                       AND e.status IN ('blocked', 'pending', 'delivering')))
+                THEN 'blocked'
+                WHEN r.claim AND NOT EXISTS (
+                    SELECT 1 FROM {schema}.subscription_pace p
+                     WHERE p.subscription_id = r.subscription_id AND (p.pace < 1 OR p.hold_until > now()))
+                THEN 'delivering'
+                ELSE 'pending' END AS status
+      FROM planned r
+      JOIN {schema}.subscriptions s ON s.id = r.subscription_id
+), inserted AS (
+    INSERT INTO {schema}.deliveries_live
+           (event_position, event_enqueued_at, subscription_id, ordering_key, status, attempts, claim_token,
+            leased_until)
+    SELECT position, enqueued_at, subscription_id, ordering_key, status,
+           CASE WHEN status = 'delivering' THEN 1 ELSE 0 END,
+           CASE WHEN status = 'delivering' THEN %(token)s::uuid END,
+           CASE WHEN status = 'delivering' THEN now() + make_interval(secs => %(lease)s) END
+      FROM decided
+     ORDER BY position, subscription_id
+    ON CONFLICT (event_position, subscription_id) DO NOTHING
+    RETURNING id, event_position, subscription_id, ordering_key, status, attempts
+), routed AS (
+    UPDATE {schema}.events SET routed_at = now()
+     WHERE position = ANY (%(event_positions)b::int8[]) AND routed_at IS NULL
+       AND enqueued_at BETWEEN %(first_enqueued_at)s AND %(last_enqueued_at)s
+       AND current_setting('outbox.fast_path', true) = %(token_text)s
+)
+SELECT id, event_position, subscription_id, ordering_key, status, attempts FROM inserted;
+
 -- name: claim
 -- Due deliveries, per active subscription up to its free capacity (a paused, held or saturated one is
 -- not in the list, so its backlog is never scanned), plus rows whose lease expired (a dead worker's),
@@ -376,30 +462,58 @@ UPDATE {schema}.subscriptions SET handshake_at = now(), allowed_rate = %s, updat
  WHERE id = %s AND agreement = 'preflight'
    AND (allowed_rate IS DISTINCT FROM %s OR handshake_at < now() - interval '1 minute' OR handshake_at IS NULL);
 
--- name: record_results
--- Writes outcomes back, only where the claim is still ours (same token, still delivering): a worker
--- whose lease expired cannot overwrite the new owner's result. A delivered or failed row gets its
--- finished_at and moves out of deliveries_live into the final leaf of its kind and time.
-UPDATE {schema}.deliveries d
-   SET status = r.status,
-       next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + make_interval(secs => r.delay)
-                              ELSE d.next_attempt_at END,
-       delivered_at = CASE WHEN r.status = 'delivered' THEN now() END,
-       finished_at = CASE WHEN r.status IN ('delivered', 'failed') THEN now() END,
-       claim_token = NULL, leased_until = NULL,
-       last_status_code = r.code, last_error = r.error, updated_at = now()
-  FROM unnest(%b::int8[], %b::uuid[], %b::text[], %b::int4[], %b::text[], %b::float8[])
-       AS r(id, token, status, code, error, delay)
- WHERE d.id = r.id AND d.claim_token = r.token AND d.status = 'delivering'
-RETURNING d.id;
-
--- name: insert_attempts
--- One row per HTTP attempt (kept even when the fence refused the result: the attempt happened; and
--- when its delivery was removed meanwhile with its subscription: attempts have no foreign key, their
--- leaf goes at the longest retention).
-INSERT INTO {schema}.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
-SELECT a.* FROM unnest(%b::int8[], %b::timestamptz[], %b::float8[], %b::int4[], %b::text[], %b::text[])
-       AS a(delivery_id, attempted_at, duration_ms, status_code, error, response_body);
+-- name: record_batch
+-- The recorder's batch (in batched mode, the results of whole requests) in one statement: the
+-- outcomes written only where the claim is still ours (same token, still delivering: a worker whose
+-- lease expired cannot overwrite the new owner's result; a delivered or failed row gets its finished_at
+-- and moves out of deliveries_live into the final leaf of its kind and time); one attempt row per
+-- result (kept even when the fence refused the result: the attempt happened; and when its delivery
+-- was removed meanwhile with its subscription: attempts have no foreign key, their leaf goes at the
+-- longest retention); and for each key
+-- whose delivery this statement finished (delivered or failed) the oldest blocked one made pending,
+-- unless the key has another head. The statement's snapshot still shows the finished rows as delivering, so they
+-- are left out of that check by id. Run after lock_keys for the finished keys, in the same
+-- transaction (its snapshot must follow the locks). Returns ('recorded' | 'promoted', id).
+WITH r AS (
+    SELECT * FROM unnest(%b::int8[], %b::uuid[], %b::text[], %b::int4[], %b::text[], %b::float8[],
+                         %b::timestamptz[], %b::float8[], %b::text[], %b::text[])
+           AS r(id, token, status, code, error, delay, attempted_at, duration_ms, attempt_error, response_body)
+), recorded AS (
+    UPDATE {schema}.deliveries d
+       SET status = r.status,
+           next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + make_interval(secs => r.delay)
+                                  ELSE d.next_attempt_at END,
+           delivered_at = CASE WHEN r.status = 'delivered' THEN now() END,
+           finished_at = CASE WHEN r.status IN ('delivered', 'failed') THEN now() END,
+           claim_token = NULL, leased_until = NULL,
+           last_status_code = r.code, last_error = r.error, updated_at = now()
+      FROM r
+     WHERE d.id = r.id AND d.claim_token = r.token AND d.status = 'delivering'
+    RETURNING d.id, d.subscription_id, d.ordering_key, d.status
+), attempted AS (
+    INSERT INTO {schema}.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+    SELECT r.id, r.attempted_at, r.duration_ms, r.code, r.attempt_error, r.response_body
+      FROM r
+), promoted AS (
+    UPDATE {schema}.deliveries d
+       SET status = 'pending', next_attempt_at = now(), updated_at = now()
+      FROM (SELECT DISTINCT ON (b.subscription_id, b.ordering_key) b.id
+              FROM {schema}.deliveries b
+              JOIN (SELECT DISTINCT subscription_id, ordering_key FROM recorded
+                     WHERE status IN ('delivered', 'failed') AND ordering_key IS NOT NULL) AS k
+                ON b.subscription_id = k.subscription_id AND b.ordering_key = k.ordering_key
+             WHERE b.status = 'blocked'
+             ORDER BY b.subscription_id, b.ordering_key, b.id) AS n
+     WHERE d.id = n.id
+       AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries e
+                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                          AND e.status IN ('pending', 'delivering')
+                          AND e.id NOT IN (SELECT id FROM recorded WHERE status IN ('delivered', 'failed')))
+    RETURNING d.id
+)
+SELECT 'recorded', id FROM recorded
+UNION ALL
+SELECT 'promoted', id FROM promoted;
 
 -- name: promote_next
 -- After deliveries finished (delivered or failed): the oldest blocked delivery of each of their keys

@@ -148,16 +148,46 @@ def test_commit_notifies_idle_workers_once(conn: psycopg.Connection[Any], databa
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute('LISTEN "outbox.events"')
         listener.execute("INSERT INTO outbox.idle_workers (worker_id, listen_pid) VALUES ('w1', 1), ('w2', 2)")
+        first = _event()
+        position = outbox.enqueue(conn, first)
         outbox.enqueue(conn, _event())
         outbox.enqueue_many(conn, [_event(), _event()])
         assert list(listener.notifies(timeout=0.2, stop_after=1)) == [], "notified before commit"
         conn.commit()
-        got = list(listener.notifies(timeout=2, stop_after=1))
-        assert [n.channel for n in got] == ["outbox.events"]
-        assert list(listener.notifies(timeout=0.3)) == [], "one transaction, one wake-up"
+        got = list(listener.notifies(timeout=2, stop_after=2))
+        assert [n.channel for n in got] == ["outbox.events", "outbox.events"]
+        # The first event rides along for the fast path, with its exact enqueued_at (its leaf, in
+        # microseconds since 1970); the rest are one plain wake-up.
+        head, micros, document = got[0].payload.split(" ", 2)
+        assert (int(head), json.loads(document)) == (position, first.to_dict())
+        stored = listener.execute(
+            "SELECT (extract(epoch FROM enqueued_at) * 1000000)::bigint FROM outbox.events WHERE position = %s",
+            (position,),
+        ).fetchone()
+        assert stored is not None and int(micros) == stored[0]
+        assert got[1].payload == ""
+        assert list(listener.notifies(timeout=0.3)) == [], "one transaction: its first event and one wake-up"
         outbox.enqueue(conn, _event())
         conn.rollback()
         assert list(listener.notifies(timeout=0.3)) == [], "a rolled-back transaction wakes nobody"
+
+
+def test_an_event_too_big_for_a_notify_payload_wakes_with_an_empty_one(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute('LISTEN "outbox.events"')
+        listener.execute("INSERT INTO outbox.idle_workers (worker_id, listen_pid) VALUES ('w1', 1)")
+        big = CloudEvent(type="t", source="s", data={"text": "x" * 8000})
+        outbox.enqueue(conn, big)
+        conn.commit()
+        assert [n.payload for n in listener.notifies(timeout=2, stop_after=1)] == [""]
+        small = _event()
+        position = outbox.enqueue(conn, small)  # a new transaction: its first event rides along again
+        conn.commit()
+        [notice] = listener.notifies(timeout=2, stop_after=1)
+        head, micros, document = notice.payload.split(" ", 2)
+        assert (int(head), micros.isdigit(), json.loads(document)) == (position, True, small.to_dict())
 
 
 def test_another_schema(database_url: str, reader: psycopg.Connection[Any]) -> None:

@@ -40,6 +40,7 @@ def test_first_run_applies_all_second_is_a_no_op(empty_database_url: str) -> Non
         "subscription_pace",
         "event_types",
         "catalogue_version",
+        "subscriptions_version",
         "api_clients",
         "intake_ids",
     }

@@ -135,6 +135,15 @@ class Metrics:
             "Unix time of the last successful backlog snapshot (0: none yet); stale means the gauges are.",
             registry=r,
         )
+        self.fast_path = Counter(
+            "outbox_fast_path",
+            "Wake-ups served by the idle fast path (taken: routed, claimed and started in one round trip) "
+            "or sent back to the normal path by the database (refused: the worker's view was stale).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("taken", "refused"):
+            self.fast_path.labels(outcome=outcome)
         self.refresh_errors = Counter(
             "outbox_metrics_refresh_errors", "Backlog snapshots that failed or timed out.", registry=r
         )

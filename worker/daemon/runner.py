@@ -35,7 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from outbox import Subscription
 from outbox._operations import key_lock_prefix
 from outbox._sql import migrations, query
-from worker.daemon import partitions, router
+from worker.daemon import fast_path, partitions, router
 from worker.daemon.settings import WorkerSettings
 from worker.delivery.http import Claimed, Result, Sender, Target
 from worker.delivery.outcome import Outcome
@@ -75,6 +75,13 @@ class Worker:
         self._cycles = 0
         self.delivered = 0  # counters for progress lines and tests
         self.attempts = 0
+        self.fast_paths = 0  # notifications served by the fast path (one round trip)
+        self.fast_path_fallbacks = 0  # fast paths the database refused (an assumption was wrong)
+        self._notices = fast_path.Notices(settings.batch_size)
+        self._fast_view: fast_path.View | None = None  # what the last normal pass read, for the fast path
+        # Loop time by which a normal pass must look again (retries and expired leases fall due,
+        # rate tokens come back): fast paths alone never see those.
+        self._look_again_at = 0.0
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
         self._box = SecretBox.from_setting(secret_key)
         # Per subscription, for its current version (its row): the parsed subscription (secrets
@@ -171,7 +178,8 @@ class Worker:
             if self._metrics is not None:
                 await self._metrics.stop()
             await self._pool.close(timeout=2.0)
-            log(logging.INFO, "worker stopped", worker=self.settings.worker_id, delivered=self.delivered)
+            log(logging.INFO, "worker stopped", worker=self.settings.worker_id, delivered=self.delivered,
+                fast_paths=self.fast_paths, fast_path_fallbacks=self.fast_path_fallbacks)  # fmt: skip
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(query("worker_session", self.schema))
@@ -254,8 +262,15 @@ class Worker:
         self._wake.clear()
         if self._recorder.done():  # the recorder must never be gone while deliveries finish
             self._recorder = asyncio.create_task(self._record_forever(), name="recorder")
+        events, plain = self._notices.take()
+        loop = asyncio.get_running_loop()
+        if events and not plain and loop.time() < self._look_again_at and await self._fast_path(events):
+            # Served: sleep until the next NOTIFY, a finishing delivery, or the normal pass's due time.
+            await self._sleep(self._look_again_at - loop.time())
+            return
         limit = min(batch, self._free_slots())
         routed, claimed = await self._route_claim_and_start(limit)
+        self._look_again_at = loop.time() + self._next_look(claimed)
         busy = routed >= batch or (limit > 0 and claimed >= limit)
         if busy:
             await self._set_idle(False)
@@ -268,15 +283,25 @@ class Worker:
             # was visible to its host did not notify us, but this look finds it.
             await self._set_idle(True)
             return
-        # Sleep until the next retry is due, or the poll interval. Rows due now that this pass did
-        # not claim are blocked (their subscription is saturated, or another worker holds them):
-        # finishing deliveries wake us, so do not spin on them.
+        await self._sleep(self._next_look(claimed, busy))
+
+    def _next_look(self, claimed: int, busy: bool = False) -> float:
+        """Seconds until a pass must look again: the next retry or lease expiry, a rate-limited
+        subscription's next token, at most the poll interval. Rows due now that the pass did not
+        claim are blocked (their subscription is saturated, held, or another worker holds them):
+        finishing deliveries wake us, so do not spin on them."""
         due = self._next_due_in
         if busy or due is None or (due <= 0 and claimed == 0):
             due = self.settings.poll_interval
         if self._next_token_in is not None:  # a rate-limited subscription waits for its next token
             due = min(due, self._next_token_in)
-        await self._sleep(max(0.0, due))
+        return max(0.0, due)
+
+    def _want_pass(self) -> None:
+        """Work the fast path does not see is waiting (a promoted successor, a retry, claims held
+        back by slots or a share): the next pass is a normal one."""
+        self._look_again_at = 0.0
+        self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -312,13 +337,16 @@ class Worker:
                 await conn.execute(BEGIN)
                 locked_cursor = await conn.execute(query("route_lock", schema), (router.lock_key(schema),))
                 events_cursor = await conn.execute(query("unrouted_events", schema), (batch,))
+                version_cursor = await conn.execute(query("subscriptions_version", schema))
                 subscriptions_cursor = conn.cursor(row_factory=dict_row)
                 await subscriptions_cursor.execute(query("list_subscriptions", schema))
                 await pipeline.sync()
                 locked = await locked_cursor.fetchone()
                 events = await events_cursor.fetchall() if locked and locked[0] else []
+                version = await version_cursor.fetchone()
                 rows = await subscriptions_cursor.fetchall()
                 subscriptions = self._subscriptions(rows)
+                self._keep_fast_view(version[0] if version else None, subscriptions, rows)
                 if events:
                     routes = router.plan(events, subscriptions)
                     if routes.positions:
@@ -361,6 +389,11 @@ class Worker:
                   for d_id, attempts, sub_id, event, key, rescued in rows]  # fmt: skip
         taken = Counter(c.subscription_id for c in claims)
         self._saturated = len(claims) >= limit > 0 or any(taken[s] >= cap for s, cap in caps_used.items())
+        self._start(claims)
+        return routed, len(rows)
+
+    def _start(self, claims: list[Claimed]) -> None:
+        """A task per request (one claim, or a batch in batched mode)."""
         for target, group in self._requests(claims):
             self._per_subscription[group[0].subscription_id] += len(group)
             task = asyncio.create_task(self._deliver(target, group))
@@ -368,7 +401,91 @@ class Worker:
                 self._in_flight[claimed.id] = (claimed, task)
         if self._metrics is not None:
             self._metrics.set_in_flight(len(self._in_flight))
-        return routed, len(rows)
+
+    # -- the idle fast path (worker/daemon/fast_path.py) ----------------------------------------
+
+    def _keep_fast_view(
+        self, version: int | None, subscriptions: list[Subscription], rows: list[dict[str, Any]]
+    ) -> None:
+        """Keep what this pass read for the fast path: the subscriptions, the version read before
+        them, and those it may claim for (active, a usable target, no rate limit, not held after a
+        429 nor slowed down: those take the normal path's pace accounting)."""
+        if version is None:  # cannot happen on a migrated schema; without it, no fast path
+            self._fast_view = None
+            return
+        state = {row["id"]: row for row in rows}
+        units: dict[uuid.UUID, int] = {}
+        for subscription in subscriptions:
+            sub_id = uuid.UUID(str(subscription.id))
+            target = self._known[sub_id][2] if sub_id in self._known else None
+            row = state.get(sub_id)
+            if (
+                subscription.status != "active"
+                or target is None
+                or subscription.rate_per_minute is not None
+                or row is None
+                or row["held"]
+                or (row["pace"] is not None and row["pace"] < 1)
+            ):
+                continue
+            units[sub_id] = target.batch_max
+        self._fast_view = fast_path.View(int(version), subscriptions, units)
+
+    async def _fast_path(self, events: list[tuple[int, str, datetime]]) -> bool:
+        """Route, claim and start what the NOTIFYs carried in one round trip; False: not done (the
+        worker is not idle, has not read the subscriptions yet, or the database refused an
+        assumption), the normal path is to run."""
+        current = self._fast_view
+        if current is None or not self._idle or self._stopping.is_set() or self._free_slots() <= 0:
+            return False
+        events = sorted({e[0]: e for e in events}.values())  # a position twice (a repeated NOTIFY): once
+        routes, claim = fast_path.plan(
+            current, events, free_slots=self._free_slots(), share=self.settings.subscription_concurrency,
+            in_flight=self._per_subscription,
+        )  # fmt: skip
+        token = uuid.uuid4()
+        params = fast_path.parameters(
+            current, events, routes, claim, token=token, lease=self.settings.lease_seconds,
+            route_lock=router.lock_key(self.schema), key_lock=key_lock_prefix(self.schema),
+        )  # fmt: skip
+        schema = self.schema
+
+        async def step(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, list[tuple[Any, ...]]]:
+            async with conn.pipeline() as pipeline:
+                await conn.execute(BEGIN)
+                await conn.execute(query("route_lock", schema), (params["lock"],))
+                guard_cursor = await conn.execute(query("fast_guard", schema), params)
+                route_cursor = await conn.execute(query("fast_route", schema), params)
+                await conn.execute(COMMIT)
+                await pipeline.sync()
+                return await guard_cursor.fetchone(), await route_cursor.fetchall()
+
+        try:
+            guard, made = await self._db(step, forever=False)
+        except psycopg.DatabaseError as exc:
+            if isinstance(exc, DATABASE_ERRORS):  # the database is away: the normal path waits for it
+                raise
+            # A statement the database refused (not an assumption: those are answered, not raised).
+            log(logging.ERROR, "fast path failed, taking the normal path", error=type(exc).__name__)
+            return False
+        if not guard or not guard[3]:
+            self.fast_path_fallbacks += 1
+            if self._metrics is not None:
+                self._metrics.fast_path.labels(outcome="refused").inc()
+            log(logging.DEBUG, "fast path refused, taking the normal path", locked=guard and guard[0],
+                current=guard and guard[1], in_order=guard and guard[2])  # fmt: skip
+            return False
+        self.fast_paths += 1
+        if self._metrics is not None:
+            self._metrics.fast_path.labels(outcome="taken").inc()
+        texts = {position: text for position, text, _ in events}
+        claims = [Claimed(d_id, attempts, sub_id, texts[position], token, key)
+                  for d_id, position, sub_id, key, status, attempts in made if status == "delivering"]  # fmt: skip
+        self._saturated = False
+        self._start(claims)
+        if any(status == "pending" for *_, status, _ in made):
+            self._want_pass()  # made pending but not claimed here (no slot, rate limit, 429 hold): a pass claims it
+        return True
 
     def _subscriptions(self, rows: list[dict[str, Any]]) -> list[Subscription]:
         """The subscriptions of this pass; a version seen before is not parsed (nor decrypted) again."""
@@ -490,7 +607,7 @@ class Worker:
             # or a subscription's share: keeps the pipe full without tiny claims, and an idle worker
             # does not spend a pass (a transaction) after every delivery.
             if self._saturated and self._free_slots() * 2 >= min(self.settings.batch_size, self.settings.concurrency):
-                self._wake.set()
+                self._want_pass()
         if self._metrics is not None:
             self._metrics.set_in_flight(len(self._in_flight))
             for r in results:
@@ -577,25 +694,12 @@ class Worker:
                     query("lock_keys", self.schema),
                     (key_lock_prefix(self.schema), finished_subscriptions, finished_keys),
                 )
+            # Outcomes, attempts and promotions in one statement (record_batch).
             recorded_cursor = await conn.execute(
-                query("record_results", self.schema), (ids, tokens, states, codes, errors, delays)
-            )
-            await conn.execute(
-                query("insert_attempts", self.schema),
-                (
-                    ids,
-                    [r.attempted_at for r in batch],
-                    [r.duration_ms for r in batch],
-                    codes,
-                    [r.error for r in batch],
-                    [r.body for r in batch],
-                ),
-            )
-            promoted_cursor = None
-            if finished:
-                promoted_cursor = await conn.execute(
-                    query("promote_next", self.schema), (finished_subscriptions, finished_keys)
-                )
+                query("record_batch", self.schema),
+                (ids, tokens, states, codes, errors, delays, [r.attempted_at for r in batch],
+                 [r.duration_ms for r in batch], [r.error for r in batch], [r.body for r in batch]),
+            )  # fmt: skip
             retired_cursor = None
             if retired:
                 retired_cursor = await conn.execute(
@@ -613,8 +717,9 @@ class Worker:
                 await conn.execute(query("record_preflight", self.schema), (allowed_rate, sub_id, allowed_rate))
             await conn.execute(COMMIT)
             await pipeline.sync()
-            recorded = await recorded_cursor.fetchall()
-            promoted = len(await promoted_cursor.fetchall()) if promoted_cursor is not None else 0
+            written = await recorded_cursor.fetchall()
+            recorded = [row for row in written if row[0] == "recorded"]
+            promoted = len(written) - len(recorded)
             if retired_cursor is not None:
                 for subscription_id, url in await retired_cursor.fetchall():
                     log(logging.WARNING, "subscription paused: 410 Gone", subscription=str(subscription_id),
@@ -628,7 +733,7 @@ class Worker:
                 subscriptions=sorted(map(str, slowed)),
             )
         if promoted or any(r.outcome.kind in ("retry", "retired") for r in batch):
-            self._wake.set()
+            self._want_pass()
         fenced = len(batch) - len(recorded)
         if fenced:
             log(logging.WARNING, "results refused: claim no longer ours (lease expired)", count=fenced)
@@ -655,7 +760,8 @@ class Worker:
                         lost = False
                         self._idle = False  # re-register with the new pid on the next idle pass
                     self._wake.set()  # something may have been committed while we were not listening
-                    async for _ in conn.notifies():
+                    async for notice in conn.notifies():
+                        self._notices.add(notice.payload)
                         self._wake.set()
             except DATABASE_ERRORS as exc:
                 self._listen_pid = None
