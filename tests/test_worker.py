@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -130,10 +131,17 @@ def test_410_pauses_the_subscription_and_its_deliveries_wait(
     assert status is not None
     assert status[0] == "paused"
     assert "410" in status[1]
+
+    # The pause is logged when the first 410 is written; deliveries claimed before it may still be in
+    # flight, or answered and not yet written: they are "delivering" until their 410 is recorded too.
+    def settled() -> list[dict[str, Any]] | None:
+        rows = deliveries(database_url)
+        return rows if len(rows) == 3 and all(r["status"] != "delivering" for r in rows) else None
+
+    rows = wait_until(settled, message="no delivery in flight")
+    assert {r["status"] for r in rows} == {"pending"}, "nothing lost, nothing failed: they wait"
     sent = len(receiver.received)
     assert 1 <= sent <= 3
-    rows = deliveries(database_url)
-    assert {r["status"] for r in rows} == {"pending"}, "nothing lost, nothing failed: they wait"
     # Resumed (and the receiver back), they go out.
     receiver.answer = lambda n, r: (204, {}, 0.0)
     with psycopg.connect(database_url) as conn:
