@@ -351,10 +351,13 @@ SELECT id, event_position, subscription_id, ordering_key, status, attempts FROM 
 -- nothing needs skipping for order. A rate-limited subscription takes no more than its tokens allow
 -- (refill_pace locked and refilled them in this transaction; `unit` = events per request). Sets a
 -- fresh claim token and lease.
+-- The list was read by an earlier statement: a pause committed since (a 410 recorded with its
+-- delivery put back to pending, an operator) is seen here, so nothing is sent to a paused target.
 WITH due AS (
     SELECT d.id, false AS rescued
       FROM unnest(%(subscriptions)s::uuid[], %(caps)s::int4[], %(units)s::int4[], %(rated)s::bool[])
            AS q(subscription_id, cap, unit, rated)
+      JOIN {schema}.subscriptions s ON s.id = q.subscription_id AND s.status = 'active'
       LEFT JOIN {schema}.subscription_pace p ON q.rated AND p.subscription_id = q.subscription_id
      CROSS JOIN LATERAL (
            SELECT id FROM {schema}.deliveries
@@ -369,6 +372,7 @@ WITH due AS (
       FROM {schema}.deliveries d
      WHERE d.status = 'delivering' AND d.leased_until < now()
        AND d.subscription_id = ANY (%(subscriptions)s::uuid[])
+       AND EXISTS (SELECT 1 FROM {schema}.subscriptions s WHERE s.id = d.subscription_id AND s.status = 'active')
      ORDER BY d.leased_until
      LIMIT %(limit)s
        FOR UPDATE OF d SKIP LOCKED

@@ -217,7 +217,12 @@ def test_tls_to_an_unknown_ca_is_refused(database_url: str, start_worker: Worker
     with conformance_receiver(config, _server_context(ca, client_ca=False)) as base:
         subscribe(database_url, f"{base}/hook")  # no CA bundle: the default trust store does not know it
         enqueue(database_url, [zaak_event("z1")])
-        start_worker()
-        wait_until(lambda: _last_error(database_url), message="the TLS failure recorded")
+        # One attempt, then failed: a final state reached while the receiver listens. With retries, one
+        # could run after the receiver stopped and record "connection refused" over the TLS verdict.
+        # That one attempt carries the verdict: a starved machine must not turn it into a timeout.
+        start_worker({"OUTBOX_RETRY_MAX_ATTEMPTS": "1", "OUTBOX_REQUEST_TIMEOUT": "5", "OUTBOX_LEASE_SECONDS": "15"})
+        wait_until(lambda: [d["status"] for d in deliveries(database_url)] == ["failed"], message="failed")
         assert config.received == []
+    [attempt] = attempts(database_url)
+    assert "certificate" in attempt["error"].lower()
     assert "certificate" in deliveries(database_url)[0]["last_error"].lower()

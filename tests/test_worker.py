@@ -7,11 +7,13 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import psycopg
 import pytest
 
 import outbox
+from outbox._sql import query
 from tests.support import (
     Answer,
     Received,
@@ -129,15 +131,48 @@ def test_410_pauses_the_subscription_and_its_deliveries_wait(
     assert status is not None
     assert status[0] == "paused"
     assert "410" in status[1]
+
+    # The pause is logged when the first 410 is written; deliveries claimed before it may still be in
+    # flight, or answered and not yet written: they are "delivering" until their 410 is recorded too.
+    def settled() -> list[dict[str, Any]] | None:
+        rows = deliveries(database_url)
+        return rows if len(rows) == 3 and all(r["status"] != "delivering" for r in rows) else None
+
+    rows = wait_until(settled, message="no delivery in flight")
+    assert {r["status"] for r in rows} == {"pending"}, "nothing lost, nothing failed: they wait"
     sent = len(receiver.received)
     assert 1 <= sent <= 3
-    rows = deliveries(database_url)
-    assert {r["status"] for r in rows} == {"pending"}, "nothing lost, nothing failed: they wait"
     # Resumed (and the receiver back), they go out.
     receiver.answer = lambda n, r: (204, {}, 0.0)
     with psycopg.connect(database_url) as conn:
         conn.execute("UPDATE outbox.subscriptions SET status = 'active', paused_reason = NULL WHERE id = %s", (sub,))
     wait_until(lambda: count_delivered(database_url) == 3, message="delivered after resume")
+
+
+def test_a_claim_takes_nothing_of_a_subscription_paused_after_the_worker_listed_it(database_url: str) -> None:
+    # The worker reads the active subscriptions, then claims for them in a later statement of the same
+    # (read committed) transaction: a pause committed in between, such as a 410 recorded meanwhile with its
+    # delivery back to pending, must hold for that claim, or the paused target gets a request.
+    sub = uuid.UUID(subscribe(database_url, "https://hook.example.nl/x"))
+    enqueue(database_url, [zaak_event("due"), zaak_event("lease-expired")])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        positions = [row[0] for row in conn.execute("SELECT position FROM outbox.events ORDER BY position")]
+        conn.execute(query("insert_deliveries", "outbox"), (positions, [sub, sub], ["due", "lease-expired"]))
+        conn.execute(
+            "UPDATE outbox.deliveries SET status = 'delivering', claim_token = gen_random_uuid(), "
+            "leased_until = now() - interval '1 second' WHERE ordering_key = 'lease-expired'"
+        )
+
+        def claim() -> list[str]:
+            params = {"subscriptions": [sub], "caps": [10], "units": [1], "rated": [False], "limit": 10,
+                      "token": uuid.uuid4(), "lease": 60.0}  # fmt: skip
+            with conn.transaction(force_rollback=True):
+                return sorted(row[4] for row in conn.execute(query("claim", "outbox"), params))
+
+        conn.execute("UPDATE outbox.subscriptions SET status = 'paused', paused_reason = 'gone' WHERE id = %s", (sub,))
+        assert claim() == []
+        conn.execute("UPDATE outbox.subscriptions SET status = 'active', paused_reason = NULL WHERE id = %s", (sub,))
+        assert claim() == ["due", "lease-expired"]
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
