@@ -100,6 +100,7 @@ from throughput import (
 
 import outbox
 from outbox._sql import query
+from worker.daemon import partitions
 from worker.daemon.maintenance import parse_duration
 
 SOAK_DB = "bench_soak"
@@ -457,10 +458,26 @@ class Soak:
         env["OUTBOX_PARTITION_INTERVAL"] = self.args.partition_interval
         return env
 
+    def _leaves_of_the_interval(self) -> None:
+        """The migration made daily leaves ahead, and new leaves continue from the last bound: on this
+        new, empty database, make the run's interval apply at once (as an installation that chose it
+        before its first event would) by dropping those empty leaves and making the run's ones."""
+        step = parse_duration(self.args.partition_interval)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for parent in ("events", "deliveries_delivered", "deliveries_failed", "delivery_attempts"):
+                leaves = conn.execute(
+                    f"SELECT leaf::text FROM {OUTBOX_SCHEMA}.partition_leaves(%s) WHERE upper_bound IS NOT NULL",
+                    (parent,),
+                ).fetchall()
+                for (leaf,) in leaves:
+                    conn.execute(f"DROP TABLE {leaf}")  # regclass text: already a qualified, quoted name
+            partitions.ensure(conn, OUTBOX_SCHEMA, step)
+
     def start(self, admin_url: str) -> None:
         recreate_database(admin_url, SOAK_DB)
         self.receiver = Receiver(self.children)
         self.subscription_id = setup_database(self.url, self.receiver.hook, peers=False)  # outbox.migrate + 1 sub
+        self._leaves_of_the_interval()
         self.monitor = psycopg.connect(self.url, autocommit=True)
         self.monitor.execute(query("worker_session", OUTBOX_SCHEMA))  # no JIT, as the worker's sessions
         self.monitor.execute("SET statement_timeout = '30s'")
