@@ -77,7 +77,7 @@ SELECT s.id, s.callback_url, s.kanalen, s.types, s.filters, s.content_mode, s.st
        s.handshake_at, s.created_at, s.updated_at, s.agreement, s.requested_rate, s.allowed_rate, s.batch_max, s.content_type,
        s.preflight, s.allow_query_token, s.auth_kind, s.oauth2_token_url, s.oauth2_client_id, s.oauth2_scope, s.zgw_client_id,
        s.ca_bundle, s.client_cert, s.secrets, s.secrets_encrypted, s.owner, s.source, s.headers, s.send_cloudevents,
-       s.cloudevent_filters, p.pace, p.hold_until > now() AS held
+       s.cloudevent_filters, p.pace, p.hold_until > now() AS held, p.concurrency_limit
   FROM {schema}.subscriptions s
   LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = s.id
  ORDER BY s.created_at, s.id;
@@ -257,20 +257,32 @@ UPDATE {schema}.events SET routed_at = now() WHERE position = ANY (%b::int8[]) A
 -- Due deliveries, per active subscription up to its free capacity (a paused, held or saturated one is
 -- not in the list, so its backlog is never scanned), plus rows whose lease expired (a dead worker's),
 -- skipping rows other workers hold (SKIP LOCKED). Only heads of their ordering key are pending, so
--- nothing needs skipping for order. A rate-limited subscription takes no more than its tokens allow
--- (refill_pace locked and refilled them in this transaction; `unit` = events per request). Sets a
--- fresh claim token and lease.
+-- nothing needs skipping for order. A subscription takes no more than its concurrency limit (adaptive:
+-- on its pace row, NULL = the initial limit; fixed: max_requests) minus what all workers have in flight
+-- for it (lock_concurrency serialised the claims, so this count is current), in requests of `unit`
+-- events. A rate-limited subscription also takes no more than its tokens allow (refill_pace locked and
+-- refilled them in this transaction). Sets a fresh claim token and lease.
 WITH due AS (
     SELECT d.id, false AS rescued
-      FROM unnest(%(subscriptions)s::uuid[], %(caps)s::int4[], %(units)s::int4[], %(rated)s::bool[])
-           AS q(subscription_id, cap, unit, rated)
-      LEFT JOIN {schema}.subscription_pace p ON q.rated AND p.subscription_id = q.subscription_id
+      FROM unnest(%(subscriptions)s::uuid[], %(caps)s::int4[], %(units)s::int4[], %(rated)s::bool[],
+                  %(max_requests)s::int4[])
+           AS q(subscription_id, cap, unit, rated, max_requests)
+      LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = q.subscription_id
+     CROSS JOIN LATERAL (
+           SELECT count(*) AS n FROM {schema}.deliveries
+            WHERE subscription_id = q.subscription_id AND status = 'delivering') AS f
      CROSS JOIN LATERAL (
            SELECT id FROM {schema}.deliveries
             WHERE subscription_id = q.subscription_id AND status = 'pending' AND next_attempt_at <= now()
             ORDER BY next_attempt_at, id
-            LIMIT CASE WHEN q.rated THEN least(q.cap, greatest(floor(coalesce(p.tokens, 0)), 0)::int4 * q.unit)
-                       ELSE q.cap END
+            LIMIT least(q.cap,
+                        CASE WHEN q.rated THEN greatest(floor(coalesce(p.tokens, 0)), 0)::int4 * q.unit
+                             ELSE q.cap END,
+                        greatest(CASE WHEN %(adaptive)s
+                                      THEN least(q.max_requests,
+                                                 floor(coalesce(p.concurrency_limit, %(initial)s))::int4)
+                                      ELSE q.max_requests END
+                                 - ceil(f.n::float8 / q.unit)::int4, 0) * q.unit)
               FOR UPDATE SKIP LOCKED) AS d
      LIMIT %(limit)s
 ), expired AS (
@@ -290,6 +302,31 @@ UPDATE {schema}.deliveries d
   FROM picked p, {schema}.events ev
  WHERE d.id = p.id AND ev.position = d.event_position
 RETURNING d.id, d.attempts, d.subscription_id, ev.event::text, d.ordering_key, p.rescued;
+
+-- name: lock_concurrency
+-- Before the claim: one worker at a time claims for a subscription that has due deliveries, so the
+-- claim's count of what all workers have in flight for it is current (it runs after the lock is
+-- granted, with a fresh snapshot) and together they keep to its concurrency limit. Advisory locks
+-- (nothing is written), taken in one order by every worker (no deadlocks), and only for subscriptions
+-- with due work: an idle subscription costs no lock.
+SELECT pg_advisory_xact_lock(h)
+  FROM (SELECT hashtextextended(%(concurrency_lock)s || q.subscription_id::text, 0) AS h
+          FROM unnest(%(subscriptions)s::uuid[]) AS q(subscription_id)
+         WHERE EXISTS (SELECT 1 FROM {schema}.deliveries
+                        WHERE subscription_id = q.subscription_id AND status = 'pending'
+                          AND next_attempt_at <= now())
+         ORDER BY 1) AS locks;
+
+-- name: claim_left
+-- After the claim, in its transaction: the subscriptions that still have due deliveries (held back by
+-- their concurrency limit, rate or this process's slots), so that deliveries to them finishing wake
+-- the worker; and the database's clock at the claim, against which a later cut of the limit is judged.
+SELECT q.subscription_id, now() AS claimed_at
+  FROM unnest(%(subscriptions)s::uuid[]) AS q(subscription_id)
+ WHERE EXISTS (SELECT 1 FROM {schema}.deliveries
+                WHERE subscription_id = q.subscription_id AND status = 'pending' AND next_attempt_at <= now())
+UNION ALL
+SELECT NULL, now();
 
 -- name: create_pace
 -- Rate-limited subscriptions get their token bucket, full, the first time.
@@ -362,6 +399,85 @@ WITH locked AS (
 UPDATE {schema}.subscription_pace p SET pace = least(1.0, pace * 1.25)
   FROM locked l
  WHERE p.subscription_id = l.subscription_id;
+
+-- name: create_concurrency
+-- The recorder, before adapt_concurrency: a pace row for subscriptions that have none yet (in
+-- subscription-id order; removed subscriptions are skipped).
+INSERT INTO {schema}.subscription_pace (subscription_id)
+SELECT q.subscription_id
+  FROM unnest(%(fresh)s::uuid[]) AS q(subscription_id)
+  JOIN {schema}.subscriptions s ON s.id = q.subscription_id
+ ORDER BY q.subscription_id
+ON CONFLICT (subscription_id) DO NOTHING;
+
+-- name: adapt_concurrency
+-- The recorder: adapt each subscription's concurrency limit to the answers of this batch (rows locked
+-- in subscription-id order, as everywhere). Per subscription the worker gives: `ok` answers (2xx),
+-- `finished` results, the strongest congestion `signal` (timeout, connection error, 503, 429) and the
+-- latest claim time among them, and the slowest and fastest 2xx with the slowest one's claim time.
+--   * cut: a signal, or a 2xx far slower than the receiver's baseline ('latency': three times it, and
+--     at least half a second more), from a request claimed after the last cut (so once per round trip:
+--     the answers to what was already in flight do not cut again): the limit becomes half (latency:
+--     three quarters) of what was in use, at least 1; slow start ends there;
+--   * grow: answers without a signal while at least half the limit was in use (a limit that was never
+--     used is not proof the receiver can take it): +1 per 2xx in slow start (doubling per round trip),
+--     then +1/limit per 2xx (+1 per round trip), up to `maximum` (OUTBOX_SUBSCRIPTION_CONCURRENCY, or
+--     what the subscription's rate allows);
+--   * a limit above this worker's maximum comes down to it.
+-- The baseline is the fastest 2xx seen, drifting up 1% per batch so it follows a receiver that became
+-- slower for good. Returns each row's limit and reason, and whether this cut it.
+WITH input AS (
+    SELECT *
+      FROM unnest(%(ids)s::uuid[], %(ok)s::int4[], %(finished)s::int4[], %(signals)s::text[],
+                  %(signal_claimed)s::timestamptz[], %(slowest)s::float8[], %(slowest_claimed)s::timestamptz[],
+                  %(fastest)s::float8[], %(maxima)s::float8[])
+           AS i(subscription_id, ok, finished, signal, signal_claimed, slowest, slowest_claimed, fastest, maximum)
+), locked AS (
+    SELECT subscription_id, coalesce(concurrency_limit, %(initial)s) AS current, slow_start_threshold,
+           limit_cut_at, latency_base_ms
+      FROM {schema}.subscription_pace
+     WHERE subscription_id = ANY (%(ids)s::uuid[])
+     ORDER BY subscription_id
+       FOR UPDATE
+), judged AS (
+    SELECT l.*, i.ok, i.maximum, i.fastest,
+           CASE WHEN i.signal IS NOT NULL
+                     AND (l.limit_cut_at IS NULL OR i.signal_claimed > l.limit_cut_at) THEN i.signal
+                WHEN i.slowest > greatest(3 * l.latency_base_ms, l.latency_base_ms + 500)
+                     AND (l.limit_cut_at IS NULL OR i.slowest_claimed > l.limit_cut_at) THEN 'latency'
+           END AS cut,
+           i.signal IS NOT NULL AS signalled,
+           (SELECT count(*) FROM {schema}.deliveries d
+             WHERE d.subscription_id = l.subscription_id AND d.status = 'delivering') + i.finished AS used
+      FROM locked l
+      JOIN input i USING (subscription_id)
+), decided AS (
+    SELECT j.*,
+           CASE WHEN j.cut IS NOT NULL
+                     THEN greatest(1, least(j.current, j.used) * CASE WHEN j.cut = 'latency' THEN 0.75 ELSE 0.5 END)
+                WHEN j.current > j.maximum THEN j.maximum
+                WHEN NOT j.signalled AND j.ok > 0 AND j.used * 2 >= j.current AND j.current < j.maximum
+                     THEN least(j.maximum, j.current + CASE WHEN j.current < coalesce(j.slow_start_threshold,
+                                                                                      'infinity')
+                                                            THEN j.ok ELSE j.ok / j.current END)
+           END AS next
+      FROM judged j
+)
+UPDATE {schema}.subscription_pace p
+   SET concurrency_limit = coalesce(d.next, d.current),
+       slow_start_threshold = CASE WHEN d.cut IS NOT NULL THEN d.next ELSE p.slow_start_threshold END,
+       limit_reason = CASE WHEN d.cut IS NOT NULL THEN d.cut
+                           WHEN d.next IS NULL THEN p.limit_reason
+                           WHEN d.next >= d.maximum THEN 'maximum'
+                           ELSE 'growing' END,
+       limit_changed_at = CASE WHEN d.next IS NOT NULL THEN now() ELSE p.limit_changed_at END,
+       limit_cut_at = CASE WHEN d.cut IS NOT NULL THEN now() ELSE p.limit_cut_at END,
+       latency_base_ms = CASE WHEN d.fastest IS NULL THEN p.latency_base_ms
+                              WHEN p.latency_base_ms IS NULL THEN d.fastest
+                              ELSE least(d.fastest, p.latency_base_ms * 1.01) END
+  FROM decided d
+ WHERE p.subscription_id = d.subscription_id
+RETURNING p.subscription_id, p.concurrency_limit, p.limit_reason, d.cut IS NOT NULL AS cut;
 
 -- name: record_preflight
 -- A pre-flight handshake succeeded: when, and the rate the target allows.
