@@ -22,5 +22,7 @@ ALTER TABLE subscription_pace
     ADD COLUMN limit_changed_at     timestamptz,
     -- The last cut: answers to requests claimed before it do not cut again.
     ADD COLUMN limit_cut_at         timestamptz,
-    -- The receiver's baseline answer time (a minimum that drifts up slowly), in milliseconds.
-    ADD COLUMN latency_base_ms      double precision CHECK (latency_base_ms >= 0);
+    -- The receiver's baseline answer time in milliseconds (the lowest batch mean, drifting up 2% a
+    -- second since latency_base_at, so it follows a receiver that became slower for good).
+    ADD COLUMN latency_base_ms      double precision CHECK (latency_base_ms >= 0),
+    ADD COLUMN latency_base_at      timestamptz;

@@ -197,15 +197,28 @@ SET LOCAL search_path TO {schema};
 INSERT INTO {schema}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s);
 
 -- name: subscription_delivery_counts
--- `outbox status`: per subscription, deliveries waiting, done and failed.
+-- `outbox status`: per subscription, deliveries waiting, done and failed; in flight (all workers) and
+-- the concurrency limit, why and when it last changed (NULL: not adapted yet).
 SELECT s.id, s.callback_url, s.status,
        count(d.id) FILTER (WHERE d.status IN ('blocked', 'pending', 'delivering')) AS pending,
        count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
-       count(d.id) FILTER (WHERE d.status = 'failed') AS failed
+       count(d.id) FILTER (WHERE d.status = 'failed') AS failed,
+       count(d.id) FILTER (WHERE d.status = 'delivering') AS in_flight,
+       p.concurrency_limit, p.limit_reason, p.limit_changed_at
   FROM {schema}.subscriptions s
   LEFT JOIN {schema}.deliveries d ON d.subscription_id = s.id
- GROUP BY s.id
+  LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = s.id
+ GROUP BY s.id, p.subscription_id
  ORDER BY s.created_at, s.id;
+
+-- name: subscription_concurrency
+-- `outbox subscriptions list/show`: each subscription's concurrency limit (NULL: not adapted yet), why
+-- and when it last changed, and what all workers have in flight for it (deliveries_subscription_status_idx).
+SELECT s.id, p.concurrency_limit, p.limit_reason, p.limit_changed_at,
+       (SELECT count(*) FROM {schema}.deliveries d WHERE d.subscription_id = s.id AND d.status = 'delivering')
+  FROM {schema}.subscriptions s
+  LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = s.id
+ WHERE %(id)s::uuid IS NULL OR s.id = %(id)s::uuid;
 
 -- name: oldest_pending_seconds
 -- `outbox status`: age of the oldest event still waiting (unrouted, or with an unfinished delivery).
@@ -412,51 +425,60 @@ ON CONFLICT (subscription_id) DO NOTHING;
 
 -- name: adapt_concurrency
 -- The recorder: adapt each subscription's concurrency limit to the answers of this batch (rows locked
--- in subscription-id order, as everywhere). Per subscription the worker gives: `ok` answers (2xx),
--- `finished` results, the strongest congestion `signal` (timeout, connection error, 503, 429) and the
--- latest claim time among them, and the slowest and fastest 2xx with the slowest one's claim time.
---   * cut: a signal, or a 2xx far slower than the receiver's baseline ('latency': three times it, and
---     at least half a second more), from a request claimed after the last cut (so once per round trip:
---     the answers to what was already in flight do not cut again): the limit becomes half (latency:
---     three quarters) of what was in use, at least 1; slow start ends there;
---   * grow: answers without a signal while at least half the limit was in use (a limit that was never
---     used is not proof the receiver can take it): +1 per 2xx in slow start (doubling per round trip),
---     then +1/limit per 2xx (+1 per round trip), up to `maximum` (OUTBOX_SUBSCRIPTION_CONCURRENCY, or
---     what the subscription's rate allows);
+-- in subscription-id order, as everywhere). Per subscription the worker gives: `ok` answers (2xx) with
+-- their mean and slowest duration and the latest claim time among them, `finished` results, and the
+-- strongest congestion `signal` (timeout, connection error, 503, 429) with the latest claim time among
+-- those. `used` is what was in flight: what all workers still have, plus this batch.
+--   * cut, only by answers to requests claimed after the last cut (so at most once per round trip:
+--     what was already in flight when the limit was cut does not cut it again), to a share of `used`
+--     (never below 1); slow start ends there:
+--       - a signal: half;
+--       - 'latency', one 2xx far slower than the baseline (three times it, and half a second more: a
+--         dropped connection attempt, a receiver's queue overflowing): half;
+--       - 'latency', the mean 2xx above 1.5 times the baseline plus 50 ms (requests queue at the
+--         receiver): baseline / mean of it (Little's law: what the receiver serves at once), between a
+--         half and 0.9;
+--   * grow, on 2xx without a signal while the mean stays within 1.25 times the baseline plus 25 ms,
+--     and at least half the limit was in use (a limit never used is no proof the receiver takes it):
+--     +1 per 2xx in slow start (doubling per round trip), then +1/limit per 2xx (+1 per round trip), up
+--     to `maximum` (OUTBOX_SUBSCRIPTION_CONCURRENCY, or what the subscription's rate allows);
 --   * a limit above this worker's maximum comes down to it.
--- The baseline is the fastest 2xx seen, drifting up 1% per batch so it follows a receiver that became
--- slower for good. Returns each row's limit and reason, and whether this cut it.
+-- The baseline is the lowest batch mean of 2xx seen, drifting up 2% a second, so it follows a
+-- receiver that became slower for good. Returns each row's limit and reason, and whether this cut it.
 WITH input AS (
     SELECT *
       FROM unnest(%(ids)s::uuid[], %(ok)s::int4[], %(finished)s::int4[], %(signals)s::text[],
-                  %(signal_claimed)s::timestamptz[], %(slowest)s::float8[], %(slowest_claimed)s::timestamptz[],
-                  %(fastest)s::float8[], %(maxima)s::float8[])
-           AS i(subscription_id, ok, finished, signal, signal_claimed, slowest, slowest_claimed, fastest, maximum)
+                  %(signal_claimed)s::timestamptz[], %(mean)s::float8[], %(slowest)s::float8[],
+                  %(ok_claimed)s::timestamptz[], %(maxima)s::float8[])
+           AS i(subscription_id, ok, finished, signal, signal_claimed, mean, slowest, ok_claimed, maximum)
 ), locked AS (
     SELECT subscription_id, coalesce(concurrency_limit, %(initial)s) AS current, slow_start_threshold,
-           limit_cut_at, latency_base_ms
+           coalesce(limit_cut_at, '-infinity') AS cut_at,
+           latency_base_ms * (1 + 0.02 * greatest(extract(epoch FROM now() - latency_base_at), 0)) AS base
       FROM {schema}.subscription_pace
      WHERE subscription_id = ANY (%(ids)s::uuid[])
      ORDER BY subscription_id
        FOR UPDATE
 ), judged AS (
-    SELECT l.*, i.ok, i.maximum, i.fastest,
-           CASE WHEN i.signal IS NOT NULL
-                     AND (l.limit_cut_at IS NULL OR i.signal_claimed > l.limit_cut_at) THEN i.signal
-                WHEN i.slowest > greatest(3 * l.latency_base_ms, l.latency_base_ms + 500)
-                     AND (l.limit_cut_at IS NULL OR i.slowest_claimed > l.limit_cut_at) THEN 'latency'
+    SELECT l.*, i.ok, i.maximum, i.mean, i.signal IS NOT NULL AS signalled,
+           CASE WHEN i.signal IS NOT NULL AND i.signal_claimed > l.cut_at THEN i.signal
+                WHEN i.ok_claimed > l.cut_at
+                     AND (i.slowest > greatest(3 * l.base, l.base + 500) OR i.mean > 1.5 * l.base + 50)
+                     THEN 'latency'
            END AS cut,
-           i.signal IS NOT NULL AS signalled,
+           CASE WHEN i.signal IS NULL AND i.slowest > greatest(3 * l.base, l.base + 500) THEN 0.5
+                WHEN i.signal IS NULL THEN greatest(0.5, least(0.9, l.base / nullif(i.mean, 0)))
+                ELSE 0.5 END AS factor,
+           coalesce(i.mean <= 1.25 * l.base + 25, true) AS fast,
            (SELECT count(*) FROM {schema}.deliveries d
              WHERE d.subscription_id = l.subscription_id AND d.status = 'delivering') + i.finished AS used
       FROM locked l
       JOIN input i USING (subscription_id)
 ), decided AS (
     SELECT j.*,
-           CASE WHEN j.cut IS NOT NULL
-                     THEN greatest(1, least(j.current, j.used) * CASE WHEN j.cut = 'latency' THEN 0.75 ELSE 0.5 END)
+           CASE WHEN j.cut IS NOT NULL THEN greatest(1, least(j.current, j.used) * j.factor)
                 WHEN j.current > j.maximum THEN j.maximum
-                WHEN NOT j.signalled AND j.ok > 0 AND j.used * 2 >= j.current AND j.current < j.maximum
+                WHEN NOT j.signalled AND j.fast AND j.ok > 0 AND j.used * 2 >= j.current AND j.current < j.maximum
                      THEN least(j.maximum, j.current + CASE WHEN j.current < coalesce(j.slow_start_threshold,
                                                                                       'infinity')
                                                             THEN j.ok ELSE j.ok / j.current END)
@@ -472,9 +494,8 @@ UPDATE {schema}.subscription_pace p
                            ELSE 'growing' END,
        limit_changed_at = CASE WHEN d.next IS NOT NULL THEN now() ELSE p.limit_changed_at END,
        limit_cut_at = CASE WHEN d.cut IS NOT NULL THEN now() ELSE p.limit_cut_at END,
-       latency_base_ms = CASE WHEN d.fastest IS NULL THEN p.latency_base_ms
-                              WHEN p.latency_base_ms IS NULL THEN d.fastest
-                              ELSE least(d.fastest, p.latency_base_ms * 1.01) END
+       latency_base_ms = CASE WHEN d.mean IS NULL THEN p.latency_base_ms ELSE least(d.mean, d.base) END,
+       latency_base_at = CASE WHEN d.mean IS NULL THEN p.latency_base_at ELSE now() END
   FROM decided d
  WHERE p.subscription_id = d.subscription_id
 RETURNING p.subscription_id, p.concurrency_limit, p.limit_reason, d.cut IS NOT NULL AS cut;

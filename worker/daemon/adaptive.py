@@ -60,9 +60,13 @@ class _Tally:
     finished: int = 0
     signal: str | None = None
     signal_claimed: datetime | None = None
+    total_ms: float = 0.0
     slowest: float | None = None
-    slowest_claimed: datetime | None = None
-    fastest: float | None = None
+    ok_claimed: datetime | None = None
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None or (b is not None and b > a) else a
 
 
 def adapt_parameters(
@@ -78,21 +82,19 @@ def adapt_parameters(
     for r in batch:
         if r.error == "abandoned":  # no request was made
             continue
-        sub_id = r.claimed.subscription_id
-        tally = tallies.setdefault(sub_id, _Tally())
+        tally = tallies.setdefault(r.claimed.subscription_id, _Tally())
         tally.finished += 1
         when = claimed_at(r.claimed.token)
         signal = congestion_signal(r)
         if signal is not None:
             if tally.signal is None or SIGNALS.index(signal) < SIGNALS.index(tally.signal):
                 tally.signal = signal
-            if when is not None and (tally.signal_claimed is None or when > tally.signal_claimed):
-                tally.signal_claimed = when
+            tally.signal_claimed = _later(tally.signal_claimed, when)
         elif r.outcome.kind == "delivered" and r.status_code is not None:
             tally.ok += 1
-            if tally.slowest is None or r.duration_ms > tally.slowest:
-                tally.slowest, tally.slowest_claimed = r.duration_ms, when
-            tally.fastest = r.duration_ms if tally.fastest is None else min(tally.fastest, r.duration_ms)
+            tally.total_ms += r.duration_ms
+            tally.slowest = r.duration_ms if tally.slowest is None else max(tally.slowest, r.duration_ms)
+            tally.ok_claimed = _later(tally.ok_claimed, when)
     ids = sorted(sub_id for sub_id in tallies if maximum(sub_id) is not None)  # pace rows: id order
     if not ids:
         return None
@@ -100,7 +102,7 @@ def adapt_parameters(
     return {
         "ids": ids, "ok": [x.ok for x in t], "finished": [x.finished for x in t],
         "signals": [x.signal for x in t], "signal_claimed": [x.signal_claimed for x in t],
-        "slowest": [x.slowest for x in t], "slowest_claimed": [x.slowest_claimed for x in t],
-        "fastest": [x.fastest for x in t], "maxima": [float(maximum(sub_id) or 1) for sub_id in ids],
+        "mean": [x.total_ms / x.ok if x.ok else None for x in t], "slowest": [x.slowest for x in t],
+        "ok_claimed": [x.ok_claimed for x in t], "maxima": [float(maximum(sub_id) or 1) for sub_id in ids],
         "initial": float(initial),
     }  # fmt: skip
