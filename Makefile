@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-throughput clean
+.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-throughput bench-slow-receiver clean
 
 install: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-intake: $(STAMP)
 bench-throughput: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/throughput.py
+
+bench-slow-receiver: $(STAMP)
+	$(BIN)/python bench/slow_receiver.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
