@@ -281,9 +281,9 @@ WITH due AS (
                   %(max_requests)s::int4[])
            AS q(subscription_id, cap, unit, rated, max_requests)
       LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = q.subscription_id
-     CROSS JOIN LATERAL (
+     CROSS JOIN LATERAL (  -- a lease that expired is a dead worker's: it must not hold the limit (rescued below)
            SELECT count(*) AS n FROM {schema}.deliveries
-            WHERE subscription_id = q.subscription_id AND status = 'delivering') AS f
+            WHERE subscription_id = q.subscription_id AND status = 'delivering' AND leased_until >= now()) AS f
      CROSS JOIN LATERAL (
            SELECT id FROM {schema}.deliveries
             WHERE subscription_id = q.subscription_id AND status = 'pending' AND next_attempt_at <= now()
@@ -430,7 +430,8 @@ ON CONFLICT (subscription_id) DO NOTHING;
 -- strongest congestion `signal` (timeout, connection error, 503, 429) with the latest claim time among
 -- those. `used` is what was in flight: what all workers still have, plus this batch.
 --   * cut, only by answers to requests claimed after the last cut (so at most once per round trip:
---     what was already in flight when the limit was cut does not cut it again), to a share of `used`
+--     what was already in flight when the limit was cut does not cut it again; after a latency cut, one
+--     mean answer time later: the receiver's queue drains first), to a share of `used`
 --     (never below 1); slow start ends there:
 --       - a signal: half;
 --       - 'latency', one 2xx far slower than the baseline (three times it, and half a second more: a
@@ -493,7 +494,10 @@ UPDATE {schema}.subscription_pace p
                            WHEN d.next >= d.maximum THEN 'maximum'
                            ELSE 'growing' END,
        limit_changed_at = CASE WHEN d.next IS NOT NULL THEN now() ELSE p.limit_changed_at END,
-       limit_cut_at = CASE WHEN d.cut IS NOT NULL THEN now() ELSE p.limit_cut_at END,
+       -- After a latency cut, requests claimed within one mean answer time still queue behind the
+       -- ones before the cut: they must not cut again.
+       limit_cut_at = CASE WHEN d.cut = 'latency' THEN now() + make_interval(secs => coalesce(d.mean, 0) / 1000)
+                           WHEN d.cut IS NOT NULL THEN now() ELSE p.limit_cut_at END,
        latency_base_ms = CASE WHEN d.mean IS NULL THEN p.latency_base_ms ELSE least(d.mean, d.base) END,
        latency_base_at = CASE WHEN d.mean IS NULL THEN p.latency_base_at ELSE now() END
   FROM decided d
