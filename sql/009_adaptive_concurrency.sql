@@ -25,4 +25,7 @@ ALTER TABLE subscription_pace
     -- The receiver's baseline answer time in milliseconds (the lowest batch mean, drifting up 2% a
     -- second since latency_base_at, so it follows a receiver that became slower for good).
     ADD COLUMN latency_base_ms      double precision CHECK (latency_base_ms >= 0),
-    ADD COLUMN latency_base_at      timestamptz;
+    ADD COLUMN latency_base_at      timestamptz,
+    -- The recent answer time in milliseconds: batch medians averaged, each weighing by its number of
+    -- answers (one answer 5%), so one straggler does not look like a queue.
+    ADD COLUMN latency_recent_ms    double precision CHECK (latency_recent_ms >= 0);

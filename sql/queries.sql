@@ -426,55 +426,66 @@ ON CONFLICT (subscription_id) DO NOTHING;
 -- name: adapt_concurrency
 -- The recorder: adapt each subscription's concurrency limit to the answers of this batch (rows locked
 -- in subscription-id order, as everywhere). Per subscription the worker gives: `ok` answers (2xx) with
--- their mean and slowest duration and the latest claim time among them, `finished` results, and the
+-- their median (`typical`) and slowest duration and the latest claim time among them, `finished` results, and the
 -- strongest congestion `signal` (timeout, connection error, 503, 429) with the latest claim time among
 -- those. `used` is what was in flight: what all workers still have, plus this batch.
 --   * cut, only by answers to requests claimed after the last cut (so at most once per round trip:
 --     what was already in flight when the limit was cut does not cut it again; after a latency cut, one
---     mean answer time later: the receiver's queue drains first), to a share of `used`
+--     recent answer time later: the receiver's queue drains first), to a share of `used`
 --     (never below 1); slow start ends there:
 --       - a signal: half;
---       - 'latency', one 2xx far slower than the baseline (three times it, and half a second more: a
---         dropped connection attempt, a receiver's queue overflowing): half;
---       - 'latency', the mean 2xx above 1.5 times the baseline plus 50 ms (requests queue at the
---         receiver): baseline / mean of it (Little's law: what the receiver serves at once), between a
---         half and 0.9;
---   * grow, on 2xx without a signal while the mean stays within 1.25 times the baseline plus 25 ms,
+--       - 'latency', one 2xx close to timing out (`patience`: a quarter of the request timeout) and
+--         three times the baseline (a receiver's connection queue overflowing: dropped SYNs): half;
+--       - 'latency', both this batch's median and the recent answer time (batch medians averaged,
+--         weighed by their number of answers: a straggler weighs 5%) above 1.5 times the baseline plus
+--         `slack` (5% of the request timeout: noise on our side, stragglers): requests queue at the
+--         receiver: baseline / recent of it (Little's law: what the receiver serves at once), between
+--         0.7 and 0.9 (gentler than a signal: a few dropped SYNs are not yet timeouts);
+--   * grow, on 2xx without a signal while both stay within 1.25 times the baseline plus half the slack,
 --     and at least half the limit was in use (a limit never used is no proof the receiver takes it):
 --     +1 per 2xx in slow start (doubling per round trip), then +1/limit per 2xx (+1 per round trip), up
 --     to `maximum` (OUTBOX_SUBSCRIPTION_CONCURRENCY, or what the subscription's rate allows);
 --   * a limit above this worker's maximum comes down to it.
--- The baseline is the lowest batch mean of 2xx seen, drifting up 2% a second, so it follows a
--- receiver that became slower for good. Returns each row's limit and reason, and whether this cut it.
+-- The baseline is the lowest batch median of 2xx seen, drifting up 2% a second, so it follows a
+-- receiver that became slower for good. Returns each row's limit and reason, whether this cut it, and the answer times judged (ms).
 WITH input AS (
     SELECT *
       FROM unnest(%(ids)s::uuid[], %(ok)s::int4[], %(finished)s::int4[], %(signals)s::text[],
-                  %(signal_claimed)s::timestamptz[], %(mean)s::float8[], %(slowest)s::float8[],
+                  %(signal_claimed)s::timestamptz[], %(typical)s::float8[], %(slowest)s::float8[],
                   %(ok_claimed)s::timestamptz[], %(maxima)s::float8[])
-           AS i(subscription_id, ok, finished, signal, signal_claimed, mean, slowest, ok_claimed, maximum)
+           AS i(subscription_id, ok, finished, signal, signal_claimed, typical, slowest, ok_claimed, maximum)
 ), locked AS (
     SELECT subscription_id, coalesce(concurrency_limit, %(initial)s) AS current, slow_start_threshold,
            coalesce(limit_cut_at, '-infinity') AS cut_at,
-           latency_base_ms * (1 + 0.02 * greatest(extract(epoch FROM now() - latency_base_at), 0)) AS base
+           latency_base_ms * (1 + 0.02 * greatest(extract(epoch FROM now() - latency_base_at), 0)) AS base,
+           latency_recent_ms
       FROM {schema}.subscription_pace
      WHERE subscription_id = ANY (%(ids)s::uuid[])
      ORDER BY subscription_id
        FOR UPDATE
-), judged AS (
-    SELECT l.*, i.ok, i.maximum, i.mean, i.signal IS NOT NULL AS signalled,
-           CASE WHEN i.signal IS NOT NULL AND i.signal_claimed > l.cut_at THEN i.signal
-                WHEN i.ok_claimed > l.cut_at
-                     AND (i.slowest > greatest(3 * l.base, l.base + 500) OR i.mean > 1.5 * l.base + 50)
-                     THEN 'latency'
-           END AS cut,
-           CASE WHEN i.signal IS NULL AND i.slowest > greatest(3 * l.base, l.base + 500) THEN 0.5
-                WHEN i.signal IS NULL THEN greatest(0.5, least(0.9, l.base / nullif(i.mean, 0)))
-                ELSE 0.5 END AS factor,
-           coalesce(i.mean <= 1.25 * l.base + 25, true) AS fast,
-           (SELECT count(*) FROM {schema}.deliveries d
-             WHERE d.subscription_id = l.subscription_id AND d.status = 'delivering') + i.finished AS used
+), averaged AS (
+    SELECT *,
+           CASE WHEN i.typical IS NULL THEN l.latency_recent_ms
+                ELSE coalesce(l.latency_recent_ms, i.typical) * power(0.95, i.ok)
+                     + i.typical * (1 - power(0.95, i.ok)) END AS recent
       FROM locked l
       JOIN input i USING (subscription_id)
+), judged AS (
+    SELECT a.subscription_id, a.current, a.slow_start_threshold, a.base, a.recent, a.ok, a.maximum, a.typical,
+           a.slowest, a.signal IS NOT NULL AS signalled,
+           CASE WHEN a.signal IS NOT NULL AND a.signal_claimed > a.cut_at THEN a.signal
+                WHEN a.ok_claimed > a.cut_at
+                     AND (a.slowest > greatest(3 * a.base, %(patience)s)
+                          OR least(a.recent, a.typical) > 1.5 * a.base + %(slack)s)
+                     THEN 'latency'
+           END AS cut,
+           CASE WHEN a.signal IS NULL AND a.slowest > greatest(3 * a.base, %(patience)s) THEN 0.5
+                WHEN a.signal IS NULL THEN greatest(0.7, least(0.9, a.base / nullif(a.recent, 0)))
+                ELSE 0.5 END AS factor,
+           coalesce(greatest(a.recent, a.typical) <= 1.25 * a.base + %(slack)s / 2, true) AS fast,
+           (SELECT count(*) FROM {schema}.deliveries d
+             WHERE d.subscription_id = a.subscription_id AND d.status = 'delivering') + a.finished AS used
+      FROM averaged a
 ), decided AS (
     SELECT j.*,
            CASE WHEN j.cut IS NOT NULL THEN greatest(1, least(j.current, j.used) * j.factor)
@@ -494,15 +505,17 @@ UPDATE {schema}.subscription_pace p
                            WHEN d.next >= d.maximum THEN 'maximum'
                            ELSE 'growing' END,
        limit_changed_at = CASE WHEN d.next IS NOT NULL THEN now() ELSE p.limit_changed_at END,
-       -- After a latency cut, requests claimed within one mean answer time still queue behind the
+       -- After a latency cut, requests claimed within one recent answer time still queue behind the
        -- ones before the cut: they must not cut again.
-       limit_cut_at = CASE WHEN d.cut = 'latency' THEN now() + make_interval(secs => coalesce(d.mean, 0) / 1000)
+       limit_cut_at = CASE WHEN d.cut = 'latency' THEN now() + make_interval(secs => coalesce(d.recent, 0) / 1000)
                            WHEN d.cut IS NOT NULL THEN now() ELSE p.limit_cut_at END,
-       latency_base_ms = CASE WHEN d.mean IS NULL THEN p.latency_base_ms ELSE least(d.mean, d.base) END,
-       latency_base_at = CASE WHEN d.mean IS NULL THEN p.latency_base_at ELSE now() END
+       latency_base_ms = CASE WHEN d.typical IS NULL THEN p.latency_base_ms ELSE least(d.typical, d.base) END,
+       latency_base_at = CASE WHEN d.typical IS NULL THEN p.latency_base_at ELSE now() END,
+       latency_recent_ms = d.recent
   FROM decided d
  WHERE p.subscription_id = d.subscription_id
-RETURNING p.subscription_id, p.concurrency_limit, p.limit_reason, d.cut IS NOT NULL AS cut;
+RETURNING p.subscription_id, p.concurrency_limit, p.limit_reason, d.cut IS NOT NULL AS cut, d.recent, d.slowest,
+          d.base;
 
 -- name: record_preflight
 -- A pre-flight handshake succeeded: when, and the rate the target allows.

@@ -10,9 +10,10 @@ far slower than the receiver's baseline. This module only turns results into tha
 from __future__ import annotations
 
 import math
+import statistics
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -60,8 +61,7 @@ class _Tally:
     finished: int = 0
     signal: str | None = None
     signal_claimed: datetime | None = None
-    total_ms: float = 0.0
-    slowest: float | None = None
+    durations: list[float] = field(default_factory=list)  # of the 2xx, in ms
     ok_claimed: datetime | None = None
 
 
@@ -74,10 +74,15 @@ def adapt_parameters(
     claimed_at: Callable[[uuid.UUID], datetime | None],
     maximum: Callable[[uuid.UUID], int | None],
     initial: int,
+    patience_ms: float,
 ) -> dict[str, Any] | None:
     """`adapt_concurrency`'s parameters for a batch (None: nothing to adapt). `claimed_at(token)` is the
     database's clock at the claim (None: unknown, e.g. claimed by an earlier process: never cuts);
-    `maximum(subscription)` its ceiling (None: no longer known to this worker: left alone)."""
+    `maximum(subscription)` its ceiling (None: no longer known to this worker: left alone); one answer
+    slower than `patience_ms` (and far above the baseline) is a signal of its own, and a fifth of it (5%
+    of the request timeout) is the slack allowed on the typical answer time (a few dropped SYNs, a
+    second each, are not yet a queue). The batch's typical
+    answer time is its median: a few stragglers (a dropped SYN costs a second) do not make a queue."""
     tallies: dict[uuid.UUID, _Tally] = {}
     for r in batch:
         if r.error == "abandoned":  # no request was made
@@ -92,8 +97,7 @@ def adapt_parameters(
             tally.signal_claimed = _later(tally.signal_claimed, when)
         elif r.outcome.kind == "delivered" and r.status_code is not None:
             tally.ok += 1
-            tally.total_ms += r.duration_ms
-            tally.slowest = r.duration_ms if tally.slowest is None else max(tally.slowest, r.duration_ms)
+            tally.durations.append(r.duration_ms)
             tally.ok_claimed = _later(tally.ok_claimed, when)
     ids = sorted(sub_id for sub_id in tallies if maximum(sub_id) is not None)  # pace rows: id order
     if not ids:
@@ -102,7 +106,8 @@ def adapt_parameters(
     return {
         "ids": ids, "ok": [x.ok for x in t], "finished": [x.finished for x in t],
         "signals": [x.signal for x in t], "signal_claimed": [x.signal_claimed for x in t],
-        "mean": [x.total_ms / x.ok if x.ok else None for x in t], "slowest": [x.slowest for x in t],
+        "typical": [statistics.median(x.durations) if x.durations else None for x in t],
+        "slowest": [max(x.durations) if x.durations else None for x in t],
         "ok_claimed": [x.ok_claimed for x in t], "maxima": [float(maximum(sub_id) or 1) for sub_id in ids],
-        "initial": float(initial),
+        "initial": float(initial), "patience": patience_ms, "slack": patience_ms / 5,
     }  # fmt: skip

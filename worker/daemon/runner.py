@@ -562,19 +562,22 @@ class Worker:
             known = self._known.get(sub_id)
             return maximum_requests(self.settings, known[2]) if known is not None and known[2] is not None else None
 
-        params = adapt_parameters(batch, self._claim_time, maximum, self._initial_limit)
+        # One answer slower than a quarter of the request timeout is close to timing out: a cut of its own.
+        patience = self.settings.request_timeout * 1000 / 4
+        params = adapt_parameters(batch, self._claim_time, maximum, self._initial_limit, patience)
         if params is not None:
             params["fresh"] = [sub_id for sub_id in params["ids"] if sub_id not in self._paced]
         return params
 
     def _adapted(self, rows: list[tuple[Any, ...]]) -> None:
         """What adapt_concurrency changed: cuts are logged (one line each: they are rare by design)."""
-        for sub_id, limit, reason, cut in rows:
+        for sub_id, limit, reason, cut, recent, slowest, baseline in rows:
             self._limits[sub_id] = limit
             self._paced.add(sub_id)
             if cut:
+                times = {"recent_ms": recent, "slowest_ms": slowest, "baseline_ms": baseline}
                 log(logging.INFO, "concurrency limit cut", subscription=str(sub_id), limit=round(limit, 2),
-                    reason=reason)  # fmt: skip
+                    reason=reason, **{k: round(v, 1) for k, v in times.items() if v is not None})  # fmt: skip
                 if self._metrics is not None:
                     self._metrics.limit_cut(sub_id, reason)
         if rows and self._metrics is not None:
