@@ -35,7 +35,7 @@ from outbox import Subscription
 from outbox._operations import key_lock_prefix
 from outbox._sql import migrations, query
 from worker.daemon import router
-from worker.daemon.adaptive import adapt_parameters, maximum_requests
+from worker.daemon.adaptive import adapt_parameters, congestion_signal, maximum_requests
 from worker.daemon.settings import WorkerSettings
 from worker.delivery.http import Claimed, Result, Sender, Target
 from worker.delivery.outcome import Outcome
@@ -50,6 +50,10 @@ DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout
 BEGIN, COMMIT = query("begin", "outbox"), query("commit", "outbox")
 # What list_subscriptions reads from the shared pace row: not part of a subscription's version.
 PACE_COLUMNS = ("pace", "held", "concurrency_limit")
+# The recorder adapts the concurrency limits at most this often (seconds), unless a batch holds a
+# congestion signal: writing the pace row in every flush made the recorder, which is serial, the
+# bottleneck for slow receivers (their results come one or two per flush).
+ADAPT_EVERY = 0.05
 T = TypeVar("T")
 
 
@@ -91,6 +95,8 @@ class Worker:
         self._limited: set[uuid.UUID] = set()
         self._freed: Counter[uuid.UUID] = Counter()
         self._claimed_at: dict[uuid.UUID, tuple[datetime, float]] = {}
+        self._unadapted: list[Result] = []  # recorded, not yet judged by adapt_concurrency (see ADAPT_EVERY)
+        self._adapted_at = 0.0
         self._ready = False  # a pass went through: connected, schema migrated
         self._metrics: Metrics | None = None
 
@@ -557,6 +563,11 @@ class Worker:
         self._results.extend(results)
         self._results_ready.set()
 
+    def _adapt_due(self, judged: list[Result]) -> bool:
+        if asyncio.get_running_loop().time() - self._adapted_at >= ADAPT_EVERY:
+            return True
+        return any(congestion_signal(r) is not None for r in judged)
+
     def _adapt_parameters(self, batch: list[Result]) -> dict[str, Any] | None:
         def maximum(sub_id: uuid.UUID) -> int | None:
             known = self._known.get(sub_id)
@@ -695,7 +706,10 @@ class Worker:
             for sub_id, allowed_rate in preflights.items():
                 await conn.execute(query("record_preflight", self.schema), (allowed_rate, sub_id, allowed_rate))
             adapted_cursor = None
-            adapt = None if essentials_only or not self.settings.adaptive_concurrency else self._adapt_parameters(batch)
+            judged = self._unadapted + batch
+            adapt = None
+            if not essentials_only and self.settings.adaptive_concurrency and self._adapt_due(judged):
+                adapt = self._adapt_parameters(judged)
             if adapt is not None:
                 if adapt["fresh"]:
                     await conn.execute(query("create_concurrency", self.schema), adapt)
@@ -720,6 +734,9 @@ class Worker:
         if promoted or any(r.outcome.kind in ("retry", "retired") for r in batch):
             self._wake.set()
         self._wake_for_freed(batch)
+        self._unadapted = [] if adapt is not None or essentials_only else judged
+        if adapt is not None:
+            self._adapted_at = asyncio.get_running_loop().time()
         self._adapted(adapted)
         fenced = len(batch) - len(recorded)
         if fenced:
