@@ -13,7 +13,8 @@ where the subscription's limit ended and why. Configurations:
   receiver never answers (our side times out after 10 s): the drain is the healthy subscription's, and
   its duplicates are what the misbehaving one made it suffer.
 
-Everything lives in the database `bench_slow_receiver`, dropped and created anew. The figures are noisy
+Each figure is the median of `--runs` runs, interleaved. Everything lives in the database
+`bench_slow_receiver`, dropped and created anew. The figures are noisy
 on a shared machine: the worker, PostgreSQL and the receiver (a thread of this process, GIL-bound as
 such receivers are) share the CPUs.
 
@@ -217,9 +218,14 @@ def main() -> None:
     url = fresh_database(args.database_url)
     names = args.only or list(CONFIGURATIONS)
     print(f"{args.events} events, ThreadingHTTPServer (backlog 5) answering 204; cpus={os.cpu_count()}; noisy")
+    # Runs interleaved (each round runs every configuration once): the machine's load drifts.
+    results: dict[str, list[Outcome]] = {name: [] for name in names}
+    for _ in range(args.runs):
+        for name in names:
+            results[name].append(run_one(url, name, args.events, args.drain_timeout))
     print(f"{'configuration':24} {'drain s':>8} {'timeouts':>8} {'errors':>7} {'dupl.':>6}  limit at the end (why)")
     for name in names:
-        outcomes = [run_one(url, name, args.events, args.drain_timeout) for _ in range(args.runs)]
+        outcomes = results[name]
         drained = [o.seconds for o in outcomes if o.seconds is not None]
         complete = len(drained) == len(outcomes)
         seconds = f"{statistics.median(drained):8.2f}" if complete else f"{'>' + str(args.drain_timeout):>8}"
