@@ -440,10 +440,13 @@ ON CONFLICT (subscription_id) DO NOTHING;
 --         weighed by their number of answers: a straggler weighs 5%) above 1.5 times the baseline plus
 --         `slack` (5% of the request timeout: noise on our side, stragglers): requests queue at the
 --         receiver: baseline / recent of it (Little's law: what the receiver serves at once), between
---         0.7 and 0.9 (gentler than a signal: a few dropped SYNs are not yet timeouts);
---   * grow, on 2xx without a signal while both stay within 1.25 times the baseline plus half the slack,
+--         0.8 and 0.9 (gentler than a signal: a few dropped SYNs are not yet timeouts);
+--   * grow, on 2xx without a signal while this batch's median stays within 1.25 times the baseline
+--     plus half the slack,
 --     and at least half the limit was in use (a limit never used is no proof the receiver takes it):
---     +1 per 2xx in slow start (doubling per round trip), then +1/limit per 2xx (+1 per round trip), up
+--     +1 per 2xx in slow start (doubling per round trip), then +1/limit per 2xx (+1 per round trip, at
+--     most 5 a second: with answers in milliseconds, probing for the next dropped SYN that fast
+--     spends more time above the receiver's capacity than below it), up
 --     to `maximum` (OUTBOX_SUBSCRIPTION_CONCURRENCY, or what the subscription's rate allows);
 --   * a limit above this worker's maximum comes down to it.
 -- The baseline is the lowest batch median of 2xx seen, drifting up 2% a second, so it follows a
@@ -457,6 +460,7 @@ WITH input AS (
 ), locked AS (
     SELECT subscription_id, coalesce(concurrency_limit, %(initial)s) AS current, slow_start_threshold,
            coalesce(limit_cut_at, '-infinity') AS cut_at,
+           greatest(extract(epoch FROM now() - coalesce(limit_changed_at, now())), 0) AS unchanged_for,
            latency_base_ms * (1 + 0.02 * greatest(extract(epoch FROM now() - latency_base_at), 0)) AS base,
            latency_recent_ms
       FROM {schema}.subscription_pace
@@ -472,6 +476,7 @@ WITH input AS (
       JOIN input i USING (subscription_id)
 ), judged AS (
     SELECT a.subscription_id, a.current, a.slow_start_threshold, a.base, a.recent, a.ok, a.maximum, a.typical,
+           a.unchanged_for,
            a.slowest, a.signal IS NOT NULL AS signalled,
            CASE WHEN a.signal IS NOT NULL AND a.signal_claimed > a.cut_at THEN a.signal
                 WHEN a.ok_claimed > a.cut_at
@@ -480,9 +485,9 @@ WITH input AS (
                      THEN 'latency'
            END AS cut,
            CASE WHEN a.signal IS NULL AND a.slowest > greatest(3 * a.base, %(patience)s) THEN 0.5
-                WHEN a.signal IS NULL THEN greatest(0.7, least(0.9, a.base / nullif(a.recent, 0)))
+                WHEN a.signal IS NULL THEN greatest(0.8, least(0.9, a.base / nullif(a.recent, 0)))
                 ELSE 0.5 END AS factor,
-           coalesce(greatest(a.recent, a.typical) <= 1.25 * a.base + %(slack)s / 2, true) AS fast,
+           coalesce(a.typical <= 1.25 * a.base + %(slack)s / 2, true) AS fast,
            (SELECT count(*) FROM {schema}.deliveries d
              WHERE d.subscription_id = a.subscription_id AND d.status = 'delivering') + a.finished AS used
       FROM averaged a
@@ -493,7 +498,8 @@ WITH input AS (
                 WHEN NOT j.signalled AND j.fast AND j.ok > 0 AND j.used * 2 >= j.current AND j.current < j.maximum
                      THEN least(j.maximum, j.current + CASE WHEN j.current < coalesce(j.slow_start_threshold,
                                                                                       'infinity')
-                                                            THEN j.ok ELSE j.ok / j.current END)
+                                                            THEN j.ok
+                                                            ELSE least(j.ok / j.current, 5 * j.unchanged_for) END)
            END AS next
       FROM judged j
 )
