@@ -108,8 +108,9 @@ def test_the_limit_settles_near_what_the_receiver_serves_at_once_without_timeout
         limit = _limit(database_url, sub)
         assert _timeouts(database_url, sub) == 0, "a request timed out"
         assert receiver.served == 240
-        # Near 4: what is 'delivering' in the database also counts answers not yet recorded.
-        assert 3 <= limit["concurrency_limit"] <= 10, limit
+        # Near 4, within the slack the latency rules allow (5% of the request timeout), and what is
+        # 'delivering' in the database also counts answers not yet recorded.
+        assert 3 <= limit["concurrency_limit"] <= 12, limit
         assert limit["limit_reason"] in ("growing", "latency"), limit
         assert limit["slow_start_threshold"] is not None, "the queue's latency ended slow start"
         assert receiver.most_present < 20, f"{receiver.most_present} at the receiver at once"
