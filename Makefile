@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-retention bench-throughput bench-soak clean
+.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-retention bench-throughput bench-soak bench-slow-receiver clean
 
 install: $(STAMP)
 
@@ -53,6 +53,9 @@ SOAK_ARGS ?=
 bench-soak: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
+bench-slow-receiver: $(STAMP)
+	$(BIN)/python bench/slow_receiver.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -82,7 +82,7 @@ def time_claim(conn: psycopg.Connection[Any], repeats: int, rated: bool) -> tupl
     for _ in range(repeats):
         params = {
             "subscriptions": [sub[0]], "caps": [100], "units": [1], "rated": [rated], "limit": 100,
-            "token": uuid.uuid4(), "lease": 60.0,
+            "token": uuid.uuid4(), "lease": 60.0, "max_requests": [100], "adaptive": False, "initial": 4.0,
         }  # fmt: skip
         rows = conn.execute(("EXPLAIN (ANALYZE, BUFFERS) " + statement).encode(), params).fetchall()
         conn.rollback()  # leave the pending rows pending for the next run

@@ -644,6 +644,8 @@ class Soak:
         params = {
             "subscriptions": [self.subscription_id], "caps": [CLAIM_CAP], "units": [1], "rated": [False],
             "limit": CLAIM_LIMIT, "token": uuid.uuid4(), "lease": 60.0,
+            # The adaptive limit as the worker passes it (its pace row, else the initial 4; at most the default 200).
+            "max_requests": [CLAIM_CAP], "adaptive": True, "initial": 4.0,
         }  # fmt: skip
         runs = []
         for _ in range(PROBE_REPEATS):

@@ -77,7 +77,7 @@ SELECT s.id, s.callback_url, s.kanalen, s.types, s.filters, s.content_mode, s.st
        s.handshake_at, s.created_at, s.updated_at, s.agreement, s.requested_rate, s.allowed_rate, s.batch_max, s.content_type,
        s.preflight, s.allow_query_token, s.auth_kind, s.oauth2_token_url, s.oauth2_client_id, s.oauth2_scope, s.zgw_client_id,
        s.ca_bundle, s.client_cert, s.secrets, s.secrets_encrypted, s.owner, s.source, s.headers, s.send_cloudevents,
-       s.cloudevent_filters, p.pace, p.hold_until > now() AS held
+       s.cloudevent_filters, p.pace, p.hold_until > now() AS held, p.concurrency_limit
   FROM {schema}.subscriptions s
   LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = s.id
  ORDER BY s.created_at, s.id;
@@ -197,15 +197,28 @@ SET LOCAL search_path TO {schema};
 INSERT INTO {schema}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s);
 
 -- name: subscription_delivery_counts
--- `outbox status`: per subscription, deliveries waiting, done and failed.
+-- `outbox status`: per subscription, deliveries waiting, done and failed; in flight (all workers) and
+-- the concurrency limit, why and when it last changed (NULL: not adapted yet).
 SELECT s.id, s.callback_url, s.status,
        count(d.id) FILTER (WHERE d.status IN ('blocked', 'pending', 'delivering')) AS pending,
        count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
-       count(d.id) FILTER (WHERE d.status = 'failed') AS failed
+       count(d.id) FILTER (WHERE d.status = 'failed') AS failed,
+       count(d.id) FILTER (WHERE d.status = 'delivering') AS in_flight,
+       p.concurrency_limit, p.limit_reason, p.limit_changed_at
   FROM {schema}.subscriptions s
   LEFT JOIN {schema}.deliveries d ON d.subscription_id = s.id
- GROUP BY s.id
+  LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = s.id
+ GROUP BY s.id, p.subscription_id
  ORDER BY s.created_at, s.id;
+
+-- name: subscription_concurrency
+-- `outbox subscriptions list/show`: each subscription's concurrency limit (NULL: not adapted yet), why
+-- and when it last changed, and what all workers have in flight for it (deliveries_subscription_status_idx).
+SELECT s.id, p.concurrency_limit, p.limit_reason, p.limit_changed_at,
+       (SELECT count(*) FROM {schema}.deliveries d WHERE d.subscription_id = s.id AND d.status = 'delivering')
+  FROM {schema}.subscriptions s
+  LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = s.id
+ WHERE %(id)s::uuid IS NULL OR s.id = %(id)s::uuid;
 
 -- name: oldest_pending_seconds
 -- `outbox status`: age of the oldest event still waiting (unrouted, or with an unfinished delivery).
@@ -301,7 +314,8 @@ SELECT g.locked, g.current, g.in_order,
 -- The fast path's writes, only in a transaction fast_guard marked: the deliveries of the planned
 -- routes as insert_deliveries makes them (blocked behind an unfinished one of their key, ids in
 -- event order), except that a head the worker may claim (`claim`: it has a slot for it and its
--- subscription is neither rate-limited, held after a 429 nor slowed down, here checked again) is
+-- subscription is neither rate-limited, held after a 429 nor slowed down, here checked again, and
+-- all workers' requests in flight to it are below its concurrency limit) is
 -- inserted already claimed (delivering, token, lease, attempt 1) instead of inserted pending and
 -- updated; and the events marked routed. Returns the deliveries made.
 WITH planned AS (
@@ -320,6 +334,12 @@ WITH planned AS (
                 WHEN r.claim AND NOT EXISTS (
                     SELECT 1 FROM {schema}.subscription_pace p
                      WHERE p.subscription_id = r.subscription_id AND (p.pace < 1 OR p.hold_until > now()))
+                 AND (NOT %(adaptive)s OR (  -- the shared concurrency limit, as the claim keeps to it
+                         SELECT count(*) FROM {schema}.deliveries f
+                          WHERE f.subscription_id = r.subscription_id AND f.status = 'delivering'
+                            AND f.leased_until >= now())
+                       < coalesce((SELECT floor(p.concurrency_limit) FROM {schema}.subscription_pace p
+                                    WHERE p.subscription_id = r.subscription_id), %(initial)s))
                 THEN 'delivering'
                 ELSE 'pending' END AS status
       FROM planned r
@@ -348,23 +368,35 @@ SELECT id, event_position, subscription_id, ordering_key, status, attempts FROM 
 -- Due deliveries, per active subscription up to its free capacity (a paused, held or saturated one is
 -- not in the list, so its backlog is never scanned), plus rows whose lease expired (a dead worker's),
 -- skipping rows other workers hold (SKIP LOCKED). Only heads of their ordering key are pending, so
--- nothing needs skipping for order. A rate-limited subscription takes no more than its tokens allow
--- (refill_pace locked and refilled them in this transaction; `unit` = events per request). Sets a
--- fresh claim token and lease.
+-- nothing needs skipping for order. A subscription takes no more than its concurrency limit (adaptive:
+-- on its pace row, NULL = the initial limit; fixed: max_requests) minus what all workers have in flight
+-- for it (lock_concurrency serialised the claims, so this count is current), in requests of `unit`
+-- events. A rate-limited subscription also takes no more than its tokens allow (refill_pace locked and
+-- refilled them in this transaction). Sets a fresh claim token and lease.
 -- The list was read by an earlier statement: a pause committed since (a 410 recorded with its
 -- delivery put back to pending, an operator) is seen here, so nothing is sent to a paused target.
 WITH due AS (
     SELECT d.id, false AS rescued
-      FROM unnest(%(subscriptions)s::uuid[], %(caps)s::int4[], %(units)s::int4[], %(rated)s::bool[])
-           AS q(subscription_id, cap, unit, rated)
+      FROM unnest(%(subscriptions)s::uuid[], %(caps)s::int4[], %(units)s::int4[], %(rated)s::bool[],
+                  %(max_requests)s::int4[])
+           AS q(subscription_id, cap, unit, rated, max_requests)
       JOIN {schema}.subscriptions s ON s.id = q.subscription_id AND s.status = 'active'
-      LEFT JOIN {schema}.subscription_pace p ON q.rated AND p.subscription_id = q.subscription_id
+      LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = q.subscription_id
+     CROSS JOIN LATERAL (  -- a lease that expired is a dead worker's: it must not hold the limit (rescued below)
+           SELECT count(*) AS n FROM {schema}.deliveries
+            WHERE subscription_id = q.subscription_id AND status = 'delivering' AND leased_until >= now()) AS f
      CROSS JOIN LATERAL (
            SELECT id FROM {schema}.deliveries
             WHERE subscription_id = q.subscription_id AND status = 'pending' AND next_attempt_at <= now()
             ORDER BY next_attempt_at, id
-            LIMIT CASE WHEN q.rated THEN least(q.cap, greatest(floor(coalesce(p.tokens, 0)), 0)::int4 * q.unit)
-                       ELSE q.cap END
+            LIMIT least(q.cap,
+                        CASE WHEN q.rated THEN greatest(floor(coalesce(p.tokens, 0)), 0)::int4 * q.unit
+                             ELSE q.cap END,
+                        greatest(CASE WHEN %(adaptive)s
+                                      THEN least(q.max_requests,
+                                                 floor(coalesce(p.concurrency_limit, %(initial)s))::int4)
+                                      ELSE q.max_requests END
+                                 - ceil(f.n::float8 / q.unit)::int4, 0) * q.unit)
               FOR UPDATE SKIP LOCKED) AS d
      LIMIT %(limit)s
 ), expired AS (
@@ -386,6 +418,31 @@ UPDATE {schema}.deliveries d
  WHERE d.id = p.id AND d.status IN ('pending', 'delivering')  -- deliveries_live only
    AND ev.position = d.event_position AND ev.enqueued_at = d.event_enqueued_at  -- the event's leaf only
 RETURNING d.id, d.attempts, d.subscription_id, ev.event::text, d.ordering_key, p.rescued;
+
+-- name: lock_concurrency
+-- Before the claim: one worker at a time claims for a subscription that has due deliveries, so the
+-- claim's count of what all workers have in flight for it is current (it runs after the lock is
+-- granted, with a fresh snapshot) and together they keep to its concurrency limit. Advisory locks
+-- (nothing is written), taken in one order by every worker (no deadlocks), and only for subscriptions
+-- with due work: an idle subscription costs no lock.
+SELECT pg_advisory_xact_lock(h)
+  FROM (SELECT hashtextextended(%(concurrency_lock)s || q.subscription_id::text, 0) AS h
+          FROM unnest(%(subscriptions)s::uuid[]) AS q(subscription_id)
+         WHERE EXISTS (SELECT 1 FROM {schema}.deliveries
+                        WHERE subscription_id = q.subscription_id AND status = 'pending'
+                          AND next_attempt_at <= now())
+         ORDER BY 1) AS locks;
+
+-- name: claim_left
+-- After the claim, in its transaction: the subscriptions that still have due deliveries (held back by
+-- their concurrency limit, rate or this process's slots), so that deliveries to them finishing wake
+-- the worker; and the database's clock at the claim, against which a later cut of the limit is judged.
+SELECT q.subscription_id, now() AS claimed_at
+  FROM unnest(%(subscriptions)s::uuid[]) AS q(subscription_id)
+ WHERE EXISTS (SELECT 1 FROM {schema}.deliveries
+                WHERE subscription_id = q.subscription_id AND status = 'pending' AND next_attempt_at <= now())
+UNION ALL
+SELECT NULL, now();
 
 -- name: create_pace
 -- Rate-limited subscriptions get their token bucket, full, the first time.
@@ -458,6 +515,116 @@ WITH locked AS (
 UPDATE {schema}.subscription_pace p SET pace = least(1.0, pace * 1.25)
   FROM locked l
  WHERE p.subscription_id = l.subscription_id;
+
+-- name: create_concurrency
+-- The recorder, before adapt_concurrency: a pace row for subscriptions that have none yet (in
+-- subscription-id order; removed subscriptions are skipped).
+INSERT INTO {schema}.subscription_pace (subscription_id)
+SELECT q.subscription_id
+  FROM unnest(%(fresh)s::uuid[]) AS q(subscription_id)
+  JOIN {schema}.subscriptions s ON s.id = q.subscription_id
+ ORDER BY q.subscription_id
+ON CONFLICT (subscription_id) DO NOTHING;
+
+-- name: adapt_concurrency
+-- The recorder: adapt each subscription's concurrency limit to the answers of this batch (rows locked
+-- in subscription-id order, as everywhere). Per subscription the worker gives: `ok` answers (2xx) with
+-- their median (`typical`) and slowest duration and the latest claim time among them, `finished` results, and the
+-- strongest congestion `signal` (timeout, connection error, 503, 429) with the latest claim time among
+-- those. `used` is what was in flight: what all workers still have, plus this batch.
+--   * cut, only by answers to requests claimed after the last cut (so at most once per round trip:
+--     what was already in flight when the limit was cut does not cut it again; after a latency cut, one
+--     recent answer time later: the receiver's queue drains first), to a share of `used`
+--     (never below 1); slow start ends there:
+--       - a signal: half;
+--       - 'latency', one 2xx close to timing out (`patience`: a quarter of the request timeout) and
+--         three times the baseline (a receiver's connection queue overflowing: dropped SYNs): half;
+--       - 'latency', both this batch's median and the recent answer time (batch medians averaged,
+--         weighed by their number of answers: a straggler weighs 5%) above 1.5 times the baseline plus
+--         `slack` (5% of the request timeout: noise on our side, stragglers): requests queue at the
+--         receiver: baseline / recent of it (Little's law: what the receiver serves at once), between
+--         0.8 and 0.9 (gentler than a signal: a few dropped SYNs are not yet timeouts);
+--   * grow, on 2xx without a signal while this batch's median stays within 1.25 times the baseline
+--     plus half the slack,
+--     and at least half the limit was in use (a limit never used is no proof the receiver takes it):
+--     +1 per 2xx in slow start (doubling per round trip), then +1/limit per 2xx (+1 per round trip, at
+--     most 5 a second: with answers in milliseconds, probing for the next dropped SYN that fast
+--     spends more time above the receiver's capacity than below it), up
+--     to `maximum` (OUTBOX_SUBSCRIPTION_CONCURRENCY, or what the subscription's rate allows);
+--   * a limit above this worker's maximum comes down to it.
+-- The baseline is the lowest batch median of 2xx seen, drifting up 2% a second, so it follows a
+-- receiver that became slower for good. Returns each row's limit and reason, whether this cut it, and the answer times judged (ms).
+WITH input AS (
+    SELECT *
+      FROM unnest(%(ids)s::uuid[], %(ok)s::int4[], %(finished)s::int4[], %(signals)s::text[],
+                  %(signal_claimed)s::timestamptz[], %(typical)s::float8[], %(slowest)s::float8[],
+                  %(ok_claimed)s::timestamptz[], %(maxima)s::float8[])
+           AS i(subscription_id, ok, finished, signal, signal_claimed, typical, slowest, ok_claimed, maximum)
+), locked AS (
+    SELECT subscription_id, coalesce(concurrency_limit, %(initial)s) AS current, slow_start_threshold,
+           coalesce(limit_cut_at, '-infinity') AS cut_at,
+           greatest(extract(epoch FROM now() - coalesce(limit_changed_at, now())), 0) AS unchanged_for,
+           latency_base_ms * (1 + 0.02 * greatest(extract(epoch FROM now() - latency_base_at), 0)) AS base,
+           latency_recent_ms
+      FROM {schema}.subscription_pace
+     WHERE subscription_id = ANY (%(ids)s::uuid[])
+     ORDER BY subscription_id
+       FOR UPDATE
+), averaged AS (
+    SELECT *,
+           CASE WHEN i.typical IS NULL THEN l.latency_recent_ms
+                ELSE coalesce(l.latency_recent_ms, i.typical) * power(0.95, i.ok)
+                     + i.typical * (1 - power(0.95, i.ok)) END AS recent
+      FROM locked l
+      JOIN input i USING (subscription_id)
+), judged AS (
+    SELECT a.subscription_id, a.current, a.slow_start_threshold, a.base, a.recent, a.ok, a.maximum, a.typical,
+           a.unchanged_for,
+           a.slowest, a.signal IS NOT NULL AS signalled,
+           CASE WHEN a.signal IS NOT NULL AND a.signal_claimed > a.cut_at THEN a.signal
+                WHEN a.ok_claimed > a.cut_at
+                     AND (a.slowest > greatest(3 * a.base, %(patience)s)
+                          OR least(a.recent, a.typical) > 1.5 * a.base + %(slack)s)
+                     THEN 'latency'
+           END AS cut,
+           CASE WHEN a.signal IS NULL AND a.slowest > greatest(3 * a.base, %(patience)s) THEN 0.5
+                WHEN a.signal IS NULL THEN greatest(0.8, least(0.9, a.base / nullif(a.recent, 0)))
+                ELSE 0.5 END AS factor,
+           coalesce(a.typical <= 1.25 * a.base + %(slack)s / 2, true) AS fast,
+           (SELECT count(*) FROM {schema}.deliveries d
+             WHERE d.subscription_id = a.subscription_id AND d.status = 'delivering') + a.finished AS used
+      FROM averaged a
+), decided AS (
+    SELECT j.*,
+           CASE WHEN j.cut IS NOT NULL THEN greatest(1, least(j.current, j.used) * j.factor)
+                WHEN j.current > j.maximum THEN j.maximum
+                WHEN NOT j.signalled AND j.fast AND j.ok > 0 AND j.used * 2 >= j.current AND j.current < j.maximum
+                     THEN least(j.maximum, j.current + CASE WHEN j.current < coalesce(j.slow_start_threshold,
+                                                                                      'infinity')
+                                                            THEN j.ok
+                                                            ELSE least(j.ok / j.current, 5 * j.unchanged_for) END)
+           END AS next
+      FROM judged j
+)
+UPDATE {schema}.subscription_pace p
+   SET concurrency_limit = coalesce(d.next, d.current),
+       slow_start_threshold = CASE WHEN d.cut IS NOT NULL THEN d.next ELSE p.slow_start_threshold END,
+       limit_reason = CASE WHEN d.cut IS NOT NULL THEN d.cut
+                           WHEN d.next IS NULL THEN p.limit_reason
+                           WHEN d.next >= d.maximum THEN 'maximum'
+                           ELSE 'growing' END,
+       limit_changed_at = CASE WHEN d.next IS NOT NULL THEN now() ELSE p.limit_changed_at END,
+       -- After a latency cut, requests claimed within one recent answer time still queue behind the
+       -- ones before the cut: they must not cut again.
+       limit_cut_at = CASE WHEN d.cut = 'latency' THEN now() + make_interval(secs => coalesce(d.recent, 0) / 1000)
+                           WHEN d.cut IS NOT NULL THEN now() ELSE p.limit_cut_at END,
+       latency_base_ms = CASE WHEN d.typical IS NULL THEN p.latency_base_ms ELSE least(d.typical, d.base) END,
+       latency_base_at = CASE WHEN d.typical IS NULL THEN p.latency_base_at ELSE now() END,
+       latency_recent_ms = d.recent
+  FROM decided d
+ WHERE p.subscription_id = d.subscription_id
+RETURNING p.subscription_id, p.concurrency_limit, p.limit_reason, d.cut IS NOT NULL AS cut, d.recent, d.slowest,
+          d.base;
 
 -- name: record_preflight
 -- A pre-flight handshake succeeded: when, and the rate the target allows.

@@ -318,6 +318,11 @@ def test_status_per_subscription(run_cli: Any, tmp_path: Path) -> None:
             "pending": 0,
             "delivered": 0,
             "failed": 0,
+            # Adaptive concurrency (added keys): not adapted yet, nothing in flight.
+            "concurrencyLimit": None,
+            "inFlight": 0,
+            "limitReason": None,
+            "limitChangedAt": None,
         }
     ]
 

@@ -131,7 +131,7 @@ def test_the_claim_reads_only_the_live_leaf(database_url: str) -> None:
         conn.commit()
         params = {
             "subscriptions": [uuid.UUID(sub)], "caps": [10], "units": [1], "rated": [False], "limit": 10,
-            "token": uuid.uuid4(), "lease": 60.0,
+            "token": uuid.uuid4(), "lease": 60.0, "max_requests": [10], "adaptive": False, "initial": 4.0,
         }  # fmt: skip
         plan = "\n".join(
             row[0]

@@ -156,8 +156,11 @@ def test_a_claim_takes_nothing_of_a_subscription_paused_after_the_worker_listed_
     sub = uuid.UUID(subscribe(database_url, "https://hook.example.nl/x"))
     enqueue(database_url, [zaak_event("due"), zaak_event("lease-expired")])
     with psycopg.connect(database_url, autocommit=True) as conn:
-        positions = [row[0] for row in conn.execute("SELECT position FROM outbox.events ORDER BY position")]
-        conn.execute(query("insert_deliveries", "outbox"), (positions, [sub, sub], ["due", "lease-expired"]))
+        rows = conn.execute("SELECT position, enqueued_at FROM outbox.events ORDER BY position").fetchall()
+        conn.execute(
+            query("insert_deliveries", "outbox"),
+            ([r[0] for r in rows], [r[1] for r in rows], [sub, sub], ["due", "lease-expired"]),
+        )
         conn.execute(
             "UPDATE outbox.deliveries SET status = 'delivering', claim_token = gen_random_uuid(), "
             "leased_until = now() - interval '1 second' WHERE ordering_key = 'lease-expired'"
@@ -165,7 +168,8 @@ def test_a_claim_takes_nothing_of_a_subscription_paused_after_the_worker_listed_
 
         def claim() -> list[str]:
             params = {"subscriptions": [sub], "caps": [10], "units": [1], "rated": [False], "limit": 10,
-                      "token": uuid.uuid4(), "lease": 60.0}  # fmt: skip
+                      "token": uuid.uuid4(), "lease": 60.0, "max_requests": [10], "adaptive": False,
+                      "initial": 4.0}  # fmt: skip
             with conn.transaction(force_rollback=True):
                 return sorted(row[4] for row in conn.execute(query("claim", "outbox"), params))
 

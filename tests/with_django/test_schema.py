@@ -47,7 +47,13 @@ def test_outbox_migrate_first_then_manage_py_migrate_only_records_it(empty_datab
     result = manage("migrate", url=empty_database_url)
     assert result.returncode == 0, result.stderr
     assert applied(empty_database_url) == before  # nothing applied twice
-    assert django_applied(empty_database_url) == ["0001_initial", "0002_service", "0003_partitions", "0004_fast_path"]
+    assert django_applied(empty_database_url) == [
+        "0001_initial",
+        "0002_service",
+        "0003_partitions",
+        "0004_fast_path",
+        "0005_adaptive_concurrency",
+    ]
     # and a second manage.py migrate has nothing left to do
     assert "No migrations to apply" in manage("migrate", url=empty_database_url).stdout
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from outbox import InvalidSubscriptionError, Subscription
+from worker.cli import status
 from worker.cli.inputs import read_json
 from worker.delivery.handshake import Agreement, HandshakeRefused, handshake
 from worker.delivery.safety import policy_from_environment
@@ -284,14 +285,17 @@ def _describe(sub: Subscription) -> str:
     return "; ".join(parts)
 
 
-def _print(sub: Subscription, as_json: bool) -> None:
+def _print(sub: Subscription, as_json: bool, limit: dict[str, Any] | None = None) -> None:
+    """`limit`: the subscription's concurrency (show), printed after its fields."""
     document = sub.to_public_dict()
     if as_json:
-        click.echo(json.dumps(document, indent=2))
+        click.echo(json.dumps({**document, "concurrency": limit} if limit else document, indent=2))
         return
     for key, value in document.items():
         shown = json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else value
         click.echo(f"{key:16} {'-' if shown is None else shown}")
+    if limit:
+        click.echo(f"{'concurrency':16} {status.describe_limit(limit)}")
 
 
 @click.group("subscriptions")
@@ -456,18 +460,20 @@ def subscriptions_list(obj: Context, as_json: bool) -> None:
     box = secret_box()
     with obj.connect() as conn:
         subs = subscription_store.list_all(conn, obj.schema, box)
+        limits = status.concurrency(conn, obj.schema)
     if as_json:
-        click.echo(json.dumps([s.to_public_dict() for s in subs], indent=2))
+        click.echo(json.dumps([{**s.to_public_dict(), "concurrency": limits.get(s.id or "")} for s in subs], indent=2))
         return
     if not subs:
         click.echo("no subscriptions")
         return
-    click.echo(f"{'id':36}  {'status':6}  {'mode':10}  {'auth':12}  {'callbackUrl':40}  wants")
+    click.echo(f"{'id':36}  {'status':6}  {'mode':10}  {'auth':12}  {'limit':>7}  {'callbackUrl':40}  wants")
     for s in subs:
         auth = s.auth_hint or (s.auth_kind if s.auth_kind != "none" else "-")
+        limit = (limits.get(s.id or "") or {}).get("concurrencyLimit")
         click.echo(
             f"{s.id or '':36}  {s.status:6}  {s.content_mode:10}  {auth:12}  "
-            f"{s.to_public_dict()['callbackUrl']:40}  {_describe(s)}"
+            f"{'initial' if limit is None else f'{limit:g}':>7}  {s.to_public_dict()['callbackUrl']:40}  {_describe(s)}"
         )
 
 
@@ -480,7 +486,8 @@ def subscriptions_show(obj: Context, subscription_id: str, as_json: bool) -> Non
     box = secret_box()
     with obj.connect() as conn:
         sub = subscription_store.get(conn, obj.schema, subscription_id, box)
-    _print(sub, as_json)
+        limit = status.concurrency(conn, obj.schema, sub.id).get(sub.id or "")
+    _print(sub, as_json, limit)
 
 
 def _set_status(obj: Context, subscription_id: str, status: str, reason: str | None) -> None:

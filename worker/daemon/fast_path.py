@@ -18,7 +18,7 @@ worker's free slots or a subscription's share.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,11 +65,12 @@ def plan(
     events: list[tuple[int, str, datetime]],
     *,
     free_slots: int,
-    share: int,
+    share: Callable[[uuid.UUID], float],
     in_flight: Mapping[uuid.UUID, int],
 ) -> tuple[router.Routes, list[bool]]:
     """Route `events` (sorted by position) and say per route whether the fast path claims it: its
-    subscription is claimable and has room (its share of requests × events per request, less what it
+    subscription is claimable and has room (its concurrency limit as this worker last read it, in
+    requests × events per request, less what this worker
     has in flight), and the process has a free slot. A route not claimed here is claimed by the
     next normal pass."""
     routes = router.plan(events, current.subscriptions)
@@ -78,7 +79,7 @@ def plan(
     slots = free_slots
     for sub_id in routes.subscription_ids:
         unit = current.units.get(sub_id)
-        room = 0 if unit is None else share * unit - in_flight.get(sub_id, 0) - taken.get(sub_id, 0)
+        room = 0 if unit is None else int(share(sub_id)) * unit - in_flight.get(sub_id, 0) - taken.get(sub_id, 0)
         ok = room > 0 and slots > 0
         claim.append(ok)
         if ok:
@@ -95,6 +96,8 @@ def parameters(
     *,
     token: uuid.UUID,
     lease: float,
+    adaptive: bool,
+    initial: float,
     route_lock: str,
     key_lock: str,
 ) -> dict[str, Any]:
@@ -107,6 +110,7 @@ def parameters(
         "first_enqueued_at": min(enqueued), "last_enqueued_at": max(enqueued),
         "enqueued_at": routes.enqueued_at,
         "token_text": str(token), "token": token, "lease": lease, "key_lock": key_lock,
+        "adaptive": adaptive, "initial": initial,
         "positions": routes.positions, "subscription_ids": routes.subscription_ids, "keys": routes.keys,
         "claim": claim,
     }  # fmt: skip

@@ -124,6 +124,20 @@ class Metrics:
             "outbox_paused_subscriptions", "Subscriptions paused (by an operator or a 410).", registry=r
         )
         self.in_flight = Gauge("outbox_deliveries_in_flight", "HTTP deliveries this process has under way.", registry=r)
+        self.concurrency_limit = Gauge(
+            "outbox_subscription_concurrency_limit",
+            "Requests that may be in flight to the subscription over all workers: its adaptive limit as this "
+            "worker last read it (shared: aggregate with max(), not sum()).",
+            ["subscription"],
+            registry=r,
+        )
+        self.limit_cuts = Counter(
+            "outbox_subscription_concurrency_cuts",
+            "Cuts of a subscription's concurrency limit by this process, by reason (timeout, connection error, "
+            "503, 429, latency).",
+            ["subscription", "reason"],
+            registry=r,
+        )
         self.database_up = Gauge(
             "outbox_database_up", "1 when the database answered this worker's last attempt.", registry=r
         )
@@ -153,6 +167,7 @@ class Metrics:
         for state in BACKLOG_STATES:
             self.backlog.labels(state=state)
         self._known_subscriptions: set[str] = set()
+        self._limited: dict[str, set[str]] = {}  # subscriptions with a limit gauge -> reasons with a cut counter
         self._server: AsgiServer | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._refresh_failing = False
@@ -183,6 +198,23 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 self.attempt_duration.remove(subscription)
         self._known_subscriptions &= subscription_ids
+        for subscription in set(self._limited) - subscription_ids:
+            with contextlib.suppress(KeyError):
+                self.concurrency_limit.remove(subscription)
+            for reason in self._limited.pop(subscription):
+                with contextlib.suppress(KeyError):
+                    self.limit_cuts.remove(subscription, reason)
+
+    def set_limits(self, limits: dict[str, float]) -> None:
+        """The concurrency limits of the subscriptions this worker delivers to, by id."""
+        for subscription, limit in limits.items():
+            self.concurrency_limit.labels(subscription=subscription).set(limit)
+            self._limited.setdefault(subscription, set())
+
+    def limit_cut(self, subscription_id: str | uuid.UUID, reason: str) -> None:
+        subscription = str(subscription_id)
+        self.limit_cuts.labels(subscription=subscription, reason=reason).inc()
+        self._limited.setdefault(subscription, set()).add(reason)
 
     def set_in_flight(self, n: int) -> None:
         self.in_flight.set(n)

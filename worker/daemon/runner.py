@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import signal
 import uuid
 from collections import Counter
@@ -36,6 +35,7 @@ from outbox import Subscription
 from outbox._operations import key_lock_prefix
 from outbox._sql import migrations, query
 from worker.daemon import fast_path, partitions, router
+from worker.daemon.adaptive import adapt_parameters, congestion_signal, maximum_requests
 from worker.daemon.settings import WorkerSettings
 from worker.delivery.http import Claimed, Result, Sender, Target
 from worker.delivery.outcome import Outcome
@@ -48,6 +48,12 @@ if TYPE_CHECKING:
 
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 BEGIN, COMMIT = query("begin", "outbox"), query("commit", "outbox")
+# What list_subscriptions reads from the shared pace row: not part of a subscription's version.
+PACE_COLUMNS = ("pace", "held", "concurrency_limit")
+# The recorder adapts the concurrency limits at most this often (seconds), unless a batch holds a
+# congestion signal: writing the pace row in every flush made the recorder, which is serial, the
+# bottleneck for slow receivers (their results come one or two per flush).
+ADAPT_EVERY = 0.05
 T = TypeVar("T")
 
 
@@ -88,6 +94,16 @@ class Worker:
         # opened once, not every pass) and how to send to it (None: it cannot be sent to, see log).
         self._known: dict[uuid.UUID, tuple[Any, Subscription, Target | None]] = {}
         self._slowed: set[uuid.UUID] = set()  # subscriptions whose pace is below 1 (they recover on success)
+        # Adaptive concurrency (worker/daemon/adaptive.py): each subscription's shared limit as last read,
+        # which have a pace row, which had due work left at the last claim (finishing deliveries of these
+        # wake the main loop), and the database's clock at each claim (by token), to judge cuts by.
+        self._limits: dict[uuid.UUID, float | None] = {}
+        self._paced: set[uuid.UUID] = set()
+        self._limited: set[uuid.UUID] = set()
+        self._freed: Counter[uuid.UUID] = Counter()
+        self._claimed_at: dict[uuid.UUID, tuple[datetime, float]] = {}
+        self._unadapted: list[Result] = []  # recorded, not yet judged by adapt_concurrency (see ADAPT_EVERY)
+        self._adapted_at = 0.0
         self._ready = False  # a pass went through: connected, schema migrated
         self._metrics: Metrics | None = None
 
@@ -360,7 +376,7 @@ class Worker:
                         query("mark_routed", schema), ([row[0] for row in events], min(enqueued), max(enqueued))
                     )
                 active = [uuid.UUID(str(s.id)) for s in subscriptions if s.status == "active"]
-                claim_cursor = token_cursor = None
+                claim_cursor = token_cursor = left_cursor = None
                 if limit > 0 and active and not self._stopping.is_set():
                     params = self._claim_parameters(active, rows, limit, token)
                     caps_used.clear()
@@ -368,9 +384,11 @@ class Worker:
                     if params["subscriptions"]:
                         if params["fresh_ids"]:
                             await conn.execute(query("create_pace", schema), params)
+                        await conn.execute(query("lock_concurrency", schema), params)
                         if params["rated_ids"]:
                             await conn.execute(query("refill_pace", schema), params)
                         claim_cursor = await conn.execute(query("claim", schema), params)
+                        left_cursor = await conn.execute(query("claim_left", schema), params)
                         if params["rated_ids"]:
                             await conn.execute(query("spend_pace", schema), params)
                             token_cursor = await conn.execute(query("next_token_in", schema), params)
@@ -378,6 +396,8 @@ class Worker:
                 await conn.execute(COMMIT)
                 await pipeline.sync()
                 claimed = await claim_cursor.fetchall() if claim_cursor is not None else []
+                if left_cursor is not None:
+                    self._claim_done(token, await left_cursor.fetchall())
                 next_due = await next_due_cursor.fetchone()
                 next_token = await token_cursor.fetchone() if token_cursor is not None else None
             self._next_due_in = float(next_due[0]) if next_due and next_due[0] is not None else None
@@ -440,12 +460,13 @@ class Worker:
             return False
         events = sorted({e[0]: e for e in events}.values())  # a position twice (a repeated NOTIFY): once
         routes, claim = fast_path.plan(
-            current, events, free_slots=self._free_slots(), share=self.settings.subscription_concurrency,
+            current, events, free_slots=self._free_slots(), share=self._limit_of,
             in_flight=self._per_subscription,
         )  # fmt: skip
         token = uuid.uuid4()
         params = fast_path.parameters(
             current, events, routes, claim, token=token, lease=self.settings.lease_seconds,
+            adaptive=self.settings.adaptive_concurrency, initial=float(self._initial_limit),
             route_lock=router.lock_key(self.schema), key_lock=key_lock_prefix(self.schema),
         )  # fmt: skip
         schema = self.schema
@@ -490,12 +511,15 @@ class Worker:
     def _subscriptions(self, rows: list[dict[str, Any]]) -> list[Subscription]:
         """The subscriptions of this pass; a version seen before is not parsed (nor decrypted) again."""
         known: dict[uuid.UUID, tuple[Any, Subscription, Target | None]] = {}
-        self._slowed = set()
+        self._slowed, self._limits, self._paced = set(), {}, set()
         for row in rows:
             sub_id = row["id"]
             if row["pace"] is not None and row["pace"] < 1:
                 self._slowed.add(sub_id)
-            version = tuple(value for name, value in row.items() if name not in ("pace", "held"))
+            self._limits[sub_id] = row["concurrency_limit"]
+            if row["pace"] is not None:
+                self._paced.add(sub_id)
+            version = tuple(value for name, value in row.items() if name not in PACE_COLUMNS)
             seen = self._known.get(sub_id)
             if seen is not None and seen[0] == version:
                 known[sub_id] = seen
@@ -520,33 +544,36 @@ class Worker:
         if self._metrics is not None and known.keys() != self._known.keys():
             self._metrics.keep_only({str(sub_id) for sub_id in known})
         self._known = known
+        if self._metrics is not None:
+            self._metrics.set_limits({str(s): self._limit_of(s) for s, entry in known.items() if entry[2] is not None})
         return [entry[1] for entry in known.values()]
 
     def _claim_parameters(
         self, active: list[uuid.UUID], rows: list[dict[str, Any]], limit: int, token: uuid.UUID
     ) -> dict[str, Any]:
         """Per active subscription that is not held after a 429 and has a usable target: how many
-        deliveries it may take (its share of the process's slots, scaled by its pace), and the
-        token buckets of the rate-limited ones."""
+        deliveries it may take (at most its maximum in this process; the claim also keeps to its
+        shared limit), and the token buckets of the rate-limited ones."""
         held = {row["id"] for row in rows if row["held"]}
         pace = {row["id"]: row["pace"] for row in rows if row["pace"] is not None}
         # Start with a different subscription each pass, so none is always served last.
         turn = self._cycles % len(active)
-        ids, caps, units, rated = [], [], [], []
+        ids, caps, units, rated, max_requests = [], [], [], [], []
         rated_ids, per_second, bursts, rated_units = [], [], [], []
         for sub_id in active[turn:] + active[:turn]:
             target = self._known[sub_id][2]
             if sub_id in held or target is None:
                 continue
             unit = target.batch_max
-            share = max(1, math.ceil(self.settings.subscription_concurrency * pace.get(sub_id, 1.0)))
-            cap = share * unit - self._per_subscription[sub_id]
+            most = maximum_requests(self.settings, target)
+            cap = most * unit - self._per_subscription[sub_id]
             if cap <= 0:
                 continue
             rate = target.subscription.rate_per_minute
             ids.append(sub_id)
             caps.append(min(cap, limit))
             units.append(unit)
+            max_requests.append(most)
             rated.append(rate is not None)
             if rate is not None:
                 rated_ids.append(sub_id)
@@ -562,10 +589,56 @@ class Worker:
         fresh = [i for i, sub_id in enumerate(rated_ids) if sub_id not in pace]  # no bucket yet
         return {
             "subscriptions": ids, "caps": caps, "units": units, "rated": rated, "limit": limit, "token": token,
+            "max_requests": max_requests, "adaptive": self.settings.adaptive_concurrency,
+            "initial": float(self._initial_limit), "concurrency_lock": f"{key_lock_prefix(self.schema)}limit/",
             "lease": self.settings.lease_seconds, "rated_ids": rated_ids, "per_second": per_second,
             "bursts": bursts, "rated_units": rated_units,
             "fresh_ids": [rated_ids[i] for i in fresh], "fresh_bursts": [bursts[i] for i in fresh],
         }  # fmt: skip
+
+    # -- adaptive concurrency (worker/daemon/adaptive.py) ------------------------------------------
+
+    @property
+    def _initial_limit(self) -> int:
+        return min(self.settings.subscription_concurrency_initial, self.settings.subscription_concurrency)
+
+    def _limit_of(self, sub_id: uuid.UUID) -> float:
+        """The subscription's limit as this worker last read it (its maximum when not adaptive)."""
+        target = self._known[sub_id][2]
+        most = maximum_requests(self.settings, target) if target is not None else self.settings.subscription_concurrency
+        limit = self._limits.get(sub_id)
+        if not self.settings.adaptive_concurrency:
+            return float(most)
+        return float(min(most, limit if limit is not None else self._initial_limit))
+
+    def _claim_done(self, token: uuid.UUID, left: list[tuple[Any, ...]]) -> None:
+        """After a claim: which subscriptions still have due work (held back by their limit, rate or
+        our slots: their finishing deliveries wake the main loop), and the claim's database time."""
+        self._limited = {sub_id for sub_id, _ in left if sub_id is not None}
+        self._freed.clear()
+        now = asyncio.get_running_loop().time()
+        if left:
+            self._claimed_at[token] = (left[0][1], now)
+        # A claim's results are written within its lease (or redone by another worker): older times
+        # are no longer needed.
+        horizon = now - 2 * self.settings.lease_seconds
+        for old in [t for t, (_, at) in self._claimed_at.items() if at < horizon]:
+            del self._claimed_at[old]
+
+    def _claim_time(self, token: uuid.UUID) -> datetime | None:
+        known = self._claimed_at.get(token)
+        return known[0] if known is not None else None
+
+    def _wake_for_freed(self, batch: list[Result]) -> None:
+        """Recorded results free their subscription's slots in the database: if the last claim left
+        due work behind for it, claim again once a quarter of its limit (at least one) is free."""
+        for r in batch:
+            sub_id = r.claimed.subscription_id
+            if sub_id in self._limited:
+                self._freed[sub_id] += 1
+                if self._freed[sub_id] >= max(1, int(self._limit_of(sub_id)) // 4):
+                    self._freed[sub_id] = 0
+                    self._want_pass()
 
     def _requests(self, claims: list[Claimed]) -> list[tuple[Target, list[Claimed]]]:
         """One request per claim, except in batched mode: up to batch_max of one subscription per
@@ -616,6 +689,37 @@ class Worker:
         self.attempts += len(results)
         self._results.extend(results)
         self._results_ready.set()
+
+    def _adapt_due(self, judged: list[Result]) -> bool:
+        if asyncio.get_running_loop().time() - self._adapted_at >= ADAPT_EVERY:
+            return True
+        return any(congestion_signal(r) is not None for r in judged)
+
+    def _adapt_parameters(self, batch: list[Result]) -> dict[str, Any] | None:
+        def maximum(sub_id: uuid.UUID) -> int | None:
+            known = self._known.get(sub_id)
+            return maximum_requests(self.settings, known[2]) if known is not None and known[2] is not None else None
+
+        # One answer slower than a quarter of the request timeout is close to timing out: a cut of its own.
+        patience = self.settings.request_timeout * 1000 / 4
+        params = adapt_parameters(batch, self._claim_time, maximum, self._initial_limit, patience)
+        if params is not None:
+            params["fresh"] = [sub_id for sub_id in params["ids"] if sub_id not in self._paced]
+        return params
+
+    def _adapted(self, rows: list[tuple[Any, ...]]) -> None:
+        """What adapt_concurrency changed: cuts are logged (one line each: they are rare by design)."""
+        for sub_id, limit, reason, cut, recent, slowest, baseline in rows:
+            self._limits[sub_id] = limit
+            self._paced.add(sub_id)
+            if cut:
+                times = {"recent_ms": recent, "slowest_ms": slowest, "baseline_ms": baseline}
+                log(logging.INFO, "concurrency limit cut", subscription=str(sub_id), limit=round(limit, 2),
+                    reason=reason, **{k: round(v, 1) for k, v in times.items() if v is not None})  # fmt: skip
+                if self._metrics is not None:
+                    self._metrics.limit_cut(sub_id, reason)
+        if rows and self._metrics is not None:
+            self._metrics.set_limits({str(row[0]): self._limit_of(row[0]) for row in rows if row[0] in self._known})
 
     @staticmethod
     def _abandon(claimed: Claimed) -> Result:
@@ -715,11 +819,21 @@ class Worker:
                 await conn.execute(query("speed_up", self.schema), (sorted(recovered - slowed.keys()),))
             for sub_id, allowed_rate in preflights.items():
                 await conn.execute(query("record_preflight", self.schema), (allowed_rate, sub_id, allowed_rate))
+            adapted_cursor = None
+            judged = self._unadapted + batch
+            adapt = None
+            if not essentials_only and self.settings.adaptive_concurrency and self._adapt_due(judged):
+                adapt = self._adapt_parameters(judged)
+            if adapt is not None:
+                if adapt["fresh"]:
+                    await conn.execute(query("create_concurrency", self.schema), adapt)
+                adapted_cursor = await conn.execute(query("adapt_concurrency", self.schema), adapt)
             await conn.execute(COMMIT)
             await pipeline.sync()
             written = await recorded_cursor.fetchall()
             recorded = [row for row in written if row[0] == "recorded"]
             promoted = len(written) - len(recorded)
+            adapted = await adapted_cursor.fetchall() if adapted_cursor is not None else []
             if retired_cursor is not None:
                 for subscription_id, url in await retired_cursor.fetchall():
                     log(logging.WARNING, "subscription paused: 410 Gone", subscription=str(subscription_id),
@@ -734,6 +848,11 @@ class Worker:
             )
         if promoted or any(r.outcome.kind in ("retry", "retired") for r in batch):
             self._want_pass()
+        self._wake_for_freed(batch)
+        self._unadapted = [] if adapt is not None or essentials_only else judged
+        if adapt is not None:
+            self._adapted_at = asyncio.get_running_loop().time()
+        self._adapted(adapted)
         fenced = len(batch) - len(recorded)
         if fenced:
             log(logging.WARNING, "results refused: claim no longer ours (lease expired)", count=fenced)

@@ -33,7 +33,16 @@ class WorkerSettings(BaseSettings):
     db_schema: str = Field(DEFAULT_SCHEMA, validation_alias="OUTBOX_SCHEMA", description="outbox schema")
     concurrency: int = Field(400, ge=1, le=10_000, description="HTTP requests in flight per process")
     subscription_concurrency: int = Field(
-        200, ge=1, le=10_000, description="in flight per subscription, so slow receivers cannot take every slot"
+        200,
+        ge=1,
+        le=10_000,
+        description="most requests in flight per subscription, over all workers (the adaptive limit's ceiling)",
+    )
+    adaptive_concurrency: bool = Field(
+        True, description="adapt each subscription's limit to its receiver (false: always the maximum)"
+    )
+    subscription_concurrency_initial: int = Field(
+        4, ge=1, le=10_000, description="a subscription's limit before its receiver answered (adaptive)"
     )
     batch_size: int = Field(400, ge=1, le=10_000, description="events routed / deliveries claimed per query")
     poll_interval: float = Field(1.0, gt=0, le=3600, description="seconds between looks for work when idle")
