@@ -558,12 +558,13 @@ WITH input AS (
     SELECT *
       FROM unnest(%(ids)s::uuid[], %(ok)s::int4[], %(finished)s::int4[], %(signals)s::text[],
                   %(signal_claimed)s::timestamptz[], %(typical)s::float8[], %(slowest)s::float8[],
-                  %(ok_claimed)s::timestamptz[], %(maxima)s::float8[])
-           AS i(subscription_id, ok, finished, signal, signal_claimed, typical, slowest, ok_claimed, maximum)
+                  %(ok_claimed)s::timestamptz[], %(maxima)s::float8[], %(slow_connects)s::int4[])
+           AS i(subscription_id, ok, finished, signal, signal_claimed, typical, slowest, ok_claimed, maximum,
+                slow_connects)
 ), locked AS (
     SELECT subscription_id, coalesce(concurrency_limit, %(initial)s) AS current, slow_start_threshold,
            coalesce(limit_cut_at, '-infinity') AS cut_at,
-           greatest(extract(epoch FROM now() - coalesce(limit_changed_at, now())), 0) AS unchanged_for,
+           coalesce(greatest(extract(epoch FROM now() - limit_changed_at), 0), 1) AS unchanged_for,
            latency_base_ms * (1 + 0.02 * greatest(extract(epoch FROM now() - latency_base_at), 0)) AS base,
            latency_recent_ms
       FROM {schema}.subscription_pace
@@ -579,7 +580,7 @@ WITH input AS (
       JOIN input i USING (subscription_id)
 ), judged AS (
     SELECT a.subscription_id, a.current, a.slow_start_threshold, a.base, a.recent, a.ok, a.maximum, a.typical,
-           a.unchanged_for,
+           a.unchanged_for, a.slow_connects,
            a.slowest, a.signal IS NOT NULL AS signalled,
            CASE WHEN a.signal IS NOT NULL AND a.signal_claimed > a.cut_at THEN a.signal
                 WHEN a.ok_claimed > a.cut_at
@@ -589,6 +590,7 @@ WITH input AS (
            END AS cut,
            CASE WHEN a.signal IS NULL AND a.slowest > greatest(3 * a.base, %(patience)s) THEN 0.5
                 WHEN a.signal IS NULL THEN greatest(0.8, least(0.9, a.base / nullif(a.recent, 0)))
+                WHEN a.signal = 'slow connect' AND a.slow_start_threshold IS NOT NULL THEN NULL
                 ELSE 0.5 END AS factor,
            coalesce(a.typical <= 1.25 * a.base + %(slack)s / 2, true) AS fast,
            (SELECT count(*) FROM {schema}.deliveries d
@@ -596,12 +598,16 @@ WITH input AS (
       FROM averaged a
 ), decided AS (
     SELECT j.*,
-           CASE WHEN j.cut IS NOT NULL THEN greatest(1, least(j.current, j.used) * j.factor)
+           CASE WHEN j.cut IS NOT NULL AND j.factor IS NULL  -- slow connects, past slow start
+                     THEN greatest(1, least(j.current, j.used) * 0.5,
+                                   least(least(j.current, j.used) * 0.9, least(j.current, j.used) - j.slow_connects))
+                WHEN j.cut IS NOT NULL THEN greatest(1, least(j.current, j.used) * j.factor)
                 WHEN j.current > j.maximum THEN j.maximum
                 WHEN NOT j.signalled AND j.fast AND j.ok > 0 AND j.used * 2 >= j.current AND j.current < j.maximum
                      THEN least(j.maximum, j.current + CASE WHEN j.current < coalesce(j.slow_start_threshold,
                                                                                       'infinity')
-                                                            THEN j.ok
+                                                            THEN least(j.ok, j.current * (power(2, least(j.unchanged_for,
+                                                                                                         0.25) / 0.5) - 1))
                                                             ELSE least(j.ok / j.current, 5 * j.unchanged_for) END)
            END AS next
       FROM judged j
