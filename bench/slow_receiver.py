@@ -176,8 +176,8 @@ def run_one(url: str, name: str, events: int, drain_timeout: float) -> Outcome:
                             " WHERE subscription_id = %s AND status = 'delivered'",
                             (healthy_id, healthy_id),
                         ).fetchone()
-                        if row and row[1] is not None:
-                            trace.append((time.monotonic() - began, row[0], row[1]))
+                        if row:
+                            trace.append((time.monotonic() - began, row[0], row[1] or 0.0))
                         if row and row[0] >= events:
                             seconds = time.monotonic() - began
                             break

@@ -529,14 +529,18 @@ ON CONFLICT (subscription_id) DO NOTHING;
 -- name: adapt_concurrency
 -- The recorder: adapt each subscription's concurrency limit to the answers of this batch (rows locked
 -- in subscription-id order, as everywhere). Per subscription the worker gives: `ok` answers (2xx) with
--- their median (`typical`) and slowest duration and the latest claim time among them, `finished` results, and the
--- strongest congestion `signal` (timeout, connection error, 503, 429) with the latest claim time among
--- those. `used` is what was in flight: what all workers still have, plus this batch.
+-- their median (`typical`) and slowest duration and the latest claim time among them, `finished` results, the
+-- strongest congestion `signal` (timeout, connection error, 503, 429, slow connect) with the latest claim
+-- time among those, and `slow_connects`: answers whose new connection took a second longer than the
+-- target's fastest (a dropped SYN: the receiver's listen backlog overflowed). `used` is what was in
+-- flight: what all workers still have, plus this batch.
 --   * cut, only by answers to requests claimed after the last cut (so at most once per round trip:
 --     what was already in flight when the limit was cut does not cut it again; after a latency cut, one
 --     recent answer time later: the receiver's queue drains first), to a share of `used`
 --     (never below 1); slow start ends there:
---       - a signal: half;
+--       - a signal: half; but slow connects past slow start: one less per slow connect, between
+--         0.5 and 0.9 (a dropped SYN costs its request a second, not the receiver's health: a
+--         receiver that drops one now and then at a limit is still best served near that limit);
 --       - 'latency', one 2xx close to timing out (`patience`: a quarter of the request timeout) and
 --         three times the baseline (a receiver's connection queue overflowing: dropped SYNs): half;
 --       - 'latency', both this batch's median and the recent answer time (batch medians averaged,
@@ -547,7 +551,8 @@ ON CONFLICT (subscription_id) DO NOTHING;
 --   * grow, on 2xx without a signal while this batch's median stays within 1.25 times the baseline
 --     plus half the slack,
 --     and at least half the limit was in use (a limit never used is no proof the receiver takes it):
---     +1 per 2xx in slow start (doubling per round trip), then +1/limit per 2xx (+1 per round trip, at
+--     +1 per 2xx in slow start (doubling per round trip), but at most doubling per 0.5 s (a dropped SYN
+--     is seen a second after the overflow: faster growth would overshoot far past it), then +1/limit per 2xx (+1 per round trip, at
 --     most 5 a second: with answers in milliseconds, probing for the next dropped SYN that fast
 --     spends more time above the receiver's capacity than below it), up
 --     to `maximum` (OUTBOX_SUBSCRIPTION_CONCURRENCY, or what the subscription's rate allows);
