@@ -5,8 +5,8 @@
 -- The limit starts low and grows while answers come back fast (slow start: +1 per success, so it
 -- doubles per round trip; past slow_start_threshold: about +1 per round trip), and is cut
 -- multiplicatively on timeouts, connection failures, 429, 503, connects slowed by a dropped SYN (the
--- receiver's listen backlog overflowed) and answers far slower than the receiver's baseline, at most once per round trip (only answers to requests claimed after the last cut
--- may cut it again). It never goes below 1 nor above OUTBOX_SUBSCRIPTION_CONCURRENCY (or what the
+-- receiver's listen backlog overflowed) and answers far slower than the receiver's baseline, at most
+-- once per round trip (only answers to requests claimed after the last cut may cut it again). It never goes below 1 nor above OUTBOX_SUBSCRIPTION_CONCURRENCY (or what the
 -- subscription's rate allows). The claim takes no more for a subscription than its limit minus what
 -- all workers have in flight for it (its deliveries in 'delivering').
 

@@ -529,8 +529,8 @@ ON CONFLICT (subscription_id) DO NOTHING;
 -- name: adapt_concurrency
 -- The recorder: adapt each subscription's concurrency limit to the answers of this batch (rows locked
 -- in subscription-id order, as everywhere). Per subscription the worker gives: `ok` answers (2xx) with
--- their median (`typical`) and slowest duration and the latest claim time among them, `finished` results, the
--- strongest congestion `signal` (timeout, connection error, 503, 429, slow connect) with the latest claim
+-- their median (`typical`) and slowest duration and the latest claim time among them, `finished`
+-- results, the strongest congestion `signal` (timeout, connection error, 503, 429, slow connect) with the latest claim
 -- time among those, and `slow_connects`: answers whose new connection took a second longer than the
 -- target's fastest (a dropped SYN: the receiver's listen backlog overflowed). `used` is what was in
 -- flight: what all workers still have, plus this batch.
@@ -552,9 +552,10 @@ ON CONFLICT (subscription_id) DO NOTHING;
 --     plus half the slack,
 --     and at least half the limit was in use (a limit never used is no proof the receiver takes it):
 --     +1 per 2xx in slow start (doubling per round trip), but at most doubling per 0.5 s (a dropped SYN
---     is seen a second after the overflow: faster growth would overshoot far past it), then +1/limit per 2xx (+1 per round trip, at
---     most 5 a second: with answers in milliseconds, probing for the next dropped SYN that fast
---     spends more time above the receiver's capacity than below it), up
+--     is seen a second after the overflow: faster growth would overshoot far past it), then
+--     +1/limit per 2xx (+1 per round trip, at most 5 a second: with answers in milliseconds,
+--     probing for the next dropped SYN that fast spends more time above the receiver's capacity than
+--     below it), up
 --     to `maximum` (OUTBOX_SUBSCRIPTION_CONCURRENCY, or what the subscription's rate allows);
 --   * a limit above this worker's maximum comes down to it.
 -- The baseline is the lowest batch median of 2xx seen, drifting up 2% a second, so it follows a
@@ -595,7 +596,6 @@ WITH input AS (
            END AS cut,
            CASE WHEN a.signal IS NULL AND a.slowest > greatest(3 * a.base, %(patience)s) THEN 0.5
                 WHEN a.signal IS NULL THEN greatest(0.8, least(0.9, a.base / nullif(a.recent, 0)))
-                WHEN a.signal = 'slow connect' AND a.slow_start_threshold IS NOT NULL THEN NULL
                 ELSE 0.5 END AS factor,
            coalesce(a.typical <= 1.25 * a.base + %(slack)s / 2, true) AS fast,
            (SELECT count(*) FROM {schema}.deliveries d
@@ -603,7 +603,7 @@ WITH input AS (
       FROM averaged a
 ), decided AS (
     SELECT j.*,
-           CASE WHEN j.cut IS NOT NULL AND j.factor IS NULL  -- slow connects, past slow start
+           CASE WHEN j.cut = 'slow connect' AND j.slow_start_threshold IS NOT NULL
                      THEN greatest(1, least(j.current, j.used) * 0.5,
                                    least(least(j.current, j.used) * 0.9, least(j.current, j.used) - j.slow_connects))
                 WHEN j.cut IS NOT NULL THEN greatest(1, least(j.current, j.used) * j.factor)
@@ -611,8 +611,8 @@ WITH input AS (
                 WHEN NOT j.signalled AND j.fast AND j.ok > 0 AND j.used * 2 >= j.current AND j.current < j.maximum
                      THEN least(j.maximum, j.current + CASE WHEN j.current < coalesce(j.slow_start_threshold,
                                                                                       'infinity')
-                                                            THEN least(j.ok, j.current * (power(2, least(j.unchanged_for,
-                                                                                                         0.25) / 0.5) - 1))
+                                                            THEN least(j.ok, j.current
+                                                                             * (power(2, least(j.unchanged_for, 0.25) / 0.5) - 1))
                                                             ELSE least(j.ok / j.current, 5 * j.unchanged_for) END)
            END AS next
       FROM judged j
