@@ -166,18 +166,20 @@ def run_one(url: str, name: str, events: int, drain_timeout: float) -> Outcome:
             began = time.monotonic()
             worker = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, stdout=log, stderr=log)
             seconds = None
-            trace: list[tuple[float, int, float]] = []  # (seconds, delivered, limit) every 50 ms
+            trace: list[tuple[float, int, float, int]] = []  # (seconds, delivered, limit, in flight) per 50 ms
             try:
                 with psycopg.connect(url, autocommit=True) as conn:
                     while time.monotonic() - began < drain_timeout:
                         row = conn.execute(
-                            "SELECT count(*), (SELECT concurrency_limit FROM outbox.subscription_pace"
-                            "                   WHERE subscription_id = %s) FROM outbox.deliveries"
-                            " WHERE subscription_id = %s AND status = 'delivered'",
+                            "SELECT count(*) FILTER (WHERE status = 'delivered'),"
+                            "       (SELECT concurrency_limit FROM outbox.subscription_pace"
+                            "         WHERE subscription_id = %s),"
+                            "       count(*) FILTER (WHERE status = 'delivering')"
+                            "  FROM outbox.deliveries WHERE subscription_id = %s",
                             (healthy_id, healthy_id),
                         ).fetchone()
                         if row:
-                            trace.append((time.monotonic() - began, row[0], row[1] or 0.0))
+                            trace.append((time.monotonic() - began, row[0], row[1] or 0.0, row[2]))
                         if row and row[0] >= events:
                             seconds = time.monotonic() - began
                             break
@@ -192,7 +194,7 @@ def run_one(url: str, name: str, events: int, drain_timeout: float) -> Outcome:
             log.seek(0)
             if os.environ.get("BENCH_TRACE"):  # the limit over time, and the worker's log, to study it
                 with open(os.environ["BENCH_TRACE"], "a") as kept:
-                    kept.write(f"# {name}\n" + "".join(f"{t:.2f} {n} {lim:.1f}\n" for t, n, lim in trace))
+                    kept.write(f"# {name}\n" + "".join(f"{t:.2f} {n} {lim:.1f} {f}\n" for t, n, lim, f in trace))
                     kept.write(log.read().decode(errors="replace"))
                 log.seek(0)
             cuts = Counter(
