@@ -552,7 +552,10 @@ ON CONFLICT (subscription_id) DO NOTHING;
 --     plus half the slack,
 --     and at least half the limit was in use (a limit never used is no proof the receiver takes it):
 --     +1 per 2xx in slow start (doubling per round trip), but at most doubling per 0.5 s (a dropped SYN
---     is seen a second after the overflow: faster growth would overshoot far past it), then
+--     is seen a second after the overflow: faster growth would overshoot far past it); slow start
+--     ends without a cut once this batch's median passes twice the baseline plus 1% of `slack`
+--     (HyStart's idea: the receiver's queue is forming; the overshoot's dropped SYNs stalled the
+--     drain for a second), then
 --     +1/limit per 2xx (+1 per round trip, at most 5 a second: with answers in milliseconds,
 --     probing for the next dropped SYN that fast spends more time above the receiver's capacity than
 --     below it), up
@@ -598,16 +601,21 @@ WITH input AS (
                 WHEN a.signal IS NULL THEN greatest(0.8, least(0.9, a.base / nullif(a.recent, 0)))
                 ELSE 0.5 END AS factor,
            coalesce(a.typical <= 1.25 * a.base + %(slack)s / 2, true) AS fast,
+           coalesce(a.typical > 2 * a.base + %(slack)s / 100, false) AS warm,
            (SELECT count(*) FROM {schema}.deliveries d
              WHERE d.subscription_id = a.subscription_id AND d.status = 'delivering') + a.finished AS used
       FROM averaged a
 ), decided AS (
     SELECT j.*,
+           j.cut IS NULL AND NOT j.signalled AND j.warm AND j.current < coalesce(j.slow_start_threshold, 'infinity')
+               AS slow_start_ends,
            CASE WHEN j.cut = 'slow connect' AND j.slow_start_threshold IS NOT NULL
                      THEN greatest(1, least(j.current, j.used) * 0.5,
                                    least(least(j.current, j.used) * 0.9, least(j.current, j.used) - j.slow_connects))
                 WHEN j.cut IS NOT NULL THEN greatest(1, least(j.current, j.used) * j.factor)
                 WHEN j.current > j.maximum THEN j.maximum
+                WHEN j.cut IS NULL AND NOT j.signalled AND j.warm
+                     AND j.current < coalesce(j.slow_start_threshold, 'infinity') THEN NULL
                 WHEN NOT j.signalled AND j.fast AND j.ok > 0 AND j.used * 2 >= j.current AND j.current < j.maximum
                      THEN least(j.maximum, j.current + CASE WHEN j.current < coalesce(j.slow_start_threshold,
                                                                                       'infinity')
@@ -619,7 +627,8 @@ WITH input AS (
 )
 UPDATE {schema}.subscription_pace p
    SET concurrency_limit = coalesce(d.next, d.current),
-       slow_start_threshold = CASE WHEN d.cut IS NOT NULL THEN d.next ELSE p.slow_start_threshold END,
+       slow_start_threshold = CASE WHEN d.cut IS NOT NULL THEN d.next WHEN d.slow_start_ends THEN d.current
+                                   ELSE p.slow_start_threshold END,
        limit_reason = CASE WHEN d.cut IS NOT NULL THEN d.cut
                            WHEN d.next IS NULL THEN p.limit_reason
                            WHEN d.next >= d.maximum THEN 'maximum'
