@@ -8,12 +8,14 @@ failed otherwise, the duplicates the receiver got (requests it answered that we 
 where the subscription's limit ended and why. Configurations:
 
 * adaptive: the worker's defaults (adaptive limit, OUTBOX_SUBSCRIPTION_CONCURRENCY 200 its ceiling);
-* fixed N: OUTBOX_ADAPTIVE_CONCURRENCY=false, OUTBOX_SUBSCRIPTION_CONCURRENCY=N (32, 64, 200);
+* fixed N: OUTBOX_ADAPTIVE_CONCURRENCY=false, OUTBOX_SUBSCRIPTION_CONCURRENCY=N (16, 32, 64, 200);
 * misbehaving: adaptive and fixed 200 again, with a second subscription next to the healthy one whose
   receiver never answers (our side times out after 10 s): the drain is the healthy subscription's, and
   its duplicates are what the misbehaving one made it suffer.
 
-Each figure is the median of `--runs` runs, interleaved. Everything lives in the database
+The last column counts the healthy subscription's limit cuts by reason (from the worker's log);
+`BENCH_TRACE=file` appends every run's trace (seconds, delivered, limit, in flight, every 50 ms) and the
+worker's log to `file`. Each figure is the median of `--runs` runs, interleaved. Everything lives in the database
 `bench_slow_receiver`, dropped and created anew. The figures are noisy
 on a shared machine: the worker, PostgreSQL and the receiver (a thread of this process, GIL-bound as
 such receivers are) share the CPUs.
