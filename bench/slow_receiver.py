@@ -8,12 +8,14 @@ failed otherwise, the duplicates the receiver got (requests it answered that we 
 where the subscription's limit ended and why. Configurations:
 
 * adaptive: the worker's defaults (adaptive limit, OUTBOX_SUBSCRIPTION_CONCURRENCY 200 its ceiling);
-* fixed N: OUTBOX_ADAPTIVE_CONCURRENCY=false, OUTBOX_SUBSCRIPTION_CONCURRENCY=N (32, 64, 200);
+* fixed N: OUTBOX_ADAPTIVE_CONCURRENCY=false, OUTBOX_SUBSCRIPTION_CONCURRENCY=N (16, 32, 64, 200);
 * misbehaving: adaptive and fixed 200 again, with a second subscription next to the healthy one whose
   receiver never answers (our side times out after 10 s): the drain is the healthy subscription's, and
   its duplicates are what the misbehaving one made it suffer.
 
-Each figure is the median of `--runs` runs, interleaved. Everything lives in the database
+The last column counts the healthy subscription's limit cuts by reason (from the worker's log);
+`BENCH_TRACE=file` appends every run's trace (seconds, delivered, limit, in flight, every 50 ms) and the
+worker's log to `file`. Each figure is the median of `--runs` runs, interleaved. Everything lives in the database
 `bench_slow_receiver`, dropped and created anew. The figures are noisy
 on a shared machine: the worker, PostgreSQL and the receiver (a thread of this process, GIL-bound as
 such receivers are) share the CPUs.
@@ -52,6 +54,7 @@ from worker.store.secret_box import SecretBox
 DATABASE = "bench_slow_receiver"
 CONFIGURATIONS: dict[str, dict[str, str]] = {
     "adaptive": {},
+    "fixed 16": {"OUTBOX_ADAPTIVE_CONCURRENCY": "false", "OUTBOX_SUBSCRIPTION_CONCURRENCY": "16"},
     "fixed 32": {"OUTBOX_ADAPTIVE_CONCURRENCY": "false", "OUTBOX_SUBSCRIPTION_CONCURRENCY": "32"},
     "fixed 64": {"OUTBOX_ADAPTIVE_CONCURRENCY": "false", "OUTBOX_SUBSCRIPTION_CONCURRENCY": "64"},
     "fixed 200": {"OUTBOX_ADAPTIVE_CONCURRENCY": "false", "OUTBOX_SUBSCRIPTION_CONCURRENCY": "200"},
@@ -116,6 +119,7 @@ class Outcome:
     errors: int
     duplicates: int
     limit: str
+    cuts: str  # the healthy subscription's limit cuts by reason, from the worker's log
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -164,14 +168,20 @@ def run_one(url: str, name: str, events: int, drain_timeout: float) -> Outcome:
             began = time.monotonic()
             worker = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, stdout=log, stderr=log)
             seconds = None
+            trace: list[tuple[float, int, float, int]] = []  # (seconds, delivered, limit, in flight) per 50 ms
             try:
                 with psycopg.connect(url, autocommit=True) as conn:
                     while time.monotonic() - began < drain_timeout:
                         row = conn.execute(
-                            "SELECT count(*) FROM outbox.deliveries"
-                            " WHERE subscription_id = %s AND status = 'delivered'",
-                            (healthy_id,),
+                            "SELECT count(*) FILTER (WHERE status = 'delivered'),"
+                            "       (SELECT concurrency_limit FROM outbox.subscription_pace"
+                            "         WHERE subscription_id = %s),"
+                            "       count(*) FILTER (WHERE status = 'delivering')"
+                            "  FROM outbox.deliveries WHERE subscription_id = %s",
+                            (healthy_id, healthy_id),
                         ).fetchone()
+                        if row:
+                            trace.append((time.monotonic() - began, row[0], row[1] or 0.0, row[2]))
                         if row and row[0] >= events:
                             seconds = time.monotonic() - began
                             break
@@ -183,6 +193,17 @@ def run_one(url: str, name: str, events: int, drain_timeout: float) -> Outcome:
                 except subprocess.TimeoutExpired:
                     worker.kill()
                     worker.wait()
+            log.seek(0)
+            if os.environ.get("BENCH_TRACE"):  # the limit over time, and the worker's log, to study it
+                with open(os.environ["BENCH_TRACE"], "a") as kept:
+                    kept.write(f"# {name}\n" + "".join(f"{t:.2f} {n} {lim:.1f} {f}\n" for t, n, lim, f in trace))
+                    kept.write(log.read().decode(errors="replace"))
+                log.seek(0)
+            cuts = Counter(
+                line["reason"]
+                for line in map(_json_line, log.read().splitlines())
+                if line.get("event") == "concurrency limit cut" and line.get("subscription") == str(healthy_id)
+            )
         with psycopg.connect(url) as conn:
             row = conn.execute(
                 "SELECT count(*) FILTER (WHERE a.error LIKE 'timeout%%'),"
@@ -200,7 +221,16 @@ def run_one(url: str, name: str, events: int, drain_timeout: float) -> Outcome:
         shown = [
             f"{limit:.1f} ({reason})" if limit is not None else "-" for callback, limit, reason in limits
         ]  # healthy first, then the misbehaving one
-        return Outcome(seconds, timeouts, errors, duplicates, " / ".join(shown))
+        cut_text = ",".join(f"{reason} {n}" for reason, n in sorted(cuts.items())) or "-"
+        return Outcome(seconds, timeouts, errors, duplicates, " / ".join(shown), cut_text)
+
+
+def _json_line(raw: bytes) -> dict[str, Any]:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return {}
+    return line if isinstance(line, dict) else {}
 
 
 def main() -> None:
@@ -223,7 +253,10 @@ def main() -> None:
     for _ in range(args.runs):
         for name in names:
             results[name].append(run_one(url, name, args.events, args.drain_timeout))
-    print(f"{'configuration':24} {'drain s':>8} {'timeouts':>8} {'errors':>7} {'dupl.':>6}  limit at the end (why)")
+    print(
+        f"{'configuration':24} {'drain s':>8} {'timeouts':>8} {'errors':>7} {'dupl.':>6}"
+        "  limit at the end (why); cuts (last run)"
+    )
     for name in names:
         outcomes = results[name]
         drained = [o.seconds for o in outcomes if o.seconds is not None]
@@ -233,7 +266,8 @@ def main() -> None:
         errors = statistics.median(o.errors for o in outcomes)
         duplicates = statistics.median(o.duplicates for o in outcomes)
         print(
-            f"{name:24} {seconds} {timeouts:8.0f} {errors:7.0f} {duplicates:6.0f}  {outcomes[-1].limit}",
+            f"{name:24} {seconds} {timeouts:8.0f} {errors:7.0f} {duplicates:6.0f}"
+            f"  {outcomes[-1].limit}; {outcomes[-1].cuts}",
             flush=True,
         )
 

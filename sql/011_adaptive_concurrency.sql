@@ -4,9 +4,9 @@
 --
 -- The limit starts low and grows while answers come back fast (slow start: +1 per success, so it
 -- doubles per round trip; past slow_start_threshold: about +1 per round trip), and is cut
--- multiplicatively on timeouts, connection failures, 429, 503 and answers far slower than the
--- receiver's baseline, at most once per round trip (only answers to requests claimed after the last cut
--- may cut it again). It never goes below 1 nor above OUTBOX_SUBSCRIPTION_CONCURRENCY (or what the
+-- multiplicatively on timeouts, connection failures, 429, 503, connects slowed by a dropped SYN (the
+-- receiver's listen backlog overflowed) and answers far slower than the receiver's baseline, at most
+-- once per round trip (only answers to requests claimed after the last cut may cut it again). It never goes below 1 nor above OUTBOX_SUBSCRIPTION_CONCURRENCY (or what the
 -- subscription's rate allows). The claim takes no more for a subscription than its limit minus what
 -- all workers have in flight for it (its deliveries in 'delivering').
 
@@ -18,7 +18,7 @@ ALTER TABLE subscription_pace
     ADD COLUMN slow_start_threshold double precision CHECK (slow_start_threshold >= 1),
     -- Why and when the limit last changed, for the operator.
     ADD COLUMN limit_reason         text CHECK (limit_reason IN
-        ('growing', 'timeout', 'connection error', '429', '503', 'latency', 'maximum')),
+        ('growing', 'timeout', 'connection error', '429', '503', 'slow connect', 'latency', 'maximum')),
     ADD COLUMN limit_changed_at     timestamptz,
     -- The last cut: answers to requests claimed before it do not cut again.
     ADD COLUMN limit_cut_at         timestamptz,

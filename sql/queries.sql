@@ -529,14 +529,18 @@ ON CONFLICT (subscription_id) DO NOTHING;
 -- name: adapt_concurrency
 -- The recorder: adapt each subscription's concurrency limit to the answers of this batch (rows locked
 -- in subscription-id order, as everywhere). Per subscription the worker gives: `ok` answers (2xx) with
--- their median (`typical`) and slowest duration and the latest claim time among them, `finished` results, and the
--- strongest congestion `signal` (timeout, connection error, 503, 429) with the latest claim time among
--- those. `used` is what was in flight: what all workers still have, plus this batch.
+-- their median (`typical`) and slowest duration and the latest claim time among them, `finished`
+-- results, the strongest congestion `signal` (timeout, connection error, 503, 429, slow connect) with the latest claim
+-- time among those, and `slow_connects`: answers whose new connection took a second longer than the
+-- target's fastest (a dropped SYN: the receiver's listen backlog overflowed). `used` is what was in
+-- flight: what all workers still have, plus this batch.
 --   * cut, only by answers to requests claimed after the last cut (so at most once per round trip:
 --     what was already in flight when the limit was cut does not cut it again; after a latency cut, one
 --     recent answer time later: the receiver's queue drains first), to a share of `used`
 --     (never below 1); slow start ends there:
---       - a signal: half;
+--       - a signal: half; but slow connects past slow start: one less per slow connect, between
+--         0.5 and 0.9 (a dropped SYN costs its request a second, not the receiver's health: a
+--         receiver that drops one now and then at a limit is still best served near that limit);
 --       - 'latency', one 2xx close to timing out (`patience`: a quarter of the request timeout) and
 --         three times the baseline (a receiver's connection queue overflowing: dropped SYNs): half;
 --       - 'latency', both this batch's median and the recent answer time (batch medians averaged,
@@ -547,9 +551,14 @@ ON CONFLICT (subscription_id) DO NOTHING;
 --   * grow, on 2xx without a signal while this batch's median stays within 1.25 times the baseline
 --     plus half the slack,
 --     and at least half the limit was in use (a limit never used is no proof the receiver takes it):
---     +1 per 2xx in slow start (doubling per round trip), then +1/limit per 2xx (+1 per round trip, at
---     most 5 a second: with answers in milliseconds, probing for the next dropped SYN that fast
---     spends more time above the receiver's capacity than below it), up
+--     +1 per 2xx in slow start (doubling per round trip), but at most doubling per 0.5 s (a dropped SYN
+--     is seen a second after the overflow: faster growth would overshoot far past it); slow start
+--     ends without a cut once this batch's median passes twice the baseline plus 1% of `slack`
+--     (HyStart's idea: the receiver's queue is forming; the overshoot's dropped SYNs stalled the
+--     drain for a second), then
+--     +1/limit per 2xx (+1 per round trip, at most 5 a second: with answers in milliseconds,
+--     probing for the next dropped SYN that fast spends more time above the receiver's capacity than
+--     below it), up
 --     to `maximum` (OUTBOX_SUBSCRIPTION_CONCURRENCY, or what the subscription's rate allows);
 --   * a limit above this worker's maximum comes down to it.
 -- The baseline is the lowest batch median of 2xx seen, drifting up 2% a second, so it follows a
@@ -558,12 +567,13 @@ WITH input AS (
     SELECT *
       FROM unnest(%(ids)s::uuid[], %(ok)s::int4[], %(finished)s::int4[], %(signals)s::text[],
                   %(signal_claimed)s::timestamptz[], %(typical)s::float8[], %(slowest)s::float8[],
-                  %(ok_claimed)s::timestamptz[], %(maxima)s::float8[])
-           AS i(subscription_id, ok, finished, signal, signal_claimed, typical, slowest, ok_claimed, maximum)
+                  %(ok_claimed)s::timestamptz[], %(maxima)s::float8[], %(slow_connects)s::int4[])
+           AS i(subscription_id, ok, finished, signal, signal_claimed, typical, slowest, ok_claimed, maximum,
+                slow_connects)
 ), locked AS (
     SELECT subscription_id, coalesce(concurrency_limit, %(initial)s) AS current, slow_start_threshold,
            coalesce(limit_cut_at, '-infinity') AS cut_at,
-           greatest(extract(epoch FROM now() - coalesce(limit_changed_at, now())), 0) AS unchanged_for,
+           coalesce(greatest(extract(epoch FROM now() - limit_changed_at), 0), 1) AS unchanged_for,
            latency_base_ms * (1 + 0.02 * greatest(extract(epoch FROM now() - latency_base_at), 0)) AS base,
            latency_recent_ms
       FROM {schema}.subscription_pace
@@ -579,7 +589,7 @@ WITH input AS (
       JOIN input i USING (subscription_id)
 ), judged AS (
     SELECT a.subscription_id, a.current, a.slow_start_threshold, a.base, a.recent, a.ok, a.maximum, a.typical,
-           a.unchanged_for,
+           a.unchanged_for, a.slow_connects,
            a.slowest, a.signal IS NOT NULL AS signalled,
            CASE WHEN a.signal IS NOT NULL AND a.signal_claimed > a.cut_at THEN a.signal
                 WHEN a.ok_claimed > a.cut_at
@@ -591,24 +601,34 @@ WITH input AS (
                 WHEN a.signal IS NULL THEN greatest(0.8, least(0.9, a.base / nullif(a.recent, 0)))
                 ELSE 0.5 END AS factor,
            coalesce(a.typical <= 1.25 * a.base + %(slack)s / 2, true) AS fast,
+           coalesce(a.typical > 2 * a.base + %(slack)s / 100, false) AS warm,
            (SELECT count(*) FROM {schema}.deliveries d
              WHERE d.subscription_id = a.subscription_id AND d.status = 'delivering') + a.finished AS used
       FROM averaged a
 ), decided AS (
     SELECT j.*,
-           CASE WHEN j.cut IS NOT NULL THEN greatest(1, least(j.current, j.used) * j.factor)
+           j.cut IS NULL AND NOT j.signalled AND j.warm AND j.current < coalesce(j.slow_start_threshold, 'infinity')
+               AS slow_start_ends,
+           CASE WHEN j.cut = 'slow connect' AND j.slow_start_threshold IS NOT NULL
+                     THEN greatest(1, least(j.current, j.used) * 0.5,
+                                   least(least(j.current, j.used) * 0.9, least(j.current, j.used) - j.slow_connects))
+                WHEN j.cut IS NOT NULL THEN greatest(1, least(j.current, j.used) * j.factor)
                 WHEN j.current > j.maximum THEN j.maximum
+                WHEN j.cut IS NULL AND NOT j.signalled AND j.warm
+                     AND j.current < coalesce(j.slow_start_threshold, 'infinity') THEN NULL
                 WHEN NOT j.signalled AND j.fast AND j.ok > 0 AND j.used * 2 >= j.current AND j.current < j.maximum
                      THEN least(j.maximum, j.current + CASE WHEN j.current < coalesce(j.slow_start_threshold,
                                                                                       'infinity')
-                                                            THEN j.ok
+                                                            THEN least(j.ok, j.current
+                                                                             * (power(2, least(j.unchanged_for, 0.25) / 0.5) - 1))
                                                             ELSE least(j.ok / j.current, 5 * j.unchanged_for) END)
            END AS next
       FROM judged j
 )
 UPDATE {schema}.subscription_pace p
    SET concurrency_limit = coalesce(d.next, d.current),
-       slow_start_threshold = CASE WHEN d.cut IS NOT NULL THEN d.next ELSE p.slow_start_threshold END,
+       slow_start_threshold = CASE WHEN d.cut IS NOT NULL THEN d.next WHEN d.slow_start_ends THEN d.current
+                                   ELSE p.slow_start_threshold END,
        limit_reason = CASE WHEN d.cut IS NOT NULL THEN d.cut
                            WHEN d.next IS NULL THEN p.limit_reason
                            WHEN d.next >= d.maximum THEN 'maximum'

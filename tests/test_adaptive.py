@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -203,3 +205,80 @@ def test_the_rate_bounds_the_adaptive_limit(database_url: str, start_worker: Wor
         limit = _limit(database_url, sub)
         assert (limit["concurrency_limit"], limit["limit_reason"]) == (3, "maximum"), "above what the rate allows"
         assert receiver.most_present <= 3
+
+
+class Backlogged:
+    """A receiver as small as they come: a listening socket with a backlog of 1 that takes one connection
+    every `pause` seconds and answers it 204 (`Connection: close`: every request a new connection, as
+    http.server's HTTP/1.0). The kernel keeps at most two finished handshakes waiting: SYNs beyond them
+    are dropped, and the client's kernel sends them again a second later."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self.received: list[str] = []  # event ids, in the order answered
+        self._socket = socket.create_server(("127.0.0.1", 0), backlog=1)
+        self.port = self._socket.getsockname()[1]
+        self._stop = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def _serve(self) -> None:
+        self._socket.settimeout(0.2)
+        while not self._stop.is_set():
+            time.sleep(self.pause)
+            try:
+                conn, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.received.append(json.loads(body)["id"])
+                conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Backlogged]:
+        thread = threading.Thread(target=self._serve, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(10)
+            self._socket.close()
+
+
+def test_a_receiver_whose_listen_backlog_overflows_gets_its_limit_cut_before_any_timeout(
+    database_url: str, start_worker: WorkerFactory
+) -> None:
+    # The worker starts with 4 in flight to a receiver that keeps 2 connections waiting: the SYNs of
+    # the others are dropped and sent again a second later. Those slow connects cut the limit (a
+    # timeout would only come at 10 s, after the SYN was dropped four times).
+    with Backlogged(pause=0.05).running() as receiver:
+        sub = subscribe(database_url, receiver.url)
+        enqueue(database_url, [zaak_event(f"z{n}", n) for n in range(60)])
+        worker = start_worker({"OUTBOX_REQUEST_TIMEOUT": "10", "OUTBOX_LEASE_SECONDS": "30"})
+        cut = worker.wait_logged("concurrency limit cut", timeout=30)
+        assert (cut["subscription"], cut["reason"]) == (sub, "slow connect"), cut
+        assert _limit(database_url, sub)["slow_start_threshold"] is not None, "the slow connect ended slow start"
+        wait_until(lambda: count_delivered(database_url) == 60, timeout=60, message="60 delivered")
+        assert sorted(receiver.received) == sorted(set(receiver.received)) and len(receiver.received) == 60
+        assert _timeouts(database_url, sub) == 0, "a request timed out"
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM outbox.delivery_attempts WHERE status_code IS DISTINCT FROM 204"
+            ).fetchone()
+        assert row == (0,), "every attempt was answered 204: the cut came from the connects alone"
+        assert worker.terminate() == 0

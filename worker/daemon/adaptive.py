@@ -3,8 +3,9 @@
 The limit lives on the subscription's pace row (sql/009), shared by every worker; the claim keeps to it
 (`claim`, after `lock_concurrency`) and the recorder adapts it (`adapt_concurrency`), in the spirit of TCP
 congestion control: slow start, then additive increase while answers are fast and healthy; a
-multiplicative cut, at most once per round trip, on timeouts, connection failures, 429, 503, or answers
-far slower than the receiver's baseline. This module only turns results into that statement's inputs.
+multiplicative cut, at most once per round trip, on timeouts, connection failures, 429, 503, connects
+slowed by a dropped SYN, or answers far slower than the receiver's baseline. This module only turns
+results into that statement's inputs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from worker.daemon.settings import WorkerSettings
 from worker.delivery.http import Result, Target
 
 # Strongest first: the reason recorded when one batch holds several.
-SIGNALS = ("timeout", "connection error", "503", "429")
+SIGNALS = ("timeout", "connection error", "503", "429", "slow connect")
+# A new connection this much slower than the target's fastest (ms) lost its SYN (or handshake ACK) and
+# waited for the kernel to send it again (1 s on Linux, RFC 6298's initial RTO): the receiver's listen
+# backlog overflowed. It is TCP's loss, seen ~1 s after the overflow instead of at the request timeout
+# (a SYN dropped three times is a 7 s connect). Loop stalls on our side stay well below it.
+SLOW_CONNECT_MS = 700.0
 # Transport failures that say the receiver (or the path to it) is overwhelmed; TLS verdicts, refused
 # addresses, credentials and pre-flight refusals are not load and do not cut the limit.
 _CONNECTION_FAILURES = (
@@ -36,13 +42,28 @@ _CONNECTION_FAILURES = (
 def congestion_signal(result: Result) -> str | None:
     """Why this attempt says "send less" (one of SIGNALS), or None."""
     if result.status_code is not None:
-        return str(result.status_code) if result.status_code in (429, 503) else None
+        if result.status_code in (429, 503):
+            return str(result.status_code)
+        if (
+            result.connect_ms is not None
+            and result.usual_connect_ms is not None
+            and result.connect_ms - result.usual_connect_ms >= SLOW_CONNECT_MS
+        ):
+            return "slow connect"
+        return None
     error = result.error or ""
     if error.startswith("timeout"):
         return "timeout"
     if error.startswith(_CONNECTION_FAILURES):
         return "connection error"
     return None
+
+
+def urgent(result: Result) -> bool:
+    """Whether this result's signal should be judged at once rather than with the next 50 ms of
+    results: a slow connect waits for them, as how many connects were slow is how far to cut."""
+    signal = congestion_signal(result)
+    return signal is not None and signal != "slow connect"
 
 
 def maximum_requests(settings: WorkerSettings, target: Target) -> int:
@@ -59,6 +80,7 @@ def maximum_requests(settings: WorkerSettings, target: Target) -> int:
 class _Tally:
     ok: int = 0
     finished: int = 0
+    slow_connects: int = 0
     signal: str | None = None
     signal_claimed: datetime | None = None
     durations: list[float] = field(default_factory=list)  # of the 2xx, in ms
@@ -91,6 +113,8 @@ def adapt_parameters(
         tally.finished += 1
         when = claimed_at(r.claimed.token)
         signal = congestion_signal(r)
+        if signal == "slow connect":
+            tally.slow_connects += 1
         if signal is not None:
             if tally.signal is None or SIGNALS.index(signal) < SIGNALS.index(tally.signal):
                 tally.signal = signal
@@ -105,6 +129,7 @@ def adapt_parameters(
     t = [tallies[sub_id] for sub_id in ids]
     return {
         "ids": ids, "ok": [x.ok for x in t], "finished": [x.finished for x in t],
+        "slow_connects": [x.slow_connects for x in t],
         "signals": [x.signal for x in t], "signal_claimed": [x.signal_claimed for x in t],
         "typical": [statistics.median(x.durations) if x.durations else None for x in t],
         "slowest": [max(x.durations) if x.durations else None for x in t],

@@ -134,7 +134,7 @@ class Metrics:
         self.limit_cuts = Counter(
             "outbox_subscription_concurrency_cuts",
             "Cuts of a subscription's concurrency limit by this process, by reason (timeout, connection error, "
-            "503, 429, latency).",
+            "503, 429, slow connect, latency).",
             ["subscription", "reason"],
             registry=r,
         )

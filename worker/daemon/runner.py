@@ -35,7 +35,7 @@ from outbox import Subscription
 from outbox._operations import key_lock_prefix
 from outbox._sql import migrations, query
 from worker.daemon import fast_path, partitions, router
-from worker.daemon.adaptive import adapt_parameters, congestion_signal, maximum_requests
+from worker.daemon.adaptive import adapt_parameters, maximum_requests, urgent
 from worker.daemon.settings import WorkerSettings
 from worker.delivery.http import Claimed, Result, Sender, Target
 from worker.delivery.outcome import Outcome
@@ -693,7 +693,7 @@ class Worker:
     def _adapt_due(self, judged: list[Result]) -> bool:
         if asyncio.get_running_loop().time() - self._adapted_at >= ADAPT_EVERY:
             return True
-        return any(congestion_signal(r) is not None for r in judged)
+        return any(urgent(r) for r in judged)
 
     def _adapt_parameters(self, batch: list[Result]) -> dict[str, Any] | None:
         def maximum(sub_id: uuid.UUID) -> int | None:

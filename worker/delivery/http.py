@@ -64,6 +64,16 @@ class Result:
     error: str | None = None  # error class when there was no answer
     body: str | None = None  # at most 4 KiB of the answer
     allowed_rate: str | None = None  # what a pre-flight handshake before this attempt agreed ("" = none)
+    # The request's new connection: how long connecting took and the target's fastest connect before
+    # it, in ms (None: a kept-alive connection, or no answer). See adaptive.congestion_signal.
+    connect_ms: float | None = None
+    usual_connect_ms: float | None = None
+
+
+# The share of the gap by which the fastest connect moves up towards each slower one: a path that
+# became slower for good (another route) stops looking like dropped SYNs after a few thousand
+# connects, while a burst of a hundred dropped SYNs (1 s each) moves it by ~100 ms.
+_CONNECT_DRIFT = 0.001
 
 
 class Target:
@@ -105,9 +115,21 @@ class Target:
         # public identity provider must not be checked against a private CA, nor see our client cert.
         same_host = subscription.oauth2 is not None and httpx.URL(subscription.oauth2.token_url).host == self.url.host
         self._token_tls = self.tls if same_host else None
+        # The fastest connect to the target so far (ms): what a connect slowed by a dropped SYN is
+        # measured against (see `connected`).
+        self.fastest_connect_ms: float | None = None
         # Pre-flight agreements are for this URL and these TLS options only (a new version starts over).
         self.preflight_key = (subscription.id, subscription.callback_url, subscription.ca_bundle,
                               subscription.client_cert)  # fmt: skip
+
+    def connected(self, connect_ms: float) -> None:
+        """A new connection to the target took `connect_ms`: the fastest connect follows it down at
+        once, and up only slowly."""
+        fastest = self.fastest_connect_ms
+        if fastest is None or connect_ms < fastest:
+            self.fastest_connect_ms = connect_ms
+        else:
+            self.fastest_connect_ms = fastest + (connect_ms - fastest) * _CONNECT_DRIFT
 
     async def token_sender(self, request: httpx.Request) -> httpx.Response:
         if self._token_tls is not None:
@@ -182,9 +204,13 @@ class Sender:
         duration = (time.perf_counter() - start) * 1000
         body_kept = _clean_body(response.body)
         retry_after = response.header(b"retry-after")
+        usual = target.fastest_connect_ms
+        if response.connect_ms is not None:
+            target.connected(response.connect_ms)
         return [
             Result(c, from_status(response.status, retry_after, c.attempts, self.settings), attempted_at,
-                   duration, status_code=response.status, body=body_kept, allowed_rate=allowed_rate)
+                   duration, status_code=response.status, body=body_kept, allowed_rate=allowed_rate,
+                   connect_ms=response.connect_ms, usual_connect_ms=usual)
             for c in claims
         ]  # fmt: skip
 

@@ -80,13 +80,17 @@ async def system_resolver(host: str, port: int) -> list[str]:
 class Answer:
     """What a server answered, as read (no httpx objects: the delivery path is CPU-bound)."""
 
-    __slots__ = ("body", "headers", "keep_alive", "status")
+    __slots__ = ("body", "connect_ms", "headers", "keep_alive", "status")
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.keep_alive = keep_alive
+        # How long the TCP (and TLS) connect took, in ms; None on a kept-alive connection. A connect far
+        # slower than usual means a SYN was dropped and retransmitted (>= 1 s later): the receiver's
+        # listen backlog overflowed, the first sign of overload, long before any timeout.
+        self.connect_ms: float | None = None
 
     def header(self, name: bytes) -> str | None:
         """The first value of header `name` (lowercase), or None."""
@@ -113,6 +117,7 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.closed = False
         self.idle_since = 0.0
+        self.connect_ms = 0.0  # how long connecting took (all addresses tried), set by `_connect`
         self.header_bytes = 0
         self.gone: asyncio.Future[None] | None = None  # made by `aclose` when it waits for the close
 
@@ -288,6 +293,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         host = url.raw_host.decode("ascii")  # IDNA-encoded, IPv6 without brackets
         deadline = None if timeout is None else loop.time() + timeout
         addresses = await self._addresses(host, port, timeout)
+        began = time.perf_counter()  # after resolving: a slow DNS answer is no sign of the receiver's load
         failure: OSError | None = None
         for address in addresses:  # as create_connection would, but only through checked addresses
             connection = _Connection(pool, self._max_body)
@@ -313,6 +319,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
                 failure = exc  # unreachable address: try the next one
                 continue
             pool.live.add(connection)
+            connection.connect_ms = (time.perf_counter() - began) * 1000
             return connection
         assert failure is not None
         raise httpx.ConnectError(f"cannot connect: {failure.strerror or failure}") from None
@@ -364,8 +371,10 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         for attempt in (1, 2):
             connection = self._idle_connection(pool)
             reused = connection is not None
+            connect_ms = None
             if connection is None:
                 connection = await self._connect(pool, url, timeouts.get("connect"), context)
+                connect_ms = connection.connect_ms
             try:
                 answer = await connection.exchange(raw, timeouts.get("read"), loop)
             except ConnectionResetError:
@@ -376,6 +385,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             except TimeoutError:
                 connection.close()
                 raise httpx.ReadTimeout("no answer in time") from None
+            answer.connect_ms = connect_ms
             if answer.keep_alive and not connection.closed and len(pool.idle) < self._max_idle:
                 connection.idle_since = time.monotonic()
                 pool.idle.append(connection)
