@@ -706,23 +706,6 @@ SELECT 'recorded', id FROM recorded
 UNION ALL
 SELECT 'promoted', id FROM promoted;
 
--- name: promote_next
--- After deliveries finished (delivered or failed): the oldest blocked delivery of each of their keys
--- becomes pending, unless the key already has a head (e.g. put back by `outbox retry`).
-UPDATE {schema}.deliveries d
-   SET status = 'pending', next_attempt_at = now(), updated_at = now()
-  FROM (SELECT DISTINCT ON (b.subscription_id, b.ordering_key) b.id
-          FROM {schema}.deliveries b
-          JOIN unnest(%b::uuid[], %b::text[]) AS k(subscription_id, ordering_key)
-            ON b.subscription_id = k.subscription_id AND b.ordering_key = k.ordering_key
-         WHERE b.status = 'blocked'
-         ORDER BY b.subscription_id, b.ordering_key, b.id) AS n
- WHERE d.id = n.id AND d.status = 'blocked'
-   AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries e
-                    WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
-                      AND e.status IN ('pending', 'delivering'))
-RETURNING d.id;
-
 -- name: retire_subscriptions
 -- A 410 Gone: the subscription is paused with the reason; its deliveries wait.
 UPDATE {schema}.subscriptions

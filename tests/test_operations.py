@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -162,10 +163,13 @@ def test_retry_of_an_earlier_failed_delivery_waits_behind_the_one_in_flight(data
         assert retry_failed(conn, "outbox", delivery_id=None, subscription_id=sub) == 1
         states = conn.execute("SELECT status FROM outbox.deliveries ORDER BY id").fetchall()
         assert states == [("blocked",), ("delivering",)], "never two of one key in flight"
-        # The one in flight finishes: the retried one is next.
-        conn.execute("UPDATE outbox.deliveries SET status = 'delivered', delivered_at = now(), finished_at = now(), "
-                     "claim_token = NULL, leased_until = NULL WHERE status = 'delivering'")  # fmt: skip
-        conn.execute(query("promote_next", "outbox"), ([uuid.UUID(sub)], ["k"]))
+        # The one in flight finishes, recorded as the worker's recorder records it: the retried one is next.
+        row = conn.execute("SELECT id, claim_token FROM outbox.deliveries WHERE status = 'delivering'").fetchone()
+        assert row is not None
+        conn.execute(
+            query("record_batch", "outbox"),
+            ([row[0]], [row[1]], ["delivered"], [204], [None], [0.0], [datetime.now(UTC)], [1.0], [None], [None]),
+        )
         states = conn.execute("SELECT status FROM outbox.deliveries ORDER BY id").fetchall()
     assert states == [("pending",), ("delivered",)]
 
