@@ -276,93 +276,16 @@ UPDATE {schema}.events SET routed_at = now()
 -- worker is about to read (a change committed in between only makes the fast path fall back).
 SELECT version FROM {schema}.subscriptions_version;
 
--- name: fast_guard
--- The fast path's check, after route_lock in the same transaction (so this statement's snapshot
--- sees every routing committed before the lock was granted). The worker assumed: it is the router
--- (the route lock is held: asking again is true only for its holder), the subscriptions are the
--- version it read, and its events are all unrouted with no other unrouted event before the last
--- of them (so routing them now keeps event order), and stored exactly as the NOTIFYs said (any
--- database user may NOTIFY: a forged payload must not be routed, nor mark a real event routed; the
--- events' leaves are named by their enqueued_at). Only then does it mark the transaction (`outbox.fast_path` = the claim token, undone at its end) and take the per-key locks, in
--- lock_keys' order, before fast_route's snapshot. Returns each assumption.
-WITH g AS MATERIALIZED (
-    SELECT pg_try_advisory_xact_lock(hashtextextended(%(lock)s, 0)) AS locked,
-           (SELECT version FROM {schema}.subscriptions_version) = %(version)s AS current,
-           NOT EXISTS (SELECT 1 FROM {schema}.events
-                        WHERE routed_at IS NULL AND position <= %(last)s
-                          AND position <> ALL (%(event_positions)b::int8[]))
-           AND (SELECT count(*) FROM {schema}.events e
-                  JOIN unnest(%(event_positions)b::int8[], %(event_texts)b::text[],
-                              %(event_enqueued_at)b::timestamptz[]) AS n(position, event, enqueued_at)
-                    ON e.position = n.position AND e.enqueued_at = n.enqueued_at
-                 WHERE e.routed_at IS NULL AND e.event::text = n.event
-                   AND e.enqueued_at BETWEEN %(first_enqueued_at)s AND %(last_enqueued_at)s)
-               = cardinality(%(event_positions)b::int8[]) AS in_order
-)
-SELECT g.locked, g.current, g.in_order,
-       CASE WHEN g.locked AND g.current AND g.in_order THEN
-            set_config('outbox.fast_path', %(token_text)s, true) IS NOT NULL
-            AND (SELECT count(pg_advisory_xact_lock(h)) >= 0
-                   FROM (SELECT DISTINCT hashtextextended(%(key_lock)s || k.subscription_id::text || '/' || k.ordering_key, 0) AS h
-                           FROM unnest(%(subscription_ids)b::uuid[], %(keys)b::text[]) AS k(subscription_id, ordering_key)
-                          WHERE k.ordering_key IS NOT NULL
-                          ORDER BY 1) AS locks)
-       ELSE false END AS taken
-  FROM g;
-
--- name: fast_route
--- The fast path's writes, only in a transaction fast_guard marked: the deliveries of the planned
--- routes as insert_deliveries makes them (blocked behind an unfinished one of their key, ids in
--- event order), except that a head the worker may claim (`claim`: it has a slot for it and its
--- subscription is neither rate-limited, held after a 429 nor slowed down, here checked again, and
--- all workers' requests in flight to it are below its concurrency limit) is
--- inserted already claimed (delivering, token, lease, attempt 1) instead of inserted pending and
--- updated; and the events marked routed. Returns the deliveries made.
-WITH planned AS (
-    SELECT u.*, row_number() OVER (PARTITION BY u.subscription_id, u.ordering_key ORDER BY u.position) AS nth
-      FROM unnest(%(positions)b::int8[], %(enqueued_at)b::timestamptz[], %(subscription_ids)b::uuid[],
-                  %(keys)b::text[], %(claim)b::bool[])
-           AS u(position, enqueued_at, subscription_id, ordering_key, claim)
-     WHERE current_setting('outbox.fast_path', true) = %(token_text)s
-), decided AS (
-    SELECT r.position, r.enqueued_at, r.subscription_id, r.ordering_key,
-           CASE WHEN r.ordering_key IS NOT NULL AND (r.nth > 1 OR EXISTS (
-                    SELECT 1 FROM {schema}.deliveries e
-                     WHERE e.subscription_id = r.subscription_id AND e.ordering_key = r.ordering_key
-                       AND e.status IN ('blocked', 'pending', 'delivering')))
-                THEN 'blocked'
-                WHEN r.claim AND NOT EXISTS (
-                    SELECT 1 FROM {schema}.subscription_pace p
-                     WHERE p.subscription_id = r.subscription_id AND (p.pace < 1 OR p.hold_until > now()))
-                 AND (NOT %(adaptive)s OR (  -- the shared concurrency limit, as the claim keeps to it
-                         SELECT count(*) FROM {schema}.deliveries f
-                          WHERE f.subscription_id = r.subscription_id AND f.status = 'delivering'
-                            AND f.leased_until >= now())
-                       < coalesce((SELECT floor(p.concurrency_limit) FROM {schema}.subscription_pace p
-                                    WHERE p.subscription_id = r.subscription_id), %(initial)s))
-                THEN 'delivering'
-                ELSE 'pending' END AS status
-      FROM planned r
-      JOIN {schema}.subscriptions s ON s.id = r.subscription_id
-), inserted AS (
-    INSERT INTO {schema}.deliveries_live
-           (event_position, event_enqueued_at, subscription_id, ordering_key, status, attempts, claim_token,
-            leased_until)
-    SELECT position, enqueued_at, subscription_id, ordering_key, status,
-           CASE WHEN status = 'delivering' THEN 1 ELSE 0 END,
-           CASE WHEN status = 'delivering' THEN %(token)s::uuid END,
-           CASE WHEN status = 'delivering' THEN now() + make_interval(secs => %(lease)s) END
-      FROM decided
-     ORDER BY position, subscription_id
-    ON CONFLICT (event_position, subscription_id) DO NOTHING
-    RETURNING id, event_position, subscription_id, ordering_key, status, attempts
-), routed AS (
-    UPDATE {schema}.events SET routed_at = now()
-     WHERE position = ANY (%(event_positions)b::int8[]) AND routed_at IS NULL
-       AND enqueued_at BETWEEN %(first_enqueued_at)s AND %(last_enqueued_at)s
-       AND current_setting('outbox.fast_path', true) = %(token_text)s
-)
-SELECT id, event_position, subscription_id, ordering_key, status, attempts FROM inserted;
+-- name: fast_path
+-- The idle fast path's whole flight (sql/012_fast_path_function.sql): the route lock, the worker's
+-- assumptions checked, the deliveries made (those it may claim already claimed), the events marked
+-- routed. Returns the deliveries made, or one row whose `refused` names the failed assumption.
+SELECT refused, id, event_position, subscription_id, ordering_key, status, attempts
+  FROM {schema}.fast_path(%(lock)s, %(version)s, %(event_positions)b::int8[], %(event_texts)b::text[],
+                          %(event_enqueued_at)b::timestamptz[], %(positions)b::int8[],
+                          %(enqueued_at)b::timestamptz[], %(subscription_ids)b::uuid[], %(keys)b::text[],
+                          %(claim)b::bool[], %(token)s::uuid, %(lease)s::float8, %(key_lock)s,
+                          %(adaptive)s, %(initial)s::float8);
 
 -- name: claim
 -- Due deliveries, per active subscription up to its free capacity (a paused, held or saturated one is
@@ -525,6 +448,11 @@ SELECT q.subscription_id
   JOIN {schema}.subscriptions s ON s.id = q.subscription_id
  ORDER BY q.subscription_id
 ON CONFLICT (subscription_id) DO NOTHING;
+
+-- name: generic_plans
+-- The rest of this transaction uses generic plans (adapt_concurrency: PostgreSQL kept choosing a
+-- custom plan for it, ~4 ms of planning each time, against a generic plan of the same shape).
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true);
 
 -- name: adapt_concurrency
 -- The recorder: adapt each subscription's concurrency limit to the answers of this batch (rows locked

@@ -2,12 +2,13 @@
 
 An idle worker is woken by the NOTIFY of a host's commit. When the notification carries the event
 (`<position> <enqueued_at in µs since 1970> <event JSON>`, see sql/010_fast_path.sql), the worker
-routes it in Python against the subscriptions its last pass read, and sends one pipelined flight
-(`fast_guard`, `fast_route`): the deliveries are written already claimed, the event marked routed,
-and the transaction committed.
+routes it in Python against the subscriptions its last pass read, and sends one statement, a call
+of `fast_path` (sql/012_fast_path_function.sql): the deliveries are written already claimed, the
+event marked routed, and the transaction committed.
 Every write is conditioned in SQL on what the worker assumed (it holds the route lock, the
-subscriptions are the version it read, the events are unrouted with none older waiting), so a
-wrong assumption writes nothing and the worker takes the normal two-flight path instead.
+subscriptions are the version it read, the events are unrouted with none older waiting and stored
+as the NOTIFYs said), so a wrong assumption writes nothing and the worker takes the normal
+two-flight path instead.
 
 What goes the normal path: notifications without the event (a big event, a transaction's later
 events, batches, `outbox serve`'s intake, hosts on an older library), deliveries of rate-limited
@@ -101,15 +102,11 @@ def parameters(
     route_lock: str,
     key_lock: str,
 ) -> dict[str, Any]:
-    """The named parameters of fast_guard and fast_route."""
-    positions = [p for p, _, _ in events]
-    enqueued = [at for _, _, at in events]
+    """The named parameters of the fast_path query."""
     return {
-        "lock": route_lock, "version": current.version, "last": positions[-1], "event_positions": positions,
-        "event_texts": [text for _, text, _ in events], "event_enqueued_at": enqueued,
-        "first_enqueued_at": min(enqueued), "last_enqueued_at": max(enqueued),
-        "enqueued_at": routes.enqueued_at,
-        "token_text": str(token), "token": token, "lease": lease, "key_lock": key_lock,
+        "lock": route_lock, "version": current.version, "event_positions": [p for p, _, _ in events],
+        "event_texts": [text for _, text, _ in events], "event_enqueued_at": [at for _, _, at in events],
+        "enqueued_at": routes.enqueued_at, "token": token, "lease": lease, "key_lock": key_lock,
         "adaptive": adaptive, "initial": initial,
         "positions": routes.positions, "subscription_ids": routes.subscription_ids, "keys": routes.keys,
         "claim": claim,
