@@ -481,7 +481,8 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true);
 --     and at least half the limit was in use (a limit never used is no proof the receiver takes it):
 --     +1 per 2xx in slow start (doubling per round trip), but at most doubling per 0.5 s (a dropped SYN
 --     is seen a second after the overflow: faster growth would overshoot far past it); slow start
---     ends without a cut once this batch's median passes twice the baseline plus 1% of `slack`
+--     ends without a cut once this batch's median and the recent answer time before it (two batches
+--     in a row: one is often the worker's own stall) pass twice the baseline plus 1% of `slack`
 --     (HyStart's idea: the receiver's queue is forming; the overshoot's dropped SYNs stalled the
 --     drain for a second), then
 --     +1/limit per 2xx (+1 per round trip, at most 5 a second: with answers in milliseconds,
@@ -529,7 +530,11 @@ WITH input AS (
                 WHEN a.signal IS NULL THEN greatest(0.8, least(0.9, a.base / nullif(a.recent, 0)))
                 ELSE 0.5 END AS factor,
            coalesce(a.typical <= 1.25 * a.base + %(slack)s / 2, true) AS fast,
-           coalesce(a.typical > 2 * a.base + %(slack)s / 100, false) AS warm,
+           -- Warm in this batch and in the one before (`latency_recent_ms` before this batch is mostly
+           -- it): one slow batch is often the worker's own stall (a pass holding its loop while
+           -- answers wait), not the receiver's queue; ending slow start on it halved a fast receiver's drain.
+           coalesce(a.typical > 2 * a.base + %(slack)s / 100
+                    AND a.latency_recent_ms > 2 * a.base + %(slack)s / 100, false) AS warm,
            (SELECT count(*) FROM {schema}.deliveries d
              WHERE d.subscription_id = a.subscription_id AND d.status = 'delivering') + a.finished AS used
       FROM averaged a
