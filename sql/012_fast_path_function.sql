@@ -31,6 +31,7 @@ BEGIN
         CREATE FUNCTION %1$I.fast_path(
             p_route_lock text, p_version bigint,
             p_event_positions int8[], p_event_texts text[], p_event_enqueued_at timestamptz[],
+            last_position bigint, first_at timestamptz, last_at timestamptz,
             p_positions int8[], p_enqueued_at timestamptz[], p_subscription_ids uuid[], p_keys text[],
             p_claim bool[], p_token uuid, p_lease float8, p_key_lock text, p_adaptive bool,
             p_initial float8)
@@ -42,10 +43,6 @@ BEGIN
         SET plan_cache_mode TO force_generic_plan
         AS $body$
         #variable_conflict use_column
-        DECLARE
-            last_position bigint := (SELECT max(x) FROM unnest(p_event_positions) AS x);
-            first_at timestamptz := (SELECT min(x) FROM unnest(p_event_enqueued_at) AS x);
-            last_at timestamptz := (SELECT max(x) FROM unnest(p_event_enqueued_at) AS x);
         BEGIN
             IF NOT pg_try_advisory_xact_lock(hashtextextended(p_route_lock, 0)) THEN
                 RETURN QUERY SELECT 'locked', NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::text, NULL::int;

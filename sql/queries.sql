@@ -282,7 +282,8 @@ SELECT version FROM {schema}.subscriptions_version;
 -- routed. Returns the deliveries made, or one row whose `refused` names the failed assumption.
 SELECT refused, id, event_position, subscription_id, ordering_key, status, attempts
   FROM {schema}.fast_path(%(lock)s, %(version)s, %(event_positions)b::int8[], %(event_texts)b::text[],
-                          %(event_enqueued_at)b::timestamptz[], %(positions)b::int8[],
+                          %(event_enqueued_at)b::timestamptz[], %(last)s::int8, %(first_enqueued_at)s::timestamptz,
+                          %(last_enqueued_at)s::timestamptz, %(positions)b::int8[],
                           %(enqueued_at)b::timestamptz[], %(subscription_ids)b::uuid[], %(keys)b::text[],
                           %(claim)b::bool[], %(token)s::uuid, %(lease)s::float8, %(key_lock)s,
                           %(adaptive)s, %(initial)s::float8);

@@ -103,9 +103,11 @@ def parameters(
     key_lock: str,
 ) -> dict[str, Any]:
     """The named parameters of the fast_path query."""
+    enqueued = [at for _, _, at in events]
     return {
         "lock": route_lock, "version": current.version, "event_positions": [p for p, _, _ in events],
-        "event_texts": [text for _, text, _ in events], "event_enqueued_at": [at for _, _, at in events],
+        "event_texts": [text for _, text, _ in events], "event_enqueued_at": enqueued,
+        "last": max(p for p, _, _ in events), "first_enqueued_at": min(enqueued), "last_enqueued_at": max(enqueued),
         "enqueued_at": routes.enqueued_at, "token": token, "lease": lease, "key_lock": key_lock,
         "adaptive": adaptive, "initial": initial,
         "positions": routes.positions, "subscription_ids": routes.subscription_ids, "keys": routes.keys,
