@@ -44,15 +44,13 @@ BEGIN
         AS $body$
         #variable_conflict use_column
         BEGIN
+            -- Each condition is its own statement, evaluated in turn: those after the lock see
+            -- every routing committed before it was granted.
             IF NOT pg_try_advisory_xact_lock(hashtextextended(p_route_lock, 0)) THEN
-                RETURN QUERY SELECT 'locked', NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::text, NULL::int;
-                RETURN;
-            END IF;
-            IF (SELECT v.version FROM %1$I.subscriptions_version v) IS DISTINCT FROM p_version THEN
-                RETURN QUERY SELECT 'version', NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::text, NULL::int;
-                RETURN;
-            END IF;
-            IF EXISTS (SELECT 1 FROM %1$I.events e
+                refused := 'locked';
+            ELSIF (SELECT v.version FROM %1$I.subscriptions_version v) IS DISTINCT FROM p_version THEN
+                refused := 'version';
+            ELSIF EXISTS (SELECT 1 FROM %1$I.events e
                         WHERE e.routed_at IS NULL AND e.position <= last_position
                           AND e.position <> ALL (p_event_positions))
                OR (SELECT count(*) FROM %1$I.events e
@@ -61,7 +59,10 @@ BEGIN
                     WHERE e.routed_at IS NULL AND e.event::text = n.event
                       AND e.enqueued_at BETWEEN first_at AND last_at)
                   <> cardinality(p_event_positions) THEN
-                RETURN QUERY SELECT 'order', NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::text, NULL::int;
+                refused := 'order';
+            END IF;
+            IF refused IS NOT NULL THEN  -- one row: the failed assumption, the other columns null
+                RETURN NEXT;
                 RETURN;
             END IF;
             PERFORM pg_advisory_xact_lock(locks.h)

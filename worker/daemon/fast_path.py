@@ -103,11 +103,12 @@ def parameters(
     key_lock: str,
 ) -> dict[str, Any]:
     """The named parameters of the fast_path query."""
+    positions = [p for p, _, _ in events]  # sorted
     enqueued = [at for _, _, at in events]
     return {
-        "lock": route_lock, "version": current.version, "event_positions": [p for p, _, _ in events],
+        "lock": route_lock, "version": current.version, "event_positions": positions,
         "event_texts": [text for _, text, _ in events], "event_enqueued_at": enqueued,
-        "last": max(p for p, _, _ in events), "first_enqueued_at": min(enqueued), "last_enqueued_at": max(enqueued),
+        "last": positions[-1], "first_enqueued_at": min(enqueued), "last_enqueued_at": max(enqueued),
         "enqueued_at": routes.enqueued_at, "token": token, "lease": lease, "key_lock": key_lock,
         "adaptive": adaptive, "initial": initial,
         "positions": routes.positions, "subscription_ids": routes.subscription_ids, "keys": routes.keys,

@@ -593,10 +593,14 @@ class Worker:
     def _initial_limit(self) -> int:
         return min(self.settings.subscription_concurrency_initial, self.settings.subscription_concurrency)
 
+    def _maximum(self, sub_id: uuid.UUID) -> int | None:
+        """The ceiling of the subscription's limit; None: not known to this worker or no usable target."""
+        known = self._known.get(sub_id)
+        return maximum_requests(self.settings, known[2]) if known is not None and known[2] is not None else None
+
     def _limit_of(self, sub_id: uuid.UUID) -> float:
         """The subscription's limit as this worker last read it (its maximum when not adaptive)."""
-        target = self._known[sub_id][2]
-        most = maximum_requests(self.settings, target) if target is not None else self.settings.subscription_concurrency
+        most = self._maximum(sub_id) or self.settings.subscription_concurrency
         limit = self._limits.get(sub_id)
         if not self.settings.adaptive_concurrency:
             return float(most)
@@ -687,13 +691,9 @@ class Worker:
         return any(urgent(r) for r in judged)
 
     def _adapt_parameters(self, batch: list[Result]) -> dict[str, Any] | None:
-        def maximum(sub_id: uuid.UUID) -> int | None:
-            known = self._known.get(sub_id)
-            return maximum_requests(self.settings, known[2]) if known is not None and known[2] is not None else None
-
         # One answer slower than a quarter of the request timeout is close to timing out: a cut of its own.
         patience = self.settings.request_timeout * 1000 / 4
-        params = adapt_parameters(batch, self._claim_time, maximum, self._initial_limit, patience)
+        params = adapt_parameters(batch, self._claim_time, self._maximum, self._initial_limit, patience)
         if params is not None:
             params["fresh"] = [sub_id for sub_id in params["ids"] if sub_id not in self._paced]
         return params
