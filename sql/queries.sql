@@ -716,10 +716,11 @@ SELECT c.relname::text, l.lower_bound, l.upper_bound
  ORDER BY l.lower_bound NULLS FIRST;
 
 -- name: ensure_partitions
--- The worker at start and every few minutes: leaves of every time-partitioned table up to now() +
--- ahead (seconds), `step` seconds wide; one line per leaf created or skipped. The caller sets a
--- lock_timeout, so it never queues behind a long transaction with the hot tables waiting behind it.
-SELECT line FROM {schema}.ensure_partitions(make_interval(secs => %s), make_interval(secs => %s)) AS line;
+-- The worker at start and every few minutes: leaves of every time-partitioned table up to the
+-- instant (NULL: the database's now()) + ahead (seconds), `step` seconds wide; one line per leaf
+-- created or skipped. The caller sets a lock_timeout, so it never queues behind a long transaction
+-- with the hot tables waiting behind it.
+SELECT line FROM {schema}.ensure_partitions(make_interval(secs => %s), make_interval(secs => %s), %s) AS line;
 
 -- name: partition_lock_timeout
 -- Partition DDL waits at most this long for its lock (then gives up and is tried again later): a DDL

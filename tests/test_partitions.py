@@ -474,7 +474,10 @@ def test_a_worker_with_a_new_interval_continues_from_the_last_bound(database_url
                 conn.execute(f"ALTER TABLE outbox.events DETACH PARTITION outbox.{name}")
                 conn.execute(f"DROP TABLE outbox.{name}")
         last = _leaves(conn, "events")[-1][2]
-    worker = WorkerProcess(database_url, tmp_path / "worker.log", {"OUTBOX_PARTITION_INTERVAL": "1h"})
+    # 2 hours: leaves are then made a day ahead (partitions.ahead), which always reaches past the end of
+    # today's day leaf, whatever the time of day the test runs at (with 1 hour, 12 hours ahead did not
+    # before noon UTC). The bounds at fixed instants are tests/test_partition_clock.py's.
+    worker = WorkerProcess(database_url, tmp_path / "worker.log", {"OUTBOX_PARTITION_INTERVAL": "2h"})
     try:
         created = worker.wait_logged("partition created")
     finally:
@@ -482,5 +485,5 @@ def test_a_worker_with_a_new_interval_continues_from_the_last_bound(database_url
     assert created["detail"] == "created events_p" + last.astimezone(UTC).strftime("%Y%m%dt%H%M")
     with psycopg.connect(database_url, autocommit=True) as conn:
         ranged = [(lower, upper) for _, lower, upper in _leaves(conn, "events") if lower is not None]
-    assert ranged[-1][1] - ranged[-1][0] == timedelta(hours=1)
+    assert ranged[-1][1] - ranged[-1][0] == timedelta(hours=2)
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranged))

@@ -13,12 +13,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from outbox._sql import query
+from worker.runtime.clock import as_utc, utcnow
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -68,15 +69,16 @@ def purge(
     older_than: timedelta,
     failed_older_than: timedelta | None = None,
     batch_size: int = 1000,
+    now: datetime | None = None,
 ) -> PurgeReport:
     """Remove delivered deliveries and events older than `older_than`, failed deliveries older than
     `failed_older_than` (default FAILED_RETENTION_FACTOR × `older_than`), attempts older than the
     longer of the two, and the intake keys of events gone. A blocked, pending or delivering delivery
     is never removed, nor the event it (or any kept delivery) needs. Every step is its own transaction
-    (`conn` must not be inside one)."""
+    (`conn` must not be inside one). Ages count back from `now` (default: the clock now), in UTC."""
     if failed_older_than is None:
         failed_older_than = older_than * FAILED_RETENTION_FACTOR
-    now = datetime.now(UTC)
+    now = utcnow() if now is None else as_utc(now)
     delivered_cutoff, failed_cutoff = now - older_than, now - failed_older_than
     report = PurgeReport()
     # 1. Final deliveries: whole leaves, then the DEFAULT leaves' stragglers.

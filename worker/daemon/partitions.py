@@ -14,12 +14,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from outbox._sql import query
+from worker.runtime.clock import as_utc
 from worker.runtime.logs import log
 
 CHECK_EVERY = 600.0  # seconds between rounds (at most; a quarter of a short interval)
@@ -33,23 +34,26 @@ def ahead(step: timedelta) -> timedelta:
     return max(2 * step, min(timedelta(days=1), 12 * step))
 
 
-def ensure(conn: psycopg.Connection[Any], schema: str, step: timedelta) -> list[str]:
-    """One round on a connection in autocommit: the lines of `ensure_partitions`."""
+def _parameters(step: timedelta, at: datetime | None) -> tuple[float, float, datetime | None]:
+    return ahead(step).total_seconds(), step.total_seconds(), None if at is None else as_utc(at)
+
+
+def ensure(conn: psycopg.Connection[Any], schema: str, step: timedelta, at: datetime | None = None) -> list[str]:
+    """One round on a connection in autocommit: the lines of `ensure_partitions`, as of the instant
+    `at` (default: the database's clock, which also writes the leaves' keys)."""
     with conn.transaction():
         conn.execute(query("partition_lock_timeout", schema))
-        rows = conn.execute(
-            query("ensure_partitions", schema), (ahead(step).total_seconds(), step.total_seconds())
-        ).fetchall()
+        rows = conn.execute(query("ensure_partitions", schema), _parameters(step, at)).fetchall()
     return [row[0] for row in rows]
 
 
-async def ensure_async(conn: psycopg.AsyncConnection[Any], schema: str, step: timedelta) -> list[str]:
+async def ensure_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, step: timedelta, at: datetime | None = None
+) -> list[str]:
     """`ensure` on an async connection (autocommit)."""
     async with conn.transaction():
         await conn.execute(query("partition_lock_timeout", schema))
-        cursor = await conn.execute(
-            query("ensure_partitions", schema), (ahead(step).total_seconds(), step.total_seconds())
-        )
+        cursor = await conn.execute(query("ensure_partitions", schema), _parameters(step, at))
         rows = await cursor.fetchall()
     return [row[0] for row in rows]
 
