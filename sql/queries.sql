@@ -137,7 +137,8 @@ RETURNING id;
 
 -- name: kanalen
 -- `outbox serve` GET /kanaal: each kanaal named by the catalogue's nl.overheid.<kanaal>.… types or by a
--- subscription's kanalen, with the filter keys subscriptions use on it.
+-- subscription of %(owner)s (NULL: every subscription, for outbox.beheer), with the filter keys those
+-- subscriptions use on it: a client never learns what other clients' abonnementen name or filter on.
 WITH named AS (
     SELECT split_part(type, '.', 3) AS naam, NULL::text AS filter_key
       FROM {schema}.event_types
@@ -147,6 +148,7 @@ WITH named AS (
       FROM {schema}.subscriptions s
      CROSS JOIN LATERAL jsonb_array_elements(s.kanalen) AS k
       LEFT JOIN LATERAL jsonb_object_keys(COALESCE(k -> 'filters', '{{}}'::jsonb)) AS f(key) ON true
+     WHERE %(owner)s::text IS NULL OR s.owner = %(owner)s
 )
 SELECT naam, COALESCE(array_agg(DISTINCT filter_key ORDER BY filter_key)
                       FILTER (WHERE filter_key IS NOT NULL), '{{}}') AS filters
