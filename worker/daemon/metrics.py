@@ -40,7 +40,7 @@ from worker.runtime.logs import log
 
 # No `*_created` series (a counter's or histogram's creation time): nobody graphs them, and they doubled
 # the lines of every scrape. Process-wide in prometheus-client, as it must be set before metrics exist.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OUTCOMES: Final = ("delivered", "retry", "failed", "retired")
 BACKLOG_STATES: Final = ("pending", "blocked", "delivering")
