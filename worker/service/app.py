@@ -126,14 +126,13 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
-    app.add_middleware(
-        BodyLimit, intake_limit=settings.max_body_bytes, other_limit=1024 * 1024, timeout=settings.request_timeout
-    )
+    app.add_middleware(BodyLimit, settings=settings, other_limit=1024 * 1024)
     app.include_router(intake_router, prefix=API_PREFIX)
     app.include_router(abonnement_router, prefix=API_PREFIX)
     app.include_router(subscriptions_router, prefix=API_PREFIX)
     app.include_router(kanaal_router, prefix=API_PREFIX)
     app.include_router(event_types.router, prefix=API_PREFIX)
+    app.include_router(problems.pages)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
