@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.service.live import PUBLISH, LiveService
+from tests.service.live import ADMIN, PUBLISH, LiveService
 from tests.support import wait_until
 
 ZAAK = "nl.overheid.zaken.zaak-gekoppeld"
@@ -238,19 +239,20 @@ def test_a_body_that_is_not_json_is_a_400_naming_it(service: LiveService) -> Non
 
 
 def test_an_event_over_the_size_limit_is_a_413(start_service: Any) -> None:
-    service = start_service(max_event_bytes=2048, max_batch_events=3)
+    service = start_service(max_event_bytes=2048, max_batch_events=3, max_batch_bytes=4096)
     producer = service.add_client("p", PUBLISH)
     headers = {"Content-Type": "application/cloudevents+json"}
     big = producer.post("/api/v1/cloudevents", content=json.dumps(_event(data={"x": "y" * 3000})), headers=headers)
     assert big.status_code == 413
     assert big.json()["code"] == "too_large"
-    # A batch body over event size × batch limit is refused before it is read whole.
+    # A batch body over OUTBOX_MAX_BATCH_BYTES is refused before it is read whole.
     huge = producer.post(
         "/api/v1/cloudevents",
         content=b"[" + b" " * 10_000 + b"]",
         headers={"Content-Type": "application/cloudevents-batch+json"},
     )
     assert huge.status_code == 413
+    assert "OUTBOX_MAX_BATCH_BYTES" in huge.json()["detail"]
     too_many = producer.post(
         "/api/v1/cloudevents",
         content=json.dumps([_event(n) for n in range(4)]),
@@ -323,6 +325,94 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(start_service: Any) -> Non
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b'"code":"request_timeout"' in answer
     assert _stored(service) == []
+
+
+def test_each_content_mode_has_its_own_body_limit(start_service: Any) -> None:
+    service = start_service(max_event_bytes=2048, max_batch_events=10, max_batch_bytes=6000)
+    producer = service.add_client("p", PUBLISH)
+    # One event's body may be OUTBOX_MAX_EVENT_BYTES: white space counts, as sent.
+    padded = json.dumps(_event(1), indent=1).encode() + b" " * 2048
+    one = producer.post("/api/v1/cloudevents", content=padded, headers={"Content-Type": "application/cloudevents+json"})
+    assert one.status_code == 413, one.text
+    assert "OUTBOX_MAX_EVENT_BYTES" in one.json()["detail"]
+    binary = producer.post(
+        "/api/v1/cloudevents",
+        content=b"x" * 3000,
+        headers={
+            "ce-specversion": "1.0",
+            "ce-id": "b",
+            "ce-source": "urn:x",
+            "ce-type": ZAAK,
+            "Content-Type": "text/plain",
+        },
+    )
+    assert binary.status_code == 413
+    assert _stored(service) == []
+    # A batch may be larger than one event: up to OUTBOX_MAX_BATCH_BYTES.
+    batch = json.dumps([_event(n, data={"x": "y" * 900}) for n in range(4)]).encode()
+    assert 2048 < len(batch) <= 6000
+    taken = producer.post(
+        "/api/v1/cloudevents", content=batch, headers={"Content-Type": "application/cloudevents-batch+json"}
+    )
+    assert taken.status_code == 201, taken.text
+    assert [e["id"] for e in _stored(service)] == ["evt-0", "evt-1", "evt-2", "evt-3"]
+
+
+def _send_slowly(port: int, head: bytes, body: bytes, every: float) -> bytes:
+    """Sends `head`, then `body` one byte each `every` seconds until the service answers; its answer."""
+    import select
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        for byte in body:
+            readable, _, _ = select.select([sock], [], [], every)  # the client's pace, not a wait for the service
+            if readable:
+                break
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):  # the service closes the connection after a 408
+                answer += chunk
+    return answer
+
+
+def test_a_client_sending_a_byte_at_a_time_is_cut_off_at_the_body_deadline(start_service: Any) -> None:
+    # Each byte comes well within OUTBOX_REQUEST_TIMEOUT; the whole body never within OUTBOX_BODY_TIMEOUT.
+    service = start_service(request_timeout=5, body_timeout=1)
+    producer = service.add_client("p", PUBLISH)
+    port = int(service.base_url.rsplit(":", 1)[1])
+    body = json.dumps(_event(1)).encode()
+    head = (
+        f"POST /api/v1/cloudevents HTTP/1.1\r\nHost: x\r\nAuthorization: {producer.headers()['Authorization']}\r\n"
+        f"Content-Type: application/cloudevents+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    assert len(body) * 0.05 > 5  # sent whole, the body would take longer than the deadline
+    answer = _send_slowly(port, head, body, every=0.05)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"OUTBOX_BODY_TIMEOUT" in answer
+    assert b"connection: close" in answer.lower()
+    assert _stored(service) == []
+    with psycopg.connect(service.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM outbox.intake_ids").fetchone() == (0,)
+
+
+def test_the_body_deadline_holds_for_the_other_routes_too(start_service: Any) -> None:
+    service = start_service(request_timeout=5, body_timeout=1)
+    admin = service.add_client("admin", ADMIN)
+    port = int(service.base_url.rsplit(":", 1)[1])
+    body = json.dumps({"name": "Slow", "slug": "slow", "type": "nl.slow", "description": "x" * 200}).encode()
+    head = (
+        f"POST /api/v1/event-types HTTP/1.1\r\nHost: x\r\nAuthorization: {admin.headers()['Authorization']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    answer = _send_slowly(port, head, body, every=0.05)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    with psycopg.connect(service.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM outbox.event_types").fetchone() == (0,)
 
 
 def test_without_the_database_the_answer_is_503_and_nothing_is_lost(start_service: Any, database_url: str) -> None:

@@ -34,7 +34,7 @@ from outbox._errors import InvalidEventError
 from outbox._event import CloudEvent, event_problems
 from outbox._sql import notify_channel, query
 from worker.service.auth import require
-from worker.service.limits import too_large, too_slow
+from worker.service.limits import read_body
 from worker.service.problems import DATABASE_DOWN, ApiProblem, InvalidParam, invalid, responses, unavailable
 from worker.store.clients import ADMIN, PUBLISH, ApiClient
 
@@ -385,13 +385,13 @@ class IntakeFastPath:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         try:
             await service.authenticator.authorize(headers.get("authorization"), (PUBLISH, ADMIN))
-            body = await _read_body(receive, headers, service.settings.max_body_bytes, service.settings.request_timeout)
+            body = await read_body(receive, headers, service.settings)
             answer, media_type = await take_in(service, headers, body)
         except ApiProblem as problem:
-            await problem.response()(scope, receive, send)
+            await problem.response(service.settings.public_url or "")(scope, receive, send)
             return
         except DATABASE_DOWN:  # e.g. looking up the client
-            await unavailable().response()(scope, receive, send)
+            await unavailable().response(service.settings.public_url or "")(scope, receive, send)
             return
         await send(
             {
@@ -404,26 +404,3 @@ class IntakeFastPath:
             }
         )
         await send({"type": "http.response.body", "body": answer})
-
-
-async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int, timeout: float) -> bytes:
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        try:
-            async with asyncio.timeout(timeout):
-                message = await receive()
-        except TimeoutError:
-            raise too_slow(timeout) from None
-        if message["type"] == "http.disconnect":
-            raise ApiProblem(400, "disconnected", "Client disconnected.", "The request body did not arrive whole.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
