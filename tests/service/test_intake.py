@@ -174,20 +174,125 @@ def test_a_replayed_post_stores_nothing_new_and_succeeds_again(service: LiveServ
     producer = service.add_client("p", PUBLISH)
     headers = {"Content-Type": "application/cloudevents+json"}
     first = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1)), headers=headers)
-    again = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1, data={"changed": True})), headers=headers)
-    assert (first.status_code, again.status_code) == (201, 201)
+    # The same event: other member order, white space, an unset attribute sent as null.
+    reordered = dict(reversed(list(_event(1, dataref=None).items())))
+    again = producer.post("/api/v1/cloudevents", content=json.dumps(reordered, indent=2), headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert again.json() == _event(1)
     batch = producer.post(
         "/api/v1/cloudevents",
         content=json.dumps([_event(1), _event(2), _event(2)]),
         headers={"Content-Type": "application/cloudevents-batch+json"},
     )
-    assert batch.status_code == 201
+    assert batch.status_code == 201, batch.text
     assert [e["id"] for e in _stored(service)] == ["evt-1", "evt-2"]
-    assert _stored(service)[0]["data"] == {"zaak": "urn:uuid:1"}  # the first one stays
     # The same id from another source is another event.
     other = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1, source="urn:other")), headers=headers)
     assert other.status_code == 201
     assert len(_stored(service)) == 3
+
+
+def test_a_replay_with_other_content_is_a_409_naming_id_and_stores_nothing(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    headers = {"Content-Type": "application/cloudevents+json"}
+    assert producer.post("/api/v1/cloudevents", content=json.dumps(_event(1)), headers=headers).status_code == 201
+    changed = producer.post(
+        "/api/v1/cloudevents", content=json.dumps(_event(1, data={"zaak": "urn:uuid:other"})), headers=headers
+    )
+    assert changed.status_code == 409, changed.text
+    problem = changed.json()
+    assert (problem["code"], problem["type"]) == ("conflict", "/problems/conflict")
+    assert [p["name"] for p in problem["invalidParams"]] == ["id"]
+    # Another attribute counts as much as data.
+    later = producer.post(
+        "/api/v1/cloudevents", content=json.dumps(_event(1, time="2025-02-02T00:00:00Z")), headers=headers
+    )
+    assert later.status_code == 409
+    # In a batch: the whole batch is refused, its new events too, and each conflicting event is named.
+    batch = producer.post(
+        "/api/v1/cloudevents",
+        content=json.dumps([_event(5), _event(1, subject="other"), _event(6)]),
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert batch.status_code == 409, batch.text
+    assert [p["name"] for p in batch.json()["invalidParams"]] == ["[1].id"]
+    # One batch holding one id twice with different content.
+    twice = producer.post(
+        "/api/v1/cloudevents",
+        content=json.dumps([_event(7), _event(7, data={"other": 1})]),
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert twice.status_code == 409, twice.text
+    assert _stored(service) == [_event(1)]
+    with psycopg.connect(service.database_url) as conn:
+        assert conn.execute("SELECT id FROM outbox.intake_ids").fetchall() == [("evt-1",)]
+
+
+def test_concurrent_posts_of_one_new_id_with_different_content_store_one(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    headers = producer.headers(**{"Content-Type": "application/cloudevents+json"})
+
+    def post(n: int) -> httpx.Response:
+        body = json.dumps(_event(9, data={"variant": n % 4}))
+        return httpx.post(f"{service.base_url}/api/v1/cloudevents", content=body, headers=headers, timeout=10)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(32)))
+    stored = _stored(service)
+    assert len(stored) == 1
+    winner = stored[0]["data"]["variant"]
+    for n, answer in enumerate(answers):
+        assert answer.status_code == (201 if n % 4 == winner else 409), (n, answer.text)
+
+
+def test_a_key_committed_while_the_intake_waited_on_it_is_compared_too(service: LiveService) -> None:
+    """The intake's snapshot predates a key another request commits while the intake waits on its row
+    lock: the statement runs again (intake_raced) and sees the key's digest, so the answer is 409, not a
+    201 for an event that was never stored."""
+    producer = service.add_client("p", PUBLISH)
+    event = _event(1)
+    with psycopg.connect(service.database_url) as other, ThreadPoolExecutor(1) as pool:
+        other.execute(  # another request's key, with another digest, not committed yet
+            "INSERT INTO outbox.intake_ids (source, id, position, digest) VALUES (%s, %s, -1, '\\x00')",
+            (event["source"], event["id"]),
+        )
+        answer = pool.submit(
+            producer.post,
+            "/api/v1/cloudevents",
+            content=json.dumps(event),
+            headers={"Content-Type": "application/cloudevents+json"},
+        )
+        with psycopg.connect(service.database_url, autocommit=True) as watch:
+            wait_until(
+                lambda: (
+                    watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%intake_ids%%'"
+                    ).fetchone()
+                    == (1,)
+                ),
+                message="the intake waits on the key's row",
+            )
+        other.commit()
+        response = answer.result(timeout=15)
+    assert response.status_code == 409, response.text
+    assert _stored(service) == []
+
+
+def test_the_digest_is_that_of_the_stored_event_and_a_key_without_one_is_a_replay(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    headers = {"Content-Type": "application/cloudevents+json"}
+    assert producer.post("/api/v1/cloudevents", content=json.dumps(_event(1)), headers=headers).status_code == 201
+    with psycopg.connect(service.database_url, autocommit=True) as conn:
+        # What migration 015 computes for keys taken in before it: the same digest the intake writes.
+        same = conn.execute(
+            "SELECT k.digest = sha256(convert_to(e.event::jsonb::text, 'UTF8')) FROM outbox.intake_ids k"
+            " JOIN outbox.events e ON e.position = k.position AND e.enqueued_at = k.received_at"
+        ).fetchall()
+        assert same == [(True,)]
+        conn.execute("UPDATE outbox.intake_ids SET digest = NULL")  # a key whose event was gone at 015
+    changed = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1, data={"x": 1})), headers=headers)
+    assert changed.status_code == 201  # nothing to compare with: a replay, as before 015
+    assert _stored(service) == [_event(1)]
 
 
 def test_concurrent_replays_store_the_event_once(service: LiveService) -> None:

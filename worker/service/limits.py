@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from typing import Any
 
+from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from outbox._sql import query
 from worker.service.problems import ApiProblem
 from worker.service.settings import ServeSettings
 
@@ -160,3 +163,35 @@ class BodyLimit:
         except _Refused as refused:
             if not started:
                 await refused.problem.response(self.base)(scope, receive, send)
+
+
+class ClientRate:
+    """Each client's request rate over every `outbox serve` process: a token bucket per client in
+    PostgreSQL (`client_rates`, unlogged), one UPSERT per request (`take_client_request`). A count
+    per process would let N processes allow N times the rate."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], schema: str, rate: float, burst: int) -> None:
+        self._pool = pool
+        self._sql = query("take_client_request", schema)
+        self.rate = rate
+        self.burst = float(burst or max(1.0, rate))
+
+    async def take(self, client_id: str) -> None:
+        """One request of the client, or a 429 with Retry-After (whole seconds, at least 1)."""
+        if self.rate <= 0:
+            return
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(self._sql, {"client": client_id, "rate": self.rate, "burst": self.burst})
+            row = await cursor.fetchone()
+        assert row is not None  # INSERT … ON CONFLICT DO UPDATE … RETURNING always returns the row
+        taken, tokens = row
+        if taken:
+            return
+        wait = max(1, int((1 - float(tokens)) / self.rate + 0.999))
+        raise ApiProblem(
+            429,
+            "throttled",
+            "Too many requests.",
+            f"Over this client's request rate ({self.rate:g}/s over all processes); try again in {wait} s.",
+            headers={"Retry-After": str(wait)},
+        )
