@@ -3,9 +3,9 @@
 A kanaal is named by the event catalogue (a type `nl.overheid.<kanaal>.…`) or by one of the calling
 client's abonnementen (`kanalen`); its `filters` are the filter keys the client's own abonnementen use on
 it. Another client's abonnementen show nothing here: neither their kanaal names nor their filter keys
-(which say what they watch). `outbox.beheer`, which sees every subscription anyway, sees them all. Open Notificaties' Kanaal shape
-(`url`, `naam`, `documentatieLink`, `filters`); kanalen are not created here: they follow from the
-catalogue (`outbox event-types`) and the abonnementen.
+(which say what they watch). `outbox.beheer`, which sees every subscription anyway, sees them all.
+Open Notificaties' Kanaal shape (`url`, `naam`, `documentatieLink`, `filters`); kanalen are not
+created here: they follow from the catalogue (`outbox event-types`) and the abonnementen.
 """
 
 from __future__ import annotations
