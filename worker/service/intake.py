@@ -299,7 +299,6 @@ class IntakeWriter:
                     stored += 1
             _settle(request, stored=stored)
 
-
     async def _insert(self, conn: psycopg.AsyncConnection[Any], group: list[_Request]) -> list[Any]:
         """One intake_events statement for the group; run again when it raced a concurrent one."""
         parameters = (
