@@ -137,7 +137,8 @@ RETURNING id;
 
 -- name: kanalen
 -- `outbox serve` GET /kanaal: each kanaal named by the catalogue's nl.overheid.<kanaal>.… types or by a
--- subscription's kanalen, with the filter keys subscriptions use on it.
+-- subscription of %(owner)s (NULL: every subscription, for outbox.beheer), with the filter keys those
+-- subscriptions use on it: a client never learns what other clients' abonnementen name or filter on.
 WITH named AS (
     SELECT split_part(type, '.', 3) AS naam, NULL::text AS filter_key
       FROM {schema}.event_types
@@ -147,6 +148,7 @@ WITH named AS (
       FROM {schema}.subscriptions s
      CROSS JOIN LATERAL jsonb_array_elements(s.kanalen) AS k
       LEFT JOIN LATERAL jsonb_object_keys(COALESCE(k -> 'filters', '{{}}'::jsonb)) AS f(key) ON true
+     WHERE %(owner)s::text IS NULL OR s.owner = %(owner)s
 )
 SELECT naam, COALESCE(array_agg(DISTINCT filter_key ORDER BY filter_key)
                       FILTER (WHERE filter_key IS NOT NULL), '{{}}') AS filters
@@ -919,24 +921,53 @@ UPDATE {schema}.api_clients SET secret = %s, secret_encrypted = %s WHERE client_
 
 -- name: intake_events
 -- `outbox serve`: the events of one or more POSTs to /cloudevents in one statement (the documents as
--- one JSON array: one parameter to send, parsed once, each element kept as its own text), skipping any
--- (source, id) already taken in (a producer's retry) or repeated in the input (ON CONFLICT DO
--- NOTHING skips a row that conflicts with one inserted by the same statement, too). Positions are
--- drawn from the events' position sequence (%s, resolved once) in input order, so intake_ids can
--- name the event it stored; a concurrent statement with the same key waits on the key's row and
--- then stores nothing. A skipped row leaves a gap in the positions, as a rollback does. Returns
--- the keys stored; queues a NOTIFY for the commit when a worker is idle and something was stored.
-WITH numbered AS (
-    SELECT t.source, t.id, t.document, nextval(%s::regclass) AS position
-      FROM ROWS FROM (unnest(%b::text[]), unnest(%b::text[]), json_array_elements(%s::json))
-           AS t (source, id, document)
+-- one JSON array: one parameter to send, parsed once, each element kept as its own text; with each
+-- event its request's number in the group). A (source, id) already taken in is a replay when its
+-- digest (SHA-256 of the event as jsonb text: member order and white space do not count) is the stored
+-- one, or unknown (a key from before 014): skipped, the request still succeeds. With another digest,
+-- or repeated in the group with another digest, its request is refused whole: none of its events is
+-- stored, and the statement returns the conflicting keys with the request's number. Positions are
+-- drawn from the events' position sequence (%s, resolved once) in input order, so intake_ids can name
+-- the event it stored. A concurrent statement with the same key waits on the key's row and then
+-- stores nothing; when that row was committed after this statement's snapshot (its digest unseen),
+-- intake_raced() undoes the whole statement with a serialization failure, and the writer runs it
+-- again. A skipped row leaves a gap in the positions, as a rollback does. Returns the keys stored
+-- (request NULL) and the refused requests' conflicting keys; queues a NOTIFY for the commit when a
+-- worker is idle and something was stored.
+WITH input AS (
+    SELECT t.source, t.id, t.document, t.request, t.ord,
+           sha256(convert_to(t.document::jsonb::text, 'UTF8')) AS digest
+      FROM ROWS FROM (unnest(%b::text[]), unnest(%b::text[]), json_array_elements(%s::json), unnest(%b::int[]))
+           WITH ORDINALITY AS t (source, id, document, request, ord)
+),
+ranked AS (
+    SELECT i.*, k.source IS NOT NULL AS known, k.digest AS known_digest,
+           first_value(i.digest) OVER (PARTITION BY i.source, i.id ORDER BY i.ord) AS first_digest
+      FROM input i LEFT JOIN {schema}.intake_ids k ON k.source = i.source AND k.id = i.id
+),
+conflicts AS (
+    SELECT source, id, request FROM ranked
+     WHERE CASE WHEN known THEN known_digest <> digest ELSE first_digest <> digest END
+),
+numbered AS (
+    -- nextval is evaluated after the sort (PostgreSQL postpones volatile output expressions past it).
+    SELECT r.source, r.id, r.document, r.digest, r.known, nextval(%s::regclass) AS position
+      FROM ranked r
+     WHERE r.request NOT IN (SELECT request FROM conflicts)
+     ORDER BY r.ord
 ),
 keys AS (
-    INSERT INTO {schema}.intake_ids (source, id, position)
-    SELECT source, id, position FROM numbered
+    INSERT INTO {schema}.intake_ids (source, id, position, digest)
+    SELECT source, id, position, digest FROM numbered
      ORDER BY source, id  -- one lock order for every statement: overlapping retries cannot deadlock
     ON CONFLICT DO NOTHING
     RETURNING source, id, position, received_at
+),
+raced AS (
+    SELECT {schema}.intake_raced()
+      FROM numbered n
+     WHERE NOT n.known AND NOT EXISTS (SELECT 1 FROM keys k WHERE k.source = n.source AND k.id = n.id)
+     LIMIT 1
 ),
 stored AS (
     -- enqueued_at = the key's received_at: purge finds a key's event in its leaf by both.
@@ -947,8 +978,32 @@ stored AS (
 woken AS (
     SELECT pg_notify(%s, '') WHERE EXISTS (SELECT 1 FROM stored) AND EXISTS (SELECT 1 FROM {schema}.idle_workers)
 )
-SELECT k.source, k.id FROM keys k LEFT JOIN woken ON true;
+SELECT k.source, k.id, NULL::int AS request FROM keys k LEFT JOIN woken ON true
+UNION ALL
+SELECT source, id, request FROM conflicts
+UNION ALL
+SELECT NULL, NULL, NULL FROM raced;  -- never a row: intake_raced() raises (its own branch, so it always runs)
 
 -- name: events_position_sequence
 -- `outbox serve`: the sequence behind events.position, for intake_events.
 SELECT pg_get_serial_sequence(format('%%I.events', %s::text), 'position');
+
+-- ==== outbox serve: the shared client rate (014) ====
+
+-- name: take_client_request
+-- `outbox serve`: one request from the client's token bucket, shared by every process (client_rates):
+-- refilled at %(rate)s per second since its last request, up to %(burst)s, and one token taken when a
+-- whole one is there. The conflict update runs with the row locked, so concurrent requests of one
+-- client (any process) take their turns; clock_timestamp() is read after the lock. Returns whether
+-- the request may go on and the tokens left (when refused: how far from a whole token it is).
+INSERT INTO {schema}.client_rates AS r (client_id, tokens, at, taken)
+VALUES (%(client)s, %(burst)s::float8 - 1, clock_timestamp(), true)
+ON CONFLICT (client_id) DO UPDATE
+   SET (tokens, at, taken) = (
+           SELECT CASE WHEN f.tokens >= 1 THEN f.tokens - 1 ELSE f.tokens END, f.now, f.tokens >= 1
+             FROM (SELECT least(%(burst)s::float8,
+                                r.tokens + %(rate)s::float8 * greatest(0, extract(epoch FROM c.now - r.at))::float8)
+                          AS tokens,
+                          c.now
+                     FROM (SELECT clock_timestamp() AS now) c) f)
+RETURNING taken, tokens;

@@ -447,3 +447,39 @@ async def test_a_port_in_use_fails_start_and_leaves_nothing_running(metrics: Met
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", taken))
+
+
+# -- what `outbox run` exposes by default ---------------------------------------------------------------
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses with a listening TCP socket on `port` (Linux /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(address)
+    return found
+
+
+def test_outbox_run_serves_metrics_on_loopback_only_by_default(start_worker: Any) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    worker = start_worker({}, "--metrics-port", str(port))  # no --metrics-host, no OUTBOX_METRICS_HOST
+    started = worker.wait_logged("metrics server started")
+    assert started["host"] == "127.0.0.1"
+    assert _listening(port) == {"0100007F"}  # 127.0.0.1, and no IPv6 or wildcard socket
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code in (200, 503)
+    assert worker.terminate() == 0
+
+
+async def test_no_created_series_are_exported(metrics: Metrics) -> None:
+    metrics.observe("s", "delivered", 0.1)
+    metrics.limit_cut("s", "timeout")
+    text = await scrape(metrics)
+    assert "outbox_deliveries_total" in text and "outbox_attempt_duration_seconds_count" in text
+    assert "_created" not in text

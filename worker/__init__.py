@@ -1,1 +1,2 @@
-"""What operators run: the `outbox` command line (and, later, the delivery daemon)."""
+"""What operators run: the `outbox` command line, the delivery daemon (`outbox run`), the Notificaties
+API (`outbox serve`) and the reference receiver (`outbox receiver`); see docs/ARCHITECTURE.md."""

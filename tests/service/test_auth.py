@@ -10,7 +10,7 @@ import jwt
 import psycopg
 import pytest
 
-from tests.service.live import CONSUME, PUBLISH, LiveService, token
+from tests.service.live import CONSUME, PUBLISH, Caller, LiveService, token
 from worker.store import clients as client_store
 
 EVENT = {"specversion": "1.0", "id": "1", "source": "urn:x", "type": "nl.overheid.zaken.zaak-gekoppeld"}
@@ -121,6 +121,30 @@ def test_over_the_request_rate_is_a_429_with_retry_after(start_service: Any) -> 
     # Another client has its own rate.
     other = service.add_client("other", PUBLISH)
     assert other.post("/api/v1/cloudevents", content=json.dumps({**EVENT, "id": "x"}), headers=CE).status_code == 201
+
+
+def test_the_rate_holds_for_all_processes_together(start_service: Any) -> None:
+    """Two instances of the service on one database: a client gets its burst once, not once per instance.
+    The rate is so low (one request per 100 s) that no token comes back while the test runs."""
+    first = start_service(rate_limit=0.01, rate_burst=3)
+    second = start_service(rate_limit=0.01, rate_burst=3)
+    caller = first.add_client("openklant", PUBLISH)
+    callers = [caller, Caller(caller.client_id, caller.secret, second.base_url)]
+    statuses = []
+    for n in range(8):
+        response = callers[n % 2].post("/api/v1/cloudevents", content=json.dumps({**EVENT, "id": str(n)}), headers=CE)
+        statuses.append(response.status_code)
+    callers[1].http.close()
+    assert statuses.count(201) == 3, statuses  # counted per process it would have been 6
+    assert statuses[:3] == [201, 201, 201] and set(statuses[3:]) == {429}
+    with psycopg.connect(first.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM outbox.events").fetchone() == (3,)
+        row = conn.execute("SELECT taken, tokens < 1 FROM outbox.client_rates WHERE client_id = 'openklant'").fetchone()
+        assert row == (False, True)
+        # The bucket goes with its client.
+        client_store.remove(conn, "outbox", "openklant")
+        conn.commit()
+        assert conn.execute("SELECT count(*) FROM outbox.client_rates").fetchone() == (0,)
 
 
 def test_secrets_are_stored_encrypted_with_a_key(start_service: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.service.live import PUBLISH, LiveService
+from tests.service.live import ADMIN, PUBLISH, LiveService
 from tests.support import wait_until
 
 ZAAK = "nl.overheid.zaken.zaak-gekoppeld"
@@ -173,20 +174,125 @@ def test_a_replayed_post_stores_nothing_new_and_succeeds_again(service: LiveServ
     producer = service.add_client("p", PUBLISH)
     headers = {"Content-Type": "application/cloudevents+json"}
     first = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1)), headers=headers)
-    again = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1, data={"changed": True})), headers=headers)
-    assert (first.status_code, again.status_code) == (201, 201)
+    # The same event: other member order, white space, an unset attribute sent as null.
+    reordered = dict(reversed(list(_event(1, dataref=None).items())))
+    again = producer.post("/api/v1/cloudevents", content=json.dumps(reordered, indent=2), headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert again.json() == _event(1)
     batch = producer.post(
         "/api/v1/cloudevents",
         content=json.dumps([_event(1), _event(2), _event(2)]),
         headers={"Content-Type": "application/cloudevents-batch+json"},
     )
-    assert batch.status_code == 201
+    assert batch.status_code == 201, batch.text
     assert [e["id"] for e in _stored(service)] == ["evt-1", "evt-2"]
-    assert _stored(service)[0]["data"] == {"zaak": "urn:uuid:1"}  # the first one stays
     # The same id from another source is another event.
     other = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1, source="urn:other")), headers=headers)
     assert other.status_code == 201
     assert len(_stored(service)) == 3
+
+
+def test_a_replay_with_other_content_is_a_409_naming_id_and_stores_nothing(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    headers = {"Content-Type": "application/cloudevents+json"}
+    assert producer.post("/api/v1/cloudevents", content=json.dumps(_event(1)), headers=headers).status_code == 201
+    changed = producer.post(
+        "/api/v1/cloudevents", content=json.dumps(_event(1, data={"zaak": "urn:uuid:other"})), headers=headers
+    )
+    assert changed.status_code == 409, changed.text
+    problem = changed.json()
+    assert (problem["code"], problem["type"]) == ("conflict", "/problems/conflict")
+    assert [p["name"] for p in problem["invalidParams"]] == ["id"]
+    # Another attribute counts as much as data.
+    later = producer.post(
+        "/api/v1/cloudevents", content=json.dumps(_event(1, time="2025-02-02T00:00:00Z")), headers=headers
+    )
+    assert later.status_code == 409
+    # In a batch: the whole batch is refused, its new events too, and each conflicting event is named.
+    batch = producer.post(
+        "/api/v1/cloudevents",
+        content=json.dumps([_event(5), _event(1, subject="other"), _event(6)]),
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert batch.status_code == 409, batch.text
+    assert [p["name"] for p in batch.json()["invalidParams"]] == ["[1].id"]
+    # One batch holding one id twice with different content.
+    twice = producer.post(
+        "/api/v1/cloudevents",
+        content=json.dumps([_event(7), _event(7, data={"other": 1})]),
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert twice.status_code == 409, twice.text
+    assert _stored(service) == [_event(1)]
+    with psycopg.connect(service.database_url) as conn:
+        assert conn.execute("SELECT id FROM outbox.intake_ids").fetchall() == [("evt-1",)]
+
+
+def test_concurrent_posts_of_one_new_id_with_different_content_store_one(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    headers = producer.headers(**{"Content-Type": "application/cloudevents+json"})
+
+    def post(n: int) -> httpx.Response:
+        body = json.dumps(_event(9, data={"variant": n % 4}))
+        return httpx.post(f"{service.base_url}/api/v1/cloudevents", content=body, headers=headers, timeout=10)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(32)))
+    stored = _stored(service)
+    assert len(stored) == 1
+    winner = stored[0]["data"]["variant"]
+    for n, answer in enumerate(answers):
+        assert answer.status_code == (201 if n % 4 == winner else 409), (n, answer.text)
+
+
+def test_a_key_committed_while_the_intake_waited_on_it_is_compared_too(service: LiveService) -> None:
+    """The intake's snapshot predates a key another request commits while the intake waits on its row
+    lock: the statement runs again (intake_raced) and sees the key's digest, so the answer is 409, not a
+    201 for an event that was never stored."""
+    producer = service.add_client("p", PUBLISH)
+    event = _event(1)
+    with psycopg.connect(service.database_url) as other, ThreadPoolExecutor(1) as pool:
+        other.execute(  # another request's key, with another digest, not committed yet
+            "INSERT INTO outbox.intake_ids (source, id, position, digest) VALUES (%s, %s, -1, '\\x00')",
+            (event["source"], event["id"]),
+        )
+        answer = pool.submit(
+            producer.post,
+            "/api/v1/cloudevents",
+            content=json.dumps(event),
+            headers={"Content-Type": "application/cloudevents+json"},
+        )
+        with psycopg.connect(service.database_url, autocommit=True) as watch:
+            wait_until(
+                lambda: (
+                    watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%intake_ids%%'"
+                    ).fetchone()
+                    == (1,)
+                ),
+                message="the intake waits on the key's row",
+            )
+        other.commit()
+        response = answer.result(timeout=15)
+    assert response.status_code == 409, response.text
+    assert _stored(service) == []
+
+
+def test_the_digest_is_that_of_the_stored_event_and_a_key_without_one_is_a_replay(service: LiveService) -> None:
+    producer = service.add_client("p", PUBLISH)
+    headers = {"Content-Type": "application/cloudevents+json"}
+    assert producer.post("/api/v1/cloudevents", content=json.dumps(_event(1)), headers=headers).status_code == 201
+    with psycopg.connect(service.database_url, autocommit=True) as conn:
+        # What migration 014 computes for keys taken in before it: the same digest the intake writes.
+        same = conn.execute(
+            "SELECT k.digest = sha256(convert_to(e.event::jsonb::text, 'UTF8')) FROM outbox.intake_ids k"
+            " JOIN outbox.events e ON e.position = k.position AND e.enqueued_at = k.received_at"
+        ).fetchall()
+        assert same == [(True,)]
+        conn.execute("UPDATE outbox.intake_ids SET digest = NULL")  # a key whose event was gone at 014
+    changed = producer.post("/api/v1/cloudevents", content=json.dumps(_event(1, data={"x": 1})), headers=headers)
+    assert changed.status_code == 201  # nothing to compare with: a replay, as before 014
+    assert _stored(service) == [_event(1)]
 
 
 def test_concurrent_replays_store_the_event_once(service: LiveService) -> None:
@@ -238,19 +344,20 @@ def test_a_body_that_is_not_json_is_a_400_naming_it(service: LiveService) -> Non
 
 
 def test_an_event_over_the_size_limit_is_a_413(start_service: Any) -> None:
-    service = start_service(max_event_bytes=2048, max_batch_events=3)
+    service = start_service(max_event_bytes=2048, max_batch_events=3, max_batch_bytes=4096)
     producer = service.add_client("p", PUBLISH)
     headers = {"Content-Type": "application/cloudevents+json"}
     big = producer.post("/api/v1/cloudevents", content=json.dumps(_event(data={"x": "y" * 3000})), headers=headers)
     assert big.status_code == 413
     assert big.json()["code"] == "too_large"
-    # A batch body over event size × batch limit is refused before it is read whole.
+    # A batch body over OUTBOX_MAX_BATCH_BYTES is refused before it is read whole.
     huge = producer.post(
         "/api/v1/cloudevents",
         content=b"[" + b" " * 10_000 + b"]",
         headers={"Content-Type": "application/cloudevents-batch+json"},
     )
     assert huge.status_code == 413
+    assert "OUTBOX_MAX_BATCH_BYTES" in huge.json()["detail"]
     too_many = producer.post(
         "/api/v1/cloudevents",
         content=json.dumps([_event(n) for n in range(4)]),
@@ -323,6 +430,94 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(start_service: Any) -> Non
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b'"code":"request_timeout"' in answer
     assert _stored(service) == []
+
+
+def test_each_content_mode_has_its_own_body_limit(start_service: Any) -> None:
+    service = start_service(max_event_bytes=2048, max_batch_events=10, max_batch_bytes=6000)
+    producer = service.add_client("p", PUBLISH)
+    # One event's body may be OUTBOX_MAX_EVENT_BYTES: white space counts, as sent.
+    padded = json.dumps(_event(1), indent=1).encode() + b" " * 2048
+    one = producer.post("/api/v1/cloudevents", content=padded, headers={"Content-Type": "application/cloudevents+json"})
+    assert one.status_code == 413, one.text
+    assert "OUTBOX_MAX_EVENT_BYTES" in one.json()["detail"]
+    binary = producer.post(
+        "/api/v1/cloudevents",
+        content=b"x" * 3000,
+        headers={
+            "ce-specversion": "1.0",
+            "ce-id": "b",
+            "ce-source": "urn:x",
+            "ce-type": ZAAK,
+            "Content-Type": "text/plain",
+        },
+    )
+    assert binary.status_code == 413
+    assert _stored(service) == []
+    # A batch may be larger than one event: up to OUTBOX_MAX_BATCH_BYTES.
+    batch = json.dumps([_event(n, data={"x": "y" * 900}) for n in range(4)]).encode()
+    assert 2048 < len(batch) <= 6000
+    taken = producer.post(
+        "/api/v1/cloudevents", content=batch, headers={"Content-Type": "application/cloudevents-batch+json"}
+    )
+    assert taken.status_code == 201, taken.text
+    assert [e["id"] for e in _stored(service)] == ["evt-0", "evt-1", "evt-2", "evt-3"]
+
+
+def _send_slowly(port: int, head: bytes, body: bytes, every: float) -> bytes:
+    """Sends `head`, then `body` one byte each `every` seconds until the service answers; its answer."""
+    import select
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        for byte in body:
+            readable, _, _ = select.select([sock], [], [], every)  # the client's pace, not a wait for the service
+            if readable:
+                break
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):  # the service closes the connection after a 408
+                answer += chunk
+    return answer
+
+
+def test_a_client_sending_a_byte_at_a_time_is_cut_off_at_the_body_deadline(start_service: Any) -> None:
+    # Each byte comes well within OUTBOX_REQUEST_TIMEOUT; the whole body never within OUTBOX_BODY_TIMEOUT.
+    service = start_service(request_timeout=5, body_timeout=1)
+    producer = service.add_client("p", PUBLISH)
+    port = int(service.base_url.rsplit(":", 1)[1])
+    body = json.dumps(_event(1)).encode()
+    head = (
+        f"POST /api/v1/cloudevents HTTP/1.1\r\nHost: x\r\nAuthorization: {producer.headers()['Authorization']}\r\n"
+        f"Content-Type: application/cloudevents+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    assert len(body) * 0.05 > 5  # sent whole, the body would take longer than the deadline
+    answer = _send_slowly(port, head, body, every=0.05)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"OUTBOX_BODY_TIMEOUT" in answer
+    assert b"connection: close" in answer.lower()
+    assert _stored(service) == []
+    with psycopg.connect(service.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM outbox.intake_ids").fetchone() == (0,)
+
+
+def test_the_body_deadline_holds_for_the_other_routes_too(start_service: Any) -> None:
+    service = start_service(request_timeout=5, body_timeout=1)
+    admin = service.add_client("admin", ADMIN)
+    port = int(service.base_url.rsplit(":", 1)[1])
+    body = json.dumps({"name": "Slow", "slug": "slow", "type": "nl.slow", "description": "x" * 200}).encode()
+    head = (
+        f"POST /api/v1/event-types HTTP/1.1\r\nHost: x\r\nAuthorization: {admin.headers()['Authorization']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    answer = _send_slowly(port, head, body, every=0.05)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    with psycopg.connect(service.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM outbox.event_types").fetchone() == (0,)
 
 
 def test_without_the_database_the_answer_is_503_and_nothing_is_lost(start_service: Any, database_url: str) -> None:

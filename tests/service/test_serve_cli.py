@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from tests.service.live import token
 from tests.support import wait_until
@@ -86,6 +87,22 @@ def test_a_bad_setting_stops_serve_with_one_line_each(run_cli: Any) -> None:
     assert any(line.startswith("error: OUTBOX_PORT:") for line in lines)
     assert any(line.startswith("error: OUTBOX_JWT_MAX_AGE:") for line in lines)
     assert any(line.startswith("error: OUTBOX_PUBLIC_URL:") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"OUTBOX_BODY_TIMEOUT": "0"}, "OUTBOX_BODY_TIMEOUT"),
+        ({"OUTBOX_BODY_TIMEOUT": "soon"}, "OUTBOX_BODY_TIMEOUT"),
+        ({"OUTBOX_MAX_BATCH_BYTES": "10"}, "OUTBOX_MAX_BATCH_BYTES"),
+        ({"OUTBOX_MAX_BATCH_BYTES": "4096", "OUTBOX_MAX_EVENT_BYTES": "8192"}, "OUTBOX_MAX_BATCH_BYTES"),
+    ],
+)
+def test_a_bad_body_limit_stops_serve_with_one_line(run_cli: Any, env: dict[str, str], variable: str) -> None:
+    result = run_cli("serve", "--port", "0", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"error: {variable}:"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_a_taken_port_is_one_line_and_exit_2(run_cli: Any) -> None:

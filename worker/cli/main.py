@@ -267,7 +267,7 @@ RUN_FLAGS = (
 @click.option(
     "--metrics-host",
     default=None,
-    help="Address for --metrics-port [env OUTBOX_METRICS_HOST, default: every interface].",
+    help='Address for --metrics-port [env OUTBOX_METRICS_HOST, default: 127.0.0.1; "" for every interface].',
 )
 @click.option(
     "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])

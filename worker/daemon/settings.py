@@ -64,7 +64,9 @@ class WorkerSettings(BaseSettings):
         None, description="Fernet key(s), comma-separated, that encrypt subscription secrets at rest"
     )
     metrics_port: int | None = Field(None, ge=0, le=65_535, description="serve /metrics, /healthz and /readyz")
-    metrics_host: str = Field("", description="address the metrics server binds to (empty: every interface)")
+    metrics_host: str = Field(
+        "127.0.0.1", description="address the metrics server binds to (empty: every interface, IPv4 and IPv6)"
+    )
     # NoDecode: a comma-separated list, not the JSON pydantic-settings expects for list fields.
     allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
         (), description="non-public networks webhooks may go to, e.g. 10.1.0.0/16,::1 (CIDRs or addresses)"

@@ -26,7 +26,7 @@ from worker.service.auth import Authenticator
 from worker.service.intake import IntakeFastPath, IntakeWriter
 from worker.service.intake import router as intake_router
 from worker.service.kanaal import router as kanaal_router
-from worker.service.limits import BodyLimit
+from worker.service.limits import BodyLimit, ClientRate
 from worker.service.settings import ServeSettings
 from worker.service.subscriptions_api import router as subscriptions_router
 from worker.store import clients as client_store
@@ -101,8 +101,7 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
             leeway=settings.jwt_leeway,
             max_age=settings.jwt_max_age,
             client_ttl=settings.client_cache_ttl,
-            rate=settings.rate_limit,
-            burst=settings.rate_burst,
+            pace=ClientRate(pool, settings.db_schema, settings.rate_limit, settings.rate_burst).take,
         )
         writer = IntakeWriter(pool, settings.db_schema, writers=max(1, settings.pool_size // 2))
         app.state.service = Service(settings, pool, box, authenticator, writer)
@@ -126,14 +125,13 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
-    app.add_middleware(
-        BodyLimit, intake_limit=settings.max_body_bytes, other_limit=1024 * 1024, timeout=settings.request_timeout
-    )
+    app.add_middleware(BodyLimit, settings=settings, other_limit=1024 * 1024)
     app.include_router(intake_router, prefix=API_PREFIX)
     app.include_router(abonnement_router, prefix=API_PREFIX)
     app.include_router(subscriptions_router, prefix=API_PREFIX)
     app.include_router(kanaal_router, prefix=API_PREFIX)
     app.include_router(event_types.router, prefix=API_PREFIX)
+    app.include_router(problems.pages)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -1,4 +1,5 @@
-"""Who is calling: the ZGW JWT (HS256, signed with the client's secret), its scopes, its request rate.
+"""Who is calling: the ZGW JWT (HS256, signed with the client's secret), its scopes, its request rate
+(counted in PostgreSQL over every process: `limits.ClientRate`).
 
 As Open Notificaties authenticates its clients: `Authorization: Bearer <JWT>`, the client named by
 the `client_id` claim (or `iss`), `iat` required and no older than OUTBOX_JWT_MAX_AGE (an `exp`, if
@@ -33,6 +34,8 @@ _bearer = HTTPBearer(
 )
 
 LoadClient = Callable[[str], Awaitable[ApiClient | None]]
+Pace = Callable[[str], Awaitable[None]]
+"""Takes one request of a client from its rate, or raises the 429 (limits.ClientRate.take)."""
 
 
 def _unauthenticated(detail: str, code: str) -> ApiProblem:
@@ -48,14 +51,9 @@ class _Verified:
     until: float  # monotonic: when the token stops being acceptable
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    at: float
-
-
 class Authenticator:
-    """Verifies tokens against the clients (cached for `client_ttl` seconds) and keeps each client's pace."""
+    """Verifies tokens against the clients (cached for `client_ttl` seconds) and keeps each client's pace
+    (`pace`, shared by all processes)."""
 
     def __init__(
         self,
@@ -64,8 +62,7 @@ class Authenticator:
         leeway: float,
         max_age: float,
         client_ttl: float,
-        rate: float,
-        burst: int,
+        pace: Pace,
     ) -> None:
         self._load = load_client
         self._leeway = leeway
@@ -73,9 +70,7 @@ class Authenticator:
         self._client_ttl = client_ttl
         self._clients: dict[str, tuple[ApiClient | None, float]] = {}
         self._tokens: dict[str, _Verified] = {}
-        self._rate = rate
-        self._burst = float(burst or max(1.0, rate))
-        self._buckets: dict[str, _Bucket] = {}
+        self._pace = pace
 
     async def _client(self, client_id: str, now: float) -> ApiClient | None:
         cached = self._clients.get(client_id)
@@ -166,30 +161,8 @@ class Authenticator:
                 f"This operation needs the scope {' or '.join(scopes)}; client {client.client_id} has "
                 f"{', '.join(sorted(client.scopes))}.",
             )
-        self.pace(client.client_id)
+        await self._pace(client.client_id)
         return client
-
-    def pace(self, client_id: str) -> None:
-        """Take one request from the client's bucket, or refuse with 429 and when to try again."""
-        if self._rate <= 0:
-            return
-        now = time.monotonic()
-        bucket = self._buckets.get(client_id)
-        if bucket is None:
-            bucket = self._buckets[client_id] = _Bucket(self._burst, now)
-        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
-        bucket.at = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return
-        wait = max(1, int((1 - bucket.tokens) / self._rate + 0.999))
-        raise ApiProblem(
-            429,
-            "throttled",
-            "Too many requests.",
-            f"Over this client's request rate ({self._rate:g}/s); try again in {wait} s.",
-            headers={"Retry-After": str(wait)},
-        )
 
 
 def require(*scopes: str) -> Callable[..., Awaitable[ApiClient]]:

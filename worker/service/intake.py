@@ -3,7 +3,9 @@
 Structured (`application/cloudevents+json`), binary (`ce-` headers, the body is `data`) and batched
 (`application/cloudevents-batch+json`, all or nothing). JSON nulls are unset attributes (NL GOV
 guideline §2.1), the NL GOV profile and the event catalogue apply, and a retried POST of the same
-(`source`, `id`) stores nothing new (`intake_ids`).
+(`source`, `id`) stores nothing new (`intake_ids`): a replay with the same event (compared as stored:
+the event after the profile's normalisation, as jsonb, so member order and white space do not count,
+by a SHA-256 digest kept with the key) answers 201 again, one with other content 409 naming `id`.
 
 Requests are written by a few `IntakeWriter` tasks that take whatever requests are waiting and
 store them with one statement, one commit: under load many POSTs share a commit (and its WAL
@@ -34,7 +36,7 @@ from outbox._errors import InvalidEventError
 from outbox._event import CloudEvent, event_problems
 from outbox._sql import notify_channel, query
 from worker.service.auth import require
-from worker.service.limits import too_large, too_slow
+from worker.service.limits import read_body
 from worker.service.problems import DATABASE_DOWN, ApiProblem, InvalidParam, invalid, responses, unavailable
 from worker.store.clients import ADMIN, PUBLISH, ApiClient
 
@@ -182,7 +184,36 @@ def parse(
 class _Request:
     events: list[CloudEvent]
     documents: list[bytes]
+    batched: bool
+    indices: list[int] = field(default_factory=list)  # each event's place in the request, for problem names
     done: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def __post_init__(self) -> None:
+        self.indices = self.indices or list(range(len(self.events)))
+
+
+_RACE_RETRIES = 5  # intake_raced(): a concurrent request took a key in after this statement's snapshot
+
+
+def _conflict(request: _Request, keys: set[tuple[str, str]]) -> ApiProblem:
+    """409 naming each event of the request whose (source, id) is taken with other content."""
+    params = [
+        InvalidParam(
+            name=f"[{i}].id" if request.batched else "id",
+            code="unique",
+            reason=f"an event with this id from source {event.source!r} was taken in before with other content",
+        )
+        for i, event in zip(request.indices, request.events, strict=True)
+        if (event.source, event.id) in keys
+    ]
+    return ApiProblem(
+        409,
+        "conflict",
+        "Conflict.",
+        "An event with the same source and id but other content was taken in before (or in the same request); "
+        "nothing of this request was stored. A retry must send the event unchanged; a new event needs a new id.",
+        params,
+    )
 
 
 class IntakeWriter:
@@ -197,9 +228,10 @@ class IntakeWriter:
         self._channel = notify_channel(schema)
         self._sequence: str | None = None
 
-    async def store(self, events: list[CloudEvent], documents: list[bytes]) -> int:
-        """Stores the events (or none: all or nothing); returns how many were new (not replays)."""
-        request = _Request(events, documents)
+    async def store(self, events: list[CloudEvent], documents: list[bytes], batched: bool = False) -> int:
+        """Stores the events (or none: all or nothing); returns how many were new (not replays).
+        Raises a 409 `ApiProblem` when a (source, id) is known with other content."""
+        request = _Request(events, documents, batched)
         self._queue.put_nowait(request)
         return await request.done
 
@@ -239,26 +271,25 @@ class IntakeWriter:
                 if not all(keep):  # disabled types are accepted and dropped, as enqueue drops them
                     request.events = [e for e, k in zip(request.events, keep, strict=True) if k]
                     request.documents = [d for d, k in zip(request.documents, keep, strict=True) if k]
+                    request.indices = [i for i, k in zip(request.indices, keep, strict=True) if k]
                 admitted.append(request)
-            events = [e for r in admitted for e in r.events]
             new: set[tuple[str, str]] = set()
-            if events:
+            if any(r.events for r in admitted):
                 if self._sequence is None:
                     found = await (
                         await conn.execute(query("events_position_sequence", self._schema), (self._schema,))
                     ).fetchone()
                     self._sequence = str(found[0]) if found else None
-                cursor = await conn.execute(
-                    self._sql,
-                    (
-                        self._sequence,
-                        [e.source for e in events],
-                        [e.id for e in events],
-                        (b"[" + b",".join(d for r in admitted for d in r.documents) + b"]").decode(),
-                        self._channel,
-                    ),
-                )
-                new = {(source, event_id) for source, event_id in await cursor.fetchall()}
+                rows = await self._insert(conn, admitted)
+                refused: dict[int, set[tuple[str, str]]] = {}
+                for source, event_id, number in rows:
+                    if number is None:
+                        new.add((source, event_id))
+                    else:
+                        refused.setdefault(number, set()).add((source, event_id))
+                for number, keys in refused.items():
+                    _settle(admitted[number], error=_conflict(admitted[number], keys))
+                admitted = [r for n, r in enumerate(admitted) if n not in refused]
         for request in admitted:
             stored = 0
             for event in request.events:
@@ -267,6 +298,25 @@ class IntakeWriter:
                     new.discard(key)  # the first of a repeated key in one group is the stored one
                     stored += 1
             _settle(request, stored=stored)
+
+    async def _insert(self, conn: psycopg.AsyncConnection[Any], group: list[_Request]) -> list[Any]:
+        """One intake_events statement for the group; run again when it raced a concurrent one."""
+        parameters = (
+            [e.source for r in group for e in r.events],
+            [e.id for r in group for e in r.events],
+            (b"[" + b",".join(d for r in group for d in r.documents) + b"]").decode(),
+            [n for n, r in enumerate(group) for _ in r.events],
+            self._sequence,
+            self._channel,
+        )
+        for attempt in range(_RACE_RETRIES):
+            try:
+                cursor = await conn.execute(self._sql, parameters)
+                return await cursor.fetchall()
+            except psycopg.errors.SerializationFailure:
+                if attempt == _RACE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _settle(request: _Request, *, stored: int = 0, error: BaseException | None = None) -> None:
@@ -306,9 +356,10 @@ _EVENT_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/CloudEvent"}
     status_code=201,
     summary="Hand in cloud events (structured, binary or batched)",
     description="Stores the events for delivery and answers 201 with them as stored (unset attributes left "
-    "out). A retried POST of an event already taken in (the same `source` and `id`) stores nothing new and "
-    "answers 201 again. A batch is stored whole or not at all. Events of a type the catalogue has disabled "
-    "are accepted and dropped.",
+    "out). A retried POST of an event already taken in (the same `source` and `id`, the same event as stored: "
+    "member order and white space do not count) stores nothing new and answers 201 again; the same `source` "
+    "and `id` with other content is a 409 naming `id`, and nothing of the request is stored. A batch is "
+    "stored whole or not at all. Events of a type the catalogue has disabled are accepted and dropped.",
     response_class=Response,
     responses={
         201: {
@@ -318,7 +369,7 @@ _EVENT_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/CloudEvent"}
                 BATCHED: {"schema": {"type": "array", "items": _EVENT_SCHEMA}},
             },
         },
-        **responses(400, 401, 403, 408, 413, 415, 429, 503),
+        **responses(400, 401, 403, 408, 409, 413, 415, 429, 503),
     },
     openapi_extra={
         "parameters": [
@@ -359,7 +410,7 @@ async def take_in(service: Service, headers: Mapping[str, str], body: bytes) -> 
     settings = service.settings
     events, documents, batched = parse(headers, body, settings.max_event_bytes, settings.max_batch_events)
     try:
-        await service.writer.store(events, documents)
+        await service.writer.store(events, documents, batched)
     except DATABASE_DOWN:
         raise unavailable() from None
     if batched:
@@ -385,13 +436,13 @@ class IntakeFastPath:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         try:
             await service.authenticator.authorize(headers.get("authorization"), (PUBLISH, ADMIN))
-            body = await _read_body(receive, headers, service.settings.max_body_bytes, service.settings.request_timeout)
+            body = await read_body(receive, headers, service.settings)
             answer, media_type = await take_in(service, headers, body)
         except ApiProblem as problem:
-            await problem.response()(scope, receive, send)
+            await problem.response(service.settings.public_url or "")(scope, receive, send)
             return
         except DATABASE_DOWN:  # e.g. looking up the client
-            await unavailable().response()(scope, receive, send)
+            await unavailable().response(service.settings.public_url or "")(scope, receive, send)
             return
         await send(
             {
@@ -404,26 +455,3 @@ class IntakeFastPath:
             }
         )
         await send({"type": "http.response.body", "body": answer})
-
-
-async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int, timeout: float) -> bytes:
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        try:
-            async with asyncio.timeout(timeout):
-                message = await receive()
-        except TimeoutError:
-            raise too_slow(timeout) from None
-        if message["type"] == "http.disconnect":
-            raise ApiProblem(400, "disconnected", "Client disconnected.", "The request body did not arrive whole.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)

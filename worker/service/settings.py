@@ -39,12 +39,18 @@ class ServeSettings(BaseSettings):
         DEFAULT_MAX_EVENT_BYTES, ge=1024, le=64 * 1024 * 1024, description="largest event (JSON event format)"
     )
     max_batch_events: int = Field(100, ge=1, le=10_000, description="most events in one batched POST")
+    max_batch_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, description="largest body of a batched POST (bytes)"
+    )
     rate_limit: float = Field(
-        200.0, ge=0, le=1_000_000, description="requests per second per client and process (0: no limit)"
+        200.0, ge=0, le=1_000_000, description="requests per second per client, over every process (0: no limit)"
     )
     rate_burst: int = Field(0, ge=0, le=1_000_000, description="requests a client may send at once (0: one second's)")
     request_timeout: float = Field(
         10.0, gt=0, le=600, description="timeout of the OPTIONS handshake at create, and of each part of a request body"
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, le=3600, description="a whole request body must arrive within this many seconds of its first read"
     )
     webhook_origin: str | None = Field(None, description="our WebHook-Request-Origin in handshakes")
     allow_insecure_callbacks: bool = Field(False, description="accept http:// callback URLs (closed networks, tests)")
@@ -71,16 +77,16 @@ class ServeSettings(BaseSettings):
         check_schema_name(self.db_schema)
         if self.secret_key is not None:
             SecretBox.from_setting(self.secret_key.get_secret_value())  # raises SecretKeyError, a ValueError
+        if self.max_batch_bytes < self.max_event_bytes:
+            raise ValueError(
+                f"OUTBOX_MAX_BATCH_BYTES: must be at least OUTBOX_MAX_EVENT_BYTES ({self.max_event_bytes}), "
+                f"as a batch may hold one event of that size (got {self.max_batch_bytes})"
+            )
         return self
 
     @property
     def box(self) -> SecretBox:
         return SecretBox.from_setting(self.secret_key.get_secret_value() if self.secret_key else None)
-
-    @property
-    def max_body_bytes(self) -> int:
-        """The intake's largest request: a full batch of the largest events (plus the brackets and commas)."""
-        return self.max_event_bytes * self.max_batch_events + self.max_batch_events + 2
 
     @classmethod
     def load(cls, **overrides: Any) -> ServeSettings:
