@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.service.conftest import StartService
+from tests.service.conftest import StartService, agreeing
 from tests.service.live import CONSUME
 from tests.support import Receiver
 from worker.store.secret_box import SecretBox, new_key
@@ -119,3 +119,25 @@ def test_the_openapi_document_marks_secrets_write_only(service: Any) -> None:
     ):
         assert schemas[model]["properties"][field]["writeOnly"] is True, (model, field)
     assert not {"auth", "signingSecrets", "clientKey"} & set(schemas["AbonnementRead"]["properties"])
+
+
+def test_header_values_do_not_follow_the_sink_to_another_host(service: Any, callback: Receiver) -> None:
+    client = service.add_client("consumer", CONSUME)
+    made = client.post(
+        "/api/v1/subscriptions",
+        json={
+            "sink": callback.url,
+            "sinkcredential": {"credentialtype": "ACCESSTOKEN", "accesstoken": TOKEN},
+            "protocol": "HTTP",
+            "protocolsettings": {"headers": {"X-Api-Key": HEADER_VALUE}},
+        },
+    ).json()
+    with Receiver(agreeing).running() as elsewhere:
+        moved = {"sink": elsewhere.url, "protocol": "HTTP"}
+        refused = client.put(f"/api/v1/subscriptions/{made['id']}", json=moved)
+        assert refused.status_code == 400, refused.text
+        names = {p["name"] for p in refused.json()["invalidParams"]}
+        assert {"sinkcredential", "protocolsettings.headers"} <= names
+        given = {**moved, "sinkcredential": {"credentialtype": "ACCESSTOKEN", "accesstoken": "new-token"}}
+        given["protocolsettings"] = {"headers": {"X-Api-Key": "for-the-new-host"}}
+        assert client.put(f"/api/v1/subscriptions/{made['id']}", json=given).status_code == 200
