@@ -37,7 +37,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote_plus, urlsplit, urlunsplit
@@ -121,10 +121,30 @@ class ZgwClient:
     secret: str = field(repr=False)
 
 
+class SecretsNotOpened(RuntimeError):
+    """A subscription read without opening its secrets was asked for them (to store or merge it)."""
+
+    def __init__(self, subscription_id: str | None) -> None:
+        super().__init__(f"subscription {subscription_id}: its secrets were not opened (read it with the box)")
+
+
+@dataclass(frozen=True)
+class SealedSecrets:
+    """What may be shown of the secrets of a subscription read without opening them (listings,
+    reads): kept in clear beside the sealed secrets whenever they are written."""
+
+    auth_hint: str | None = None  # `auth_hint(auth)`; None: no static auth
+    signing_secrets: int = 0
+    header_names: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Subscription:
     """A subscriber's webhook and what it wants. Secrets (`auth`, client secrets, signing secrets,
-    the client key) never appear in a repr or in `to_public_dict`."""
+    the client key, header values) never appear in a repr or in `to_public_dict`.
+
+    `sealed` is set when it was read without opening its secrets: then the secret fields are empty
+    and the presentation (`auth_kind`, `auth_hint`, `header_names`, `to_public_dict`) uses it."""
 
     callback_url: str
     auth: str | None = field(default=None, repr=False)
@@ -156,10 +176,12 @@ class Subscription:
     client_key: str | None = field(default=None, repr=False)  # PEM, a secret
     updated_at: datetime | None = None
     source: str | None = None  # only events with exactly this source (Subscriptions API)
-    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (Subscriptions API protocolsettings)
+    # Sent with every request (Subscriptions API protocolsettings); the values are secrets.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     send_cloudevents: bool = True  # Open Notificaties' flag; every delivery here is a CloudEvent
     cloudevent_filters: tuple[CloudEventFilter, ...] = ()
     owner: str | None = None  # the API client that made it (None: the command line)
+    sealed: SealedSecrets | None = field(default=None, repr=False)
 
     @property
     def auth_kind(self) -> AuthKind:
@@ -167,7 +189,22 @@ class Subscription:
             return "oauth2"
         if self.zgw is not None:
             return "zgw"
-        return "static" if self.auth else "none"
+        return "static" if self.auth or (self.sealed is not None and self.sealed.auth_hint) else "none"
+
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        """The names of `headers` (their values are secrets)."""
+        return self.sealed.header_names if self.sealed is not None else tuple(name for name, _ in self.headers)
+
+    @property
+    def signing_secret_count(self) -> int:
+        return self.sealed.signing_secrets if self.sealed is not None else len(self.signing_secrets)
+
+    def hints(self) -> SealedSecrets:
+        """What may be shown of its secrets, stored in clear beside them."""
+        if self.sealed is not None:
+            return self.sealed
+        return SealedSecrets(auth_hint(self.auth), len(self.signing_secrets), self.header_names)
 
     @property
     def rate_per_minute(self) -> int | None:
@@ -177,6 +214,8 @@ class Subscription:
 
     def secrets(self) -> dict[str, Any]:
         """Every secret, as stored (encrypted when a key is set)."""
+        if self.sealed is not None:
+            raise SecretsNotOpened(self.id)
         found: dict[str, Any] = {}
         if self.auth:
             found["auth"] = self.auth
@@ -188,6 +227,8 @@ class Subscription:
             found["signing_secrets"] = list(self.signing_secrets)
         if self.client_key:
             found["client_key"] = self.client_key
+        if self.headers:
+            found["headers"] = dict(self.headers)
         return found
 
     @classmethod
@@ -364,8 +405,20 @@ class Subscription:
             headers=document.get("headers"),
         )
 
-    def to_abonnement(self) -> dict[str, Any]:
-        """The fields `create` takes, secrets included (for `subscriptions update`: change, re-check)."""
+    def to_abonnement(self, *, secrets: bool = True) -> dict[str, Any]:
+        """The fields `create` takes, secrets included (for `subscriptions update`: change, re-check);
+        with `secrets=False` without them (auth, signingSecrets, clientKey, headers, the oauth2 and
+        zgw secrets), which also serves a subscription whose secrets were not opened."""
+        if not secrets:
+            full = replace(self, sealed=None).to_abonnement()
+            for key in ("auth", "signingSecrets", "clientKey", "headers"):
+                del full[key]
+            for kind, secret in (("oauth2", "clientSecret"), ("zgw", "secret")):
+                if full[kind] is not None:
+                    del full[kind][secret]
+            return full
+        if self.sealed is not None:
+            raise SecretsNotOpened(self.id)
         return {
             "callbackUrl": self.callback_url,
             "auth": self.auth,
@@ -403,7 +456,7 @@ class Subscription:
     @property
     def auth_hint(self) -> str | None:
         """What may be shown of `auth`: its scheme and last 4 characters at most."""
-        return auth_hint(self.auth)
+        return self.sealed.auth_hint if self.sealed is not None else auth_hint(self.auth)
 
     def to_public_dict(self) -> dict[str, Any]:
         """Everything but the secrets, for `list`/`show` and logs."""
@@ -437,14 +490,14 @@ class Subscription:
                 "clientSecret": "(set)",
             },
             "zgw": None if self.zgw is None else {"clientId": self.zgw.client_id, "secret": "(set)"},
-            "signingSecrets": len(self.signing_secrets),
+            "signingSecrets": self.signing_secret_count,
             "caBundle": _pem_summary(self.ca_bundle),
             "clientCert": _pem_summary(self.client_cert),
             "createdAt": self.created_at.isoformat() if self.created_at else None,
             "sendCloudevents": self.send_cloudevents,
             "cloudeventFilters": [g.to_dict() for g in self.cloudevent_filters],
             "source": self.source,
-            "headers": dict(self.headers),
+            "headers": list(self.header_names),  # the values are secrets
             "owner": self.owner,
         }
 

@@ -37,12 +37,14 @@ INSERT INTO {schema}.subscriptions
     (callback_url, kanalen, types, filters, content_mode, ordering_key, allow_insecure, handshake_at, agreement,
      requested_rate, allowed_rate, batch_max, content_type, preflight, allow_query_token, auth_kind,
      oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id, ca_bundle, client_cert, secrets,
-     secrets_encrypted, owner, source, headers, send_cloudevents, cloudevent_filters)
+     secrets_encrypted, owner, source, header_names, auth_hint, signing_secret_count, send_cloudevents,
+     cloudevent_filters)
 VALUES (%(callback_url)s, %(kanalen)s, %(types)s, %(filters)s, %(content_mode)s, %(ordering_key)s, %(allow_insecure)s,
         %(handshake_at)s, %(agreement)s, %(requested_rate)s, %(allowed_rate)s, %(batch_max)s, %(content_type)s,
         %(preflight)s, %(allow_query_token)s, %(auth_kind)s, %(oauth2_token_url)s, %(oauth2_client_id)s,
         %(oauth2_scope)s, %(zgw_client_id)s, %(ca_bundle)s, %(client_cert)s, %(secrets)s, %(secrets_encrypted)s,
-        %(owner)s, %(source)s, %(headers)s, %(send_cloudevents)s, %(cloudevent_filters)s)
+        %(owner)s, %(source)s, %(header_names)s, %(auth_hint)s, %(signing_secret_count)s, %(send_cloudevents)s,
+        %(cloudevent_filters)s)
 RETURNING id;
 
 -- name: update_subscription
@@ -58,8 +60,9 @@ UPDATE {schema}.subscriptions
        oauth2_token_url = %(oauth2_token_url)s, oauth2_client_id = %(oauth2_client_id)s,
        oauth2_scope = %(oauth2_scope)s, zgw_client_id = %(zgw_client_id)s, ca_bundle = %(ca_bundle)s,
        client_cert = %(client_cert)s, secrets = %(secrets)s, secrets_encrypted = %(secrets_encrypted)s,
-       source = %(source)s, headers = %(headers)s, send_cloudevents = %(send_cloudevents)s,
-       cloudevent_filters = %(cloudevent_filters)s, updated_at = now()
+       source = %(source)s, header_names = %(header_names)s, auth_hint = %(auth_hint)s,
+       signing_secret_count = %(signing_secret_count)s, unsealed_headers = NULL,
+       send_cloudevents = %(send_cloudevents)s, cloudevent_filters = %(cloudevent_filters)s, updated_at = now()
  WHERE id = %(id)s AND updated_at = %(read_at)s
 RETURNING id;
 
@@ -76,7 +79,8 @@ RETURNING id;
 SELECT s.id, s.callback_url, s.kanalen, s.types, s.filters, s.content_mode, s.status, s.paused_reason, s.ordering_key, s.allow_insecure,
        s.handshake_at, s.created_at, s.updated_at, s.agreement, s.requested_rate, s.allowed_rate, s.batch_max, s.content_type,
        s.preflight, s.allow_query_token, s.auth_kind, s.oauth2_token_url, s.oauth2_client_id, s.oauth2_scope, s.zgw_client_id,
-       s.ca_bundle, s.client_cert, s.secrets, s.secrets_encrypted, s.owner, s.source, s.headers, s.send_cloudevents,
+       s.ca_bundle, s.client_cert, s.secrets, s.secrets_encrypted, s.owner, s.source, s.unsealed_headers, s.header_names,
+       s.auth_hint, s.signing_secret_count, s.send_cloudevents,
        s.cloudevent_filters, p.pace, p.hold_until > now() AS held, p.concurrency_limit
   FROM {schema}.subscriptions s
   LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = s.id
@@ -87,7 +91,8 @@ SELECT s.id, s.callback_url, s.kanalen, s.types, s.filters, s.content_mode, s.st
 SELECT id, callback_url, kanalen, types, filters, content_mode, status, paused_reason, ordering_key, allow_insecure,
        handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate, batch_max, content_type,
        preflight, allow_query_token, auth_kind, oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id,
-       ca_bundle, client_cert, secrets, secrets_encrypted, owner, source, headers, send_cloudevents, cloudevent_filters
+       ca_bundle, client_cert, secrets, secrets_encrypted, owner, source, unsealed_headers, header_names,
+       auth_hint, signing_secret_count, send_cloudevents, cloudevent_filters
   FROM {schema}.subscriptions
  WHERE id = %s;
 
@@ -98,6 +103,22 @@ SELECT id, secrets, secrets_encrypted FROM {schema}.subscriptions WHERE secrets 
 -- name: reseal_secrets
 -- `outbox secrets rotate`: one subscription's secrets, encrypted with the new key.
 UPDATE {schema}.subscriptions SET secrets = %s, secrets_encrypted = %s, updated_at = now() WHERE id = %s;
+
+-- name: unsealed_subscriptions
+-- The rows written before 015 (header values in clear, no hints), locked until they are completed;
+-- another process completing some meanwhile skips them.
+SELECT id, secrets, secrets_encrypted, unsealed_headers FROM {schema}.subscriptions
+ WHERE unsealed_headers IS NOT NULL
+ ORDER BY id
+   FOR UPDATE SKIP LOCKED;
+
+-- name: seal_subscription
+-- One of them completed: its header values sealed with its secrets, the hints filled in.
+UPDATE {schema}.subscriptions
+   SET secrets = %(secrets)s, secrets_encrypted = %(secrets_encrypted)s, header_names = %(header_names)s,
+       auth_hint = %(auth_hint)s, signing_secret_count = %(signing_secret_count)s, unsealed_headers = NULL,
+       updated_at = now()
+ WHERE id = %(id)s;
 
 -- name: set_subscription_status
 -- pause (with a reason) / resume (reason NULL).
@@ -115,7 +136,8 @@ DELETE FROM {schema}.subscriptions WHERE id = %s RETURNING id;
 SELECT id, callback_url, kanalen, types, filters, content_mode, status, paused_reason, ordering_key, allow_insecure,
        handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate, batch_max, content_type,
        preflight, allow_query_token, auth_kind, oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id,
-       ca_bundle, client_cert, secrets, secrets_encrypted, owner, source, headers, send_cloudevents, cloudevent_filters
+       ca_bundle, client_cert, secrets, secrets_encrypted, owner, source, unsealed_headers, header_names,
+       auth_hint, signing_secret_count, send_cloudevents, cloudevent_filters
   FROM {schema}.subscriptions
  WHERE %(owner)s::text IS NULL OR owner = %(owner)s
  ORDER BY created_at, id;
@@ -125,7 +147,8 @@ SELECT id, callback_url, kanalen, types, filters, content_mode, status, paused_r
 SELECT id, callback_url, kanalen, types, filters, content_mode, status, paused_reason, ordering_key, allow_insecure,
        handshake_at, created_at, updated_at, agreement, requested_rate, allowed_rate, batch_max, content_type,
        preflight, allow_query_token, auth_kind, oauth2_token_url, oauth2_client_id, oauth2_scope, zgw_client_id,
-       ca_bundle, client_cert, secrets, secrets_encrypted, owner, source, headers, send_cloudevents, cloudevent_filters
+       ca_bundle, client_cert, secrets, secrets_encrypted, owner, source, unsealed_headers, header_names,
+       auth_hint, signing_secret_count, send_cloudevents, cloudevent_filters
   FROM {schema}.subscriptions
  WHERE id = %(id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s);
 

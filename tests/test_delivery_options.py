@@ -305,9 +305,13 @@ def test_secrets_are_encrypted_at_rest_rotated_and_used(
     assert rotated.returncode == 0, rotated.stderr
     assert "1 subscription" in rotated.stdout
     assert stored()[0] != sealed
+    # Showing opens nothing, so it works with the old key; changing the subscription needs the new one.
     shown = run_cli("subscriptions", "show", sub, env={"OUTBOX_SECRET_KEY": old_key})
-    assert shown.returncode == 1 and "do not open with OUTBOX_SECRET_KEY" in shown.stderr
-    assert "at-rest-secret" not in shown.stdout + shown.stderr
+    assert shown.returncode == 0, shown.stderr
+    assert "Bearer …6789" in shown.stdout
+    changed = run_cli("subscriptions", "update", sub, "--rate", "60", env={"OUTBOX_SECRET_KEY": old_key})
+    assert changed.returncode == 1 and "do not open with OUTBOX_SECRET_KEY" in changed.stderr
+    assert "at-rest-secret" not in shown.stdout + shown.stderr + changed.stdout + changed.stderr
     enqueue(database_url, [zaak_event("z1")])
     worker = start_worker({"OUTBOX_SECRET_KEY": new_key})
     wait_until(lambda: count_delivered(database_url) == 1, message="delivered with the decrypted auth")

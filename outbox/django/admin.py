@@ -86,6 +86,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         "batch_max",
         "ordering_key",
         "auth_kind",
+        "header_names",
         "agreement",
         "handshake_at",
         "created_at",

@@ -107,6 +107,8 @@ class Subscription(ReadOnly):
     agreement = models.TextField()
     auth_kind = models.TextField()
     batch_max = models.IntegerField()
+    # The Subscriptions API's protocolsettings.headers: their names; the values are secrets (not mapped).
+    header_names = ArrayField(models.TextField(), default=list)
     handshake_at = models.DateTimeField(null=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()

@@ -58,7 +58,7 @@ def test_create_read_list_replace_delete(service: LiveService, callback: Receive
     assert body["filters"] == [{"prefix": {"subject": "a7"}}]
     assert body["config"]["contentMode"] == "binary" and body["config"]["rate"] == 60
     assert body["protocol"] == "HTTP"
-    assert body["protocolsettings"] == {"headers": {"X-Tenant": "utrecht"}, "method": "POST"}
+    assert body["protocolsettings"] == {"headernames": ["X-Tenant"], "method": "POST"}, "the values are write-only"
     assert body["sinkcredential"] == {"credentialtype": "ACCESSTOKEN"}, "the token itself is write-only"
     (handshake,) = callback.received
     assert handshake.method == "OPTIONS" and handshake.headers["WebHook-Request-Rate"] == "60"
@@ -67,14 +67,18 @@ def test_create_read_list_replace_delete(service: LiveService, callback: Receive
     assert client.get(f"/api/v1/subscriptions/{sub_id}").json() == body
     assert client.get("/api/v1/subscriptions").json() == [body]
     for text in (created.text, client.get("/api/v1/subscriptions").text):
-        assert TOKEN not in text
+        assert TOKEN not in text and "utrecht" not in text
 
     replaced = client.put(f"/api/v1/subscriptions/{sub_id}", json={**_subscription(callback), "id": sub_id})
     assert replaced.status_code == 200, replaced.text
     after = replaced.json()
     assert after["types"] == ["*"], "no types, kanalen or cloudeventFilters: every event (the spec: no constraint)"
     assert "source" not in after and after["filters"] == []
-    assert after["protocolsettings"]["headers"] == {}
+    assert after["protocolsettings"]["headernames"] == ["X-Tenant"], "write-only headers left out are kept"
+    cleared = client.put(
+        f"/api/v1/subscriptions/{sub_id}", json={**_subscription(callback), "protocolsettings": {"headers": {}}}
+    )
+    assert cleared.json()["protocolsettings"] == {"headernames": [], "method": "POST"}
 
     deleted = client.delete(f"/api/v1/subscriptions/{sub_id}")
     assert deleted.status_code == 200 and deleted.json()["id"] == sub_id

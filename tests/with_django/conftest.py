@@ -91,6 +91,7 @@ def outbox_rows(url: str) -> list[dict[str, Any]]:
 
 STATIC_TOKEN = "Bearer static-secret-0f3c9a"
 QUERY_TOKEN = "query-secret-77ab12"
+HEADER_VALUE = "header-secret-5d1e08"  # protocolsettings.headers values are secrets too
 
 
 def rows(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
@@ -103,7 +104,7 @@ def failed(django_db_url: str, tmp_path: Path) -> dict[str, Any]:
     """Two subscriptions with secrets; three events failed on a receiver that answers 415 with a body."""
     receiver = Receiver(answer=lambda n, r: (415, {}, 0.0), body_for=lambda r: b"unsupported: use structured mode")
     with receiver.running():
-        subscription = subscribe(django_db_url, receiver.url, auth=STATIC_TOKEN)
+        subscription = subscribe(django_db_url, receiver.url, auth=STATIC_TOKEN, headers={"X-Api-Key": HEADER_VALUE})
         other = subscribe(
             django_db_url, f"https://receiver.example/hook?access_token={QUERY_TOKEN}", allow_query_token=True
         )

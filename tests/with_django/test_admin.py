@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from tests.with_django.conftest import QUERY_TOKEN, rows
+from tests.with_django.conftest import HEADER_VALUE, QUERY_TOKEN, rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,7 +43,8 @@ def test_pages_render_show_attempts_and_never_a_secret(
     detail = text(admin_client.get(f"/admin/outbox/delivery/{delivery['id']}/change/"))
     pages.append(detail)
     for page in pages:
-        assert "static-secret" not in page and QUERY_TOKEN not in page
+        assert "static-secret" not in page and QUERY_TOKEN not in page and HEADER_VALUE not in page
+    assert "X-Api-Key" in pages[1], "the header names are shown, their values never"
     assert "access_token=…" in pages[0] or "access_token=%E2%80%A6" in pages[0]
     # the attempt: its status code and the receiver's answer
     assert "415" in detail

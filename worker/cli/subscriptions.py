@@ -340,7 +340,7 @@ def subscriptions_add(
         click.echo(f"warning: {KEY_VARIABLE} is not set: this subscription's secrets are stored unencrypted", err=True)
     with obj.connect() as conn:
         new_id = subscription_store.add(conn, subscription, obj.schema, box)
-        stored = subscription_store.get(conn, obj.schema, new_id, box)
+        stored = subscription_store.get(conn, obj.schema, new_id, None)  # to show: not opened
     if as_json:
         click.echo(json.dumps(stored.to_public_dict(), indent=2))
     else:
@@ -427,7 +427,7 @@ def subscriptions_update(
         updated = _agreed(updated, skip_handshake or (current.agreement == "out-of-band" and not origin), origin)
     with obj.connect() as conn:
         subscription_store.update(conn, obj.schema, updated, box, current.updated_at)
-        stored = subscription_store.get(conn, obj.schema, subscription_id, box)
+        stored = subscription_store.get(conn, obj.schema, subscription_id, None)  # to show: not opened
     if as_json:
         click.echo(json.dumps(stored.to_public_dict(), indent=2))
     else:
@@ -456,10 +456,9 @@ def subscriptions_verify(obj: Context, subscription_id: str, rate: int | None, o
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def subscriptions_list(obj: Context, as_json: bool) -> None:
-    """List subscriptions (secrets are never shown)."""
-    box = secret_box()
+    """List subscriptions (secrets and header values are never shown, nor opened: no key needed)."""
     with obj.connect() as conn:
-        subs = subscription_store.list_all(conn, obj.schema, box)
+        subs = subscription_store.list_all(conn, obj.schema)
         limits = status.concurrency(conn, obj.schema)
     if as_json:
         click.echo(json.dumps([{**s.to_public_dict(), "concurrency": limits.get(s.id or "")} for s in subs], indent=2))
@@ -482,10 +481,9 @@ def subscriptions_list(obj: Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def subscriptions_show(obj: Context, subscription_id: str, as_json: bool) -> None:
-    """Show one subscription (secrets are never shown)."""
-    box = secret_box()
+    """Show one subscription (secrets and header values are never shown, nor opened: no key needed)."""
     with obj.connect() as conn:
-        sub = subscription_store.get(conn, obj.schema, subscription_id, box)
+        sub = subscription_store.get(conn, obj.schema, subscription_id, None)
         limit = status.concurrency(conn, obj.schema, sub.id).get(sub.id or "")
     _print(sub, as_json, limit)
 

@@ -41,7 +41,7 @@ from worker.delivery.http import Claimed, Result, Sender, Target
 from worker.delivery.outcome import Outcome
 from worker.runtime.logs import log, redact
 from worker.store.secret_box import SecretBox
-from worker.store.subscriptions import from_row
+from worker.store.subscriptions import from_row, seal_unsealed_async
 
 if TYPE_CHECKING:
     from worker.daemon.metrics import Metrics
@@ -167,6 +167,7 @@ class Worker:
                 "(make one with `outbox secrets new-key`, then run `outbox secrets rotate`)")  # fmt: skip
         try:
             await self._check_schema()
+            await self._complete_subscriptions()
         except BaseException:
             await self._sender.aclose()
             if self._metrics is not None:
@@ -257,6 +258,20 @@ class Worker:
             raise StartupError(f"the outbox schema {self.schema!r} is {state}: run `outbox migrate` first")
         if found > expected:  # a rolling upgrade migrated ahead of this worker: carry on, visibly
             log(logging.WARNING, "the schema is newer than this worker", schema_version=found, worker_needs=expected)
+
+    async def _complete_subscriptions(self) -> None:
+        """Seal the header values of rows from before migration 015, which SQL could not (it has no
+        key): `outbox migrate` does it too; this covers `manage.py migrate` and a migrate without the key."""
+
+        async def step(conn: psycopg.AsyncConnection[Any]) -> tuple[int, list[str]]:
+            return await seal_unsealed_async(conn, self.schema, self._box)
+
+        done, left = await self._db(step, forever=False)
+        if done:
+            log(logging.INFO, "sealed the header values of subscriptions from before migration 015", count=done)
+        for owner in left:
+            log(logging.ERROR, "subscription cannot be used: its secrets do not open, its header values stay "
+                "unsealed until they do", subscription=owner)  # fmt: skip
 
     async def _main_loop(self) -> None:
         while not self._stopping.is_set():

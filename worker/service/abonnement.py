@@ -26,6 +26,7 @@ from worker.store.clients import ADMIN, CONSUME, ApiClient
 
 router = APIRouter(tags=["abonnement"])
 PATH = "/abonnement"
+WRITE_ONLY: dict[str, Any] = {"writeOnly": True}  # OpenAPI: a secret, never in an answer
 
 
 class _Model(BaseModel):
@@ -55,7 +56,9 @@ class OAuth2Settings(_Model):
 
     token_url: str
     client_id: str
-    client_secret: str | None = Field(None, description="write-only; left out on update: the stored one is kept")
+    client_secret: str | None = Field(
+        None, description="write-only; left out on update: the stored one is kept", json_schema_extra=WRITE_ONLY
+    )
     scope: str | None = None
 
 
@@ -64,7 +67,9 @@ class ZgwSettings(_Model):
     """A ZGW JWT (HS256) the worker signs for the callback, as Open Notificaties does. `secret` is write-only."""
 
     client_id: str
-    secret: str | None = Field(None, description="write-only; left out on update: the stored one is kept")
+    secret: str | None = Field(
+        None, description="write-only; left out on update: the stored one is kept", json_schema_extra=WRITE_ONLY
+    )
 
 
 @registration.body_model
@@ -73,7 +78,12 @@ class AbonnementPatch(_Model):
 
     url: str | None = Field(None, description="read-only: ignored when sent back")
     callback_url: str | None = Field(None, examples=["https://myapp.example.nl/webhook"])
-    auth: str | None = Field(None, description="write-only: the Authorization header value", examples=["Bearer …"])
+    auth: str | None = Field(
+        None,
+        description="write-only: the Authorization header value",
+        examples=["Bearer …"],
+        json_schema_extra=WRITE_ONLY,
+    )
     kanalen: list[KanaalFilter] | None = None
     send_cloudevents: bool | None = Field(
         None, description="Open Notificaties' flag (default true here: every delivery is a CloudEvent)"
@@ -95,10 +105,14 @@ class AbonnementPatch(_Model):
     preflight: bool | None = Field(None, description="handshake before deliveries instead of at registration")
     oauth2: OAuth2Settings | None = None
     zgw: ZgwSettings | None = None
-    signing_secrets: list[str] | None = Field(None, description="write-only: Standard Webhooks secrets (whsec_…)")
+    signing_secrets: list[str] | None = Field(
+        None, description="write-only: Standard Webhooks secrets (whsec_…)", json_schema_extra=WRITE_ONLY
+    )
     ca_bundle: str | None = Field(None, description="PEM: the CAs to trust for the callback")
     client_cert: str | None = Field(None, description="PEM: client certificate for mutual TLS")
-    client_key: str | None = Field(None, description="write-only PEM: the client certificate's key")
+    client_key: str | None = Field(
+        None, description="write-only PEM: the client certificate's key", json_schema_extra=WRITE_ONLY
+    )
     allow_query_token: bool | None = None
 
 
@@ -141,8 +155,8 @@ _FIELDS = frozenset(field.alias or name for name, field in AbonnementPatch.model
 
 
 def document(subscription: Subscription, base_url: str) -> dict[str, Any]:
-    """The abonnement JSON of a subscription: no secrets."""
-    full = subscription.to_abonnement()
+    """The abonnement JSON of a subscription: no secrets (it need not have them opened)."""
+    full = subscription.to_abonnement(secrets=False)
     shown = {key: full[key] for key in sorted(_FIELDS) if key not in registration.SECRET_FIELDS}
     shown["callbackUrl"] = public_url(subscription.callback_url)  # an access_token in it is a secret
     if subscription.oauth2 is not None:
@@ -172,11 +186,13 @@ def _read(model: type[BaseModel], description: str, *, many: bool = False) -> di
 Consumer = Annotated[ApiClient, Depends(require(CONSUME, ADMIN))]
 
 
-async def _current(request: Request, client: ApiClient, uuid: str) -> Subscription:
+async def _current(request: Request, client: ApiClient, uuid: str, *, opened: bool = False) -> Subscription:
+    """`opened`: with its secrets, to change it (else sealed: enough to show it)."""
     service = request.app.state.service
+    box = service.box if opened else None
     try:
         async with service.pool.connection() as conn:
-            return await store.get_async(conn, service.schema, uuid, service.box, registration.owner_filter(client))
+            return await store.get_async(conn, service.schema, uuid, box, registration.owner_filter(client))
     except store.SubscriptionNotFound:
         raise not_found("abonnement") from None
 
@@ -207,7 +223,7 @@ async def _save(
                 await store.update_async(conn, service.schema, subscription, service.box, current.updated_at)
             except store.SubscriptionChanged:
                 raise registration.changed_meanwhile() from None
-        return await store.get_async(conn, service.schema, new_id, service.box, None)
+        return await store.get_async(conn, service.schema, new_id, None, None)
 
 
 @router.get(
@@ -219,7 +235,7 @@ async def _save(
 async def list_abonnementen(request: Request, client: Consumer) -> Response:
     service = request.app.state.service
     async with service.pool.connection() as conn:
-        found = await store.list_async(conn, service.schema, service.box, registration.owner_filter(client))
+        found = await store.list_async(conn, service.schema, registration.owner_filter(client))
     base = service.base_url(request)
     return _json([document(s, base) for s in found])
 
@@ -265,7 +281,7 @@ async def read_abonnement(request: Request, client: Consumer, uuid: str) -> Resp
     responses={**_read(AbonnementRead, "the abonnement"), **responses(400, 401, 403, 404, 409)},
 )
 async def replace_abonnement(request: Request, client: Consumer, uuid: str) -> Response:
-    current = await _current(request, client, uuid)
+    current = await _current(request, client, uuid, opened=True)
     body = await registration.json_object(request)
     stored = await _save(request, client, body, current, Abonnement)
     return _json(document(stored, request.app.state.service.base_url(request)))
@@ -280,7 +296,7 @@ async def replace_abonnement(request: Request, client: Consumer, uuid: str) -> R
     responses={**_read(AbonnementRead, "the abonnement"), **responses(400, 401, 403, 404, 409)},
 )
 async def patch_abonnement(request: Request, client: Consumer, uuid: str) -> Response:
-    current = await _current(request, client, uuid)
+    current = await _current(request, client, uuid, opened=True)
     body = await registration.json_object(request)
     stored = await _save(request, client, body, current, AbonnementPatch)
     return _json(document(stored, request.app.state.service.base_url(request)))

@@ -34,7 +34,7 @@ from worker.store.clients import ADMIN, ApiClient
 Rename = Callable[[str], str]
 _M = TypeVar("_M", bound=type[BaseModel])
 # Write-only fields: kept as stored when a PUT leaves them out (a client cannot read them back).
-SECRET_FIELDS = ("auth", "signingSecrets", "clientKey")
+SECRET_FIELDS = ("auth", "signingSecrets", "clientKey", "headers")  # headers: their values
 AUTH_KINDS = ("auth", "oauth2", "zgw")
 
 # Every request and response body model, added to the OpenAPI document's components by the app.

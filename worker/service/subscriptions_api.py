@@ -3,10 +3,12 @@ the same subscriptions as /abonnement.
 
 `id` is the subscription's uuid, `sink` its callback URL, `sinkcredential` (write-only; credentialtype
 ACCESSTOKEN only) its `Authorization: Bearer …`, `config` this product's delivery options under their
-abonnement names, `protocol` HTTP only, `protocolsettings.headers` sent with every delivery and
-`protocolsettings.method` POST only. Anything else is refused with 400, as the spec asks of
-unsupported filter dialects. A PUT replaces what this API names; kanalen and cloudeventFilters set
-through /abonnement stay unless `config` gives them. Without `types`, kanalen or cloudeventFilters a
+abonnement names, `protocol` HTTP only, `protocolsettings.headers` sent with every delivery (their
+values are secrets: write-only, sealed with the other secrets; a read shows their names, as
+`protocolsettings.headernames`) and `protocolsettings.method` POST only. Anything else is refused
+with 400, as the spec asks of unsupported filter dialects. A PUT replaces what this API names (but
+write-only secrets left out are kept); kanalen and cloudeventFilters set through /abonnement stay
+unless `config` gives them. Without `types`, kanalen or cloudeventFilters a
 subscription gets `types: ["*"]` (the spec: no types, no constraint).
 """
 
@@ -22,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from outbox import Subscription
 from outbox._subscription import public_url
 from worker.service import registration
-from worker.service.abonnement import CloudEventFilterGroup, KanaalFilter, OAuth2Settings, ZgwSettings
+from worker.service.abonnement import WRITE_ONLY, CloudEventFilterGroup, KanaalFilter, OAuth2Settings, ZgwSettings
 from worker.service.auth import require
 from worker.service.problems import InvalidParam, not_found, responses
 from worker.store import subscriptions as store
@@ -59,10 +61,21 @@ class HttpSettings(_Model):
 
     headers: dict[str, str] | None = Field(
         None,
-        description="sent with every delivery; Authorization, Content-Type, Content-Length, Host, ce-*, webhook-* "
-        "and hop-by-hop headers are refused",
+        description="write-only (the values may be credentials; left out on PUT: the stored ones are kept); sent "
+        "with every delivery; Authorization, Content-Type, Content-Length, Host, ce-*, webhook-* and hop-by-hop "
+        "headers are refused",
+        json_schema_extra=WRITE_ONLY,
     )
     method: str | None = Field(None, description="POST (the only method)")
+    headernames: list[str] | None = Field(None, description="read-only: ignored when sent back")
+
+
+@registration.body_model
+class HttpSettingsRead(_Model):
+    """protocolsettings as returned: the names of the headers, never their values."""
+
+    headernames: list[str] = Field(description="read-only: the names of `headers` (their values are write-only)")
+    method: str
 
 
 @registration.body_model
@@ -118,7 +131,7 @@ class SubscriptionRead(_Model):
     sink: str
     sinkcredential: dict[str, str] | None = Field(None, description="its credentialtype, never the token")
     protocol: str
-    protocolsettings: dict[str, Any]
+    protocolsettings: HttpSettingsRead
 
 
 def rename(name: str) -> str:
@@ -202,13 +215,9 @@ def _translate(body: dict[str, Any], path_id: str | None) -> tuple[dict[str, Any
 
 
 def document(subscription: Subscription) -> dict[str, Any]:
-    """The Subscriptions API JSON of a subscription: no secrets."""
-    full = subscription.to_abonnement()
+    """The Subscriptions API JSON of a subscription: no secrets (it need not have them opened)."""
+    full = subscription.to_abonnement(secrets=False)
     config = {key: full[key] for key in _CONFIG_KEYS if key not in registration.SECRET_FIELDS}
-    if subscription.oauth2 is not None:
-        config["oauth2"] = {k: v for k, v in full["oauth2"].items() if k != "clientSecret"}
-    if subscription.zgw is not None:
-        config["zgw"] = {"clientId": subscription.zgw.client_id}
     shown: dict[str, Any] = {"id": subscription.id}
     if subscription.source is not None:
         shown["source"] = subscription.source
@@ -218,9 +227,10 @@ def document(subscription: Subscription) -> dict[str, Any]:
         filters=[f.to_json() for f in subscription.filters],
         sink=public_url(subscription.callback_url),  # an access_token in it is a secret
     )
-    if subscription.auth_kind == "static" and (subscription.auth or "").startswith("Bearer "):
+    if subscription.auth_kind == "static" and (subscription.auth_hint or "").startswith("Bearer "):
         shown["sinkcredential"] = {"credentialtype": "ACCESSTOKEN"}
-    shown.update(protocol="HTTP", protocolsettings={"headers": dict(subscription.headers), "method": "POST"})
+    settings = {"headernames": list(subscription.header_names), "method": "POST"}
+    shown.update(protocol="HTTP", protocolsettings=settings)
     return shown
 
 
@@ -237,12 +247,14 @@ def _read(description: str, status: int = 200, *, many: bool = False) -> dict[in
 Consumer = Annotated[ApiClient, Depends(require(CONSUME, ADMIN))]
 
 
-async def _current(request: Request, client: ApiClient, subscription_id: str) -> Subscription:
+async def _current(request: Request, client: ApiClient, subscription_id: str, *, opened: bool = False) -> Subscription:
+    """`opened`: with its secrets, to change it (else sealed: enough to show it)."""
     service = request.app.state.service
     try:
         async with service.pool.connection() as conn:
             owner = registration.owner_filter(client)
-            return await store.get_async(conn, service.schema, subscription_id, service.box, owner)
+            box = service.box if opened else None
+            return await store.get_async(conn, service.schema, subscription_id, box, owner)
     except store.SubscriptionNotFound:
         raise not_found("subscription") from None
 
@@ -269,7 +281,7 @@ async def _save(request: Request, client: ApiClient, current: Subscription | Non
                 await store.update_async(conn, service.schema, subscription, service.box, current.updated_at)
             except store.SubscriptionChanged:
                 raise registration.changed_meanwhile() from None
-        return await store.get_async(conn, service.schema, new_id, service.box, None)
+        return await store.get_async(conn, service.schema, new_id, None, None)
 
 
 @router.get(
@@ -281,7 +293,7 @@ async def _save(request: Request, client: ApiClient, current: Subscription | Non
 async def list_subscriptions(request: Request, client: Consumer) -> Response:
     service = request.app.state.service
     async with service.pool.connection() as conn:
-        found = await store.list_async(conn, service.schema, service.box, registration.owner_filter(client))
+        found = await store.list_async(conn, service.schema, registration.owner_filter(client))
     return _json([document(s) for s in found])
 
 
@@ -318,7 +330,7 @@ async def read_subscription(request: Request, client: Consumer, id: str) -> Resp
     responses={**_read("the subscription"), **responses(400, 401, 403, 404, 409)},
 )
 async def replace_subscription(request: Request, client: Consumer, id: str) -> Response:
-    current = await _current(request, client, id)
+    current = await _current(request, client, id, opened=True)
     return _json(document(await _save(request, client, current)))
 
 

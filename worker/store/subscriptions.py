@@ -1,4 +1,10 @@
-"""Subscriptions in the database: add, update, list, get, pause, resume, remove; secrets sealed by a SecretBox."""
+"""Subscriptions in the database: add, update, list, get, pause, resume, remove; secrets sealed by a SecretBox.
+
+Secrets are opened only where they are used: delivery (the worker), verification (the handshake)
+and writes that merge kept secrets with new ones. Listings and reads take no box: what they show
+of the secrets (`SealedSecrets`: the auth hint, how many signing secrets, the header names) is
+stored in clear beside them when they are written.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,8 @@ from outbox import Kanaal, Subscription
 from outbox._filters import stored_filters
 from outbox._operations import set_subscription_status
 from outbox._sql import query
-from outbox._subscription import CloudEventFilter, OAuth2Client, ZgwClient
-from worker.store.secret_box import SecretBox
+from outbox._subscription import CloudEventFilter, OAuth2Client, SealedSecrets, ZgwClient, auth_hint
+from worker.store.secret_box import SecretBox, SecretKeyError
 
 
 class SubscriptionNotFound(LookupError):
@@ -29,10 +35,20 @@ def _subscription_id(value: str) -> uuid.UUID:
         raise SubscriptionNotFound(value) from None
 
 
+def _sealed(row: dict[str, Any]) -> SealedSecrets:
+    hint = row["auth_hint"]
+    if hint is None and row["auth_kind"] == "static":
+        hint = "…"  # a row from before 015 not yet completed (see sql/015): its hint is not known yet
+    return SealedSecrets(hint, row["signing_secret_count"], tuple(row["header_names"]))
+
+
 def from_row(row: dict[str, Any], box: SecretBox | None) -> Subscription:
     """A stored subscription, its secrets opened with `box` (raises SecretKeyError if they cannot be);
-    without a box, one without its secrets (enough to route events to it, not to send them)."""
+    without a box, one whose secrets stay sealed (`sealed`: what may be shown of them), enough to
+    show it and to route events to it, not to send them."""
     secrets = {} if box is None else box.open(row["secrets"], row["secrets_encrypted"], f"subscription {row['id']}")
+    # Header values of a row from before 015 not yet completed are still in `unsealed_headers`.
+    headers = {**(row["unsealed_headers"] or {}), **secrets.get("headers", {})} if box is not None else {}
     oauth2 = zgw = None
     if row["auth_kind"] == "oauth2":
         oauth2 = OAuth2Client(
@@ -73,17 +89,19 @@ def from_row(row: dict[str, Any], box: SecretBox | None) -> Subscription:
         client_key=secrets.get("client_key"),
         owner=row["owner"],
         source=row["source"],
-        headers=tuple((str(k), str(v)) for k, v in row["headers"].items()),
+        headers=tuple((str(k), str(v)) for k, v in headers.items()),
         send_cloudevents=row["send_cloudevents"],
         cloudevent_filters=tuple(
             CloudEventFilter(type_substring=g["typeSubstring"], filters=g.get("filters") or {})
             for g in row["cloudevent_filters"]
         ),
+        sealed=_sealed(row) if box is None else None,
     )
 
 
 def _parameters(subscription: Subscription, box: SecretBox) -> dict[str, Any]:
-    sealed, encrypted = box.seal(subscription.secrets())
+    sealed, encrypted = box.seal(subscription.secrets())  # SecretsNotOpened for one read without them
+    hints = subscription.hints()
     return {
         "callback_url": subscription.callback_url,
         "kanalen": Jsonb([k.to_dict() for k in subscription.kanalen]),
@@ -111,7 +129,9 @@ def _parameters(subscription: Subscription, box: SecretBox) -> dict[str, Any]:
         "secrets_encrypted": encrypted,
         "owner": subscription.owner,
         "source": subscription.source,
-        "headers": Jsonb(dict(subscription.headers)),
+        "header_names": list(hints.header_names),
+        "auth_hint": hints.auth_hint,
+        "signing_secret_count": hints.signing_secrets,
         "send_cloudevents": subscription.send_cloudevents,
         "cloudevent_filters": Jsonb([g.to_dict() for g in subscription.cloudevent_filters]),
     }
@@ -143,6 +163,7 @@ def update(
 
 def rotate_secrets(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -> int:
     """Re-encrypt every subscription's secrets with the box's first key, in one transaction."""
+    seal_unsealed(conn, schema, box)  # rows it leaves do not open: the loop below says so
     rows = conn.execute(query("sealed_secrets", schema)).fetchall()
     for subscription_id, stored, encrypted in rows:
         sealed, now_encrypted = box.reseal(stored, encrypted, f"subscription {subscription_id}")
@@ -150,12 +171,66 @@ def rotate_secrets(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -
     return len(rows)
 
 
-def list_all(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -> list[Subscription]:
+def _completed(row: tuple[Any, ...], box: SecretBox) -> dict[str, Any]:
+    """A row from before 015 (id, secrets, secrets_encrypted, unsealed_headers) as it is now stored:
+    the header values sealed with the other secrets, the hints beside them."""
+    subscription_id, stored, encrypted, unsealed = row
+    secrets = box.open(stored, encrypted, f"subscription {subscription_id}")
+    headers = {**unsealed, **secrets.get("headers", {})}
+    if headers:
+        secrets["headers"] = headers
+    sealed, now_encrypted = box.seal(secrets)
+    return {
+        "id": subscription_id,
+        "secrets": sealed,
+        "secrets_encrypted": now_encrypted,
+        "header_names": list(headers),
+        "auth_hint": auth_hint(secrets.get("auth")),
+        "signing_secret_count": len(secrets.get("signing_secrets", ())),
+    }
+
+
+def seal_unsealed(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -> tuple[int, list[str]]:
+    """Complete the rows written before migration 015 (sql/015_sealed_headers.sql): their header
+    values sealed with their secrets, their hints filled in. Returns how many were, and the
+    subscriptions whose secrets do not open with `box` (left as they are, for a run with the key)."""
+    done, left = 0, []
+    with conn.transaction():
+        for row in conn.execute(query("unsealed_subscriptions", schema)).fetchall():
+            try:
+                parameters = _completed(row, box)
+            except SecretKeyError:
+                left.append(f"subscription {row[0]}")
+                continue
+            conn.execute(query("seal_subscription", schema), parameters)
+            done += 1
+    return done, left
+
+
+async def seal_unsealed_async(conn: psycopg.AsyncConnection[Any], schema: str, box: SecretBox) -> tuple[int, list[str]]:
+    """`seal_unsealed` for the worker at start."""
+    done, left = 0, []
+    async with conn.transaction():
+        cursor = await conn.execute(query("unsealed_subscriptions", schema))
+        for row in await cursor.fetchall():
+            try:
+                parameters = _completed(row, box)
+            except SecretKeyError:
+                left.append(f"subscription {row[0]}")
+                continue
+            await conn.execute(query("seal_subscription", schema), parameters)
+            done += 1
+    return done, left
+
+
+def list_all(conn: psycopg.Connection[Any], schema: str) -> list[Subscription]:
+    """Every subscription, its secrets not opened (no key needed)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return [from_row(row, box) for row in cur.execute(query("list_subscriptions", schema)).fetchall()]
+        return [from_row(row, None) for row in cur.execute(query("list_subscriptions", schema)).fetchall()]
 
 
 def get(conn: psycopg.Connection[Any], schema: str, subscription_id: str, box: SecretBox | None) -> Subscription:
+    """Its secrets opened with `box` (to deliver, verify or change it); with None, not (to show it)."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(query("get_subscription", schema), (_subscription_id(subscription_id),)).fetchone()
     if row is None:
@@ -202,18 +277,18 @@ async def add_async(conn: psycopg.AsyncConnection[Any], schema: str, subscriptio
     return str(row[0])
 
 
-async def list_async(
-    conn: psycopg.AsyncConnection[Any], schema: str, box: SecretBox, owner: str | None
-) -> list[Subscription]:
+async def list_async(conn: psycopg.AsyncConnection[Any], schema: str, owner: str | None) -> list[Subscription]:
+    """The subscriptions `owner` may see, their secrets not opened."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query("list_owned_subscriptions", schema), {"owner": owner})
-        return [from_row(row, box) for row in await cur.fetchall()]
+        return [from_row(row, None) for row in await cur.fetchall()]
 
 
 async def get_async(
-    conn: psycopg.AsyncConnection[Any], schema: str, subscription_id: str, box: SecretBox, owner: str | None
+    conn: psycopg.AsyncConnection[Any], schema: str, subscription_id: str, box: SecretBox | None, owner: str | None
 ) -> Subscription:
-    """The subscription, if `owner` may see it; else SubscriptionNotFound (whether or not it exists)."""
+    """The subscription, if `owner` may see it; else SubscriptionNotFound (whether or not it exists).
+    Its secrets opened with `box` (to change it); with None, not (to show it)."""
     parameters = {"id": _subscription_id(subscription_id), "owner": owner}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query("get_owned_subscription", schema), parameters)
