@@ -302,8 +302,16 @@ def test_the_migration_converts_a_populated_installation_and_keeps_every_row(
     url = empty_database_url
     outbox.migrate(url, up_to=8)
     with Receiver().running() as receiver:
-        sub = subscribe(url, receiver.url)
-        other = subscribe(url, receiver.url, types=["nl.overheid.zaken.*"])
+        # The subscriptions as 008 stored them (today's store writes columns of later migrations).
+        with psycopg.connect(url) as conn:
+            sub, other = (
+                conn.execute(
+                    "INSERT INTO outbox.subscriptions (callback_url, types, allow_insecure) VALUES (%s, %s, true) "
+                    "RETURNING id",
+                    (receiver.url, types),
+                ).fetchone()[0]  # type: ignore[index]
+                for types in (["*"], ["nl.overheid.zaken.*"])
+            )
         with psycopg.connect(url) as conn:
             positions = outbox.enqueue_many(conn, [zaak_event(f"z{n}", n) for n in range(6)])
             outbox.enqueue(conn, zaak_event("z-last", 99))
