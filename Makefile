@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-retention bench-throughput bench-soak bench-slow-receiver clean
+.PHONY: test test-shuffled lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-retention bench-throughput bench-soak bench-slow-receiver clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The same in a random order (pytest-random-order; the seed is printed, rerun with --random-order-seed=N).
+test-shuffled: lint typecheck $(STAMP)
+	$(BIN)/pytest --random-order
 
 demo: $(STAMP)
 	$(BIN)/outbox demo

@@ -123,14 +123,23 @@ def test_410_pauses_the_subscription_and_its_deliveries_wait(
 ) -> None:
     receiver.answer = lambda n, r: (410, {}, 0.0)
     sub = subscribe(database_url, receiver.url)
-    worker = start_worker()
+    # Nothing here waits on a lease or a timeout, so neither may decide the outcome: with FAST's 3 s
+    # lease and 1 s timeout a starved machine turned a slow 410 into a timeout (retried: more than three
+    # requests, or failed after four), or let a lease expire mid-flight; the claim takes nothing of a
+    # paused subscription, so that row stayed "delivering" and `settled` never came.
+    worker = start_worker({"OUTBOX_LEASE_SECONDS": "60", "OUTBOX_REQUEST_TIMEOUT": "20"})
     enqueue(database_url, [zaak_event("z1"), zaak_event("z2"), zaak_event("z3")])
-    worker.wait_logged("subscription paused: 410 Gone")
-    with psycopg.connect(database_url) as conn:
-        status = conn.execute("SELECT status, paused_reason FROM outbox.subscriptions WHERE id = %s", (sub,)).fetchone()
-    assert status is not None
-    assert status[0] == "paused"
+
+    def paused() -> tuple[str, str] | None:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT status, paused_reason FROM outbox.subscriptions WHERE id = %s", (sub,)
+            ).fetchone()
+        return row if row is not None and row[0] == "paused" else None
+
+    status = wait_until(paused, message="the subscription paused")
     assert "410" in status[1]
+    assert worker.wait_logged("subscription paused: 410 Gone")["subscription"] == sub
 
     # The pause is logged when the first 410 is written; deliveries claimed before it may still be in
     # flight, or answered and not yet written: they are "delivering" until their 410 is recorded too.

@@ -69,6 +69,9 @@ def live_url(django_db_url: str) -> Iterator[str]:
         thread.terminate()
 
 
+NAVIGATION_MS = 30_000  # Playwright's default for navigations
+
+
 def tab_to(page: Any, selector: str, limit: int = 60) -> None:
     """Press Tab until the element matching `selector` has the focus: it is reachable by keyboard."""
     for _ in range(limit):
@@ -88,17 +91,26 @@ def log_in(page: Any, live_url: str, next_path: str) -> None:
 
     User.objects.create_superuser("beheerder", password="een-lang-wachtwoord")
     page.goto(f"{live_url}/admin/login/?next={quote(next_path)}")
-    expect(page.locator("#id_username")).to_be_focused()
+    # Playwright's 5 s default for `expect` is a bound a loaded 2-CPU machine can outlast before
+    # Chromium's first rendering update; the bound is the same as for navigations.
+    username, password = page.locator("#id_username"), page.locator("#id_password")
+    expect(username).to_be_focused(timeout=NAVIGATION_MS)
     page.keyboard.type("beheerder")
     page.keyboard.press("Tab")
+    expect(password).to_be_focused()
     page.keyboard.type("een-lang-wachtwoord")
+    # What was typed is what is sent: a lost key fails here, by name, not as a missing redirect.
+    expect(username).to_have_value("beheerder")
+    expect(password).to_have_value("een-lang-wachtwoord")
     page.keyboard.press("Enter")
-    page.wait_for_url(live_url + next_path)
+    page.wait_for_url(live_url + next_path, timeout=NAVIGATION_MS)
 
 
 def test_an_operator_retries_a_failed_delivery_and_pauses_its_subscription_by_keyboard(
     failed: dict[str, Any], live_url: str, page: Any, django_db_url: str
 ) -> None:
+    from playwright.sync_api import expect
+
     log_in(page, live_url, "/admin/outbox/delivery/?status__exact=failed")
 
     listing = page.content()
@@ -110,8 +122,9 @@ def test_an_operator_retries_a_failed_delivery_and_pauses_its_subscription_by_ke
     tab_to(page, f'a[href$="/admin/outbox/delivery/{first}/change/?_changelist_filters=status__exact%3Dfailed"]')
     page.keyboard.press("Enter")
     page.wait_for_url(f"**/admin/outbox/delivery/{first}/change/**")
-    attempts = page.locator("#attempt_rows-group").inner_text()
-    assert "415" in attempts and "unsupported: use structured mode" in attempts
+    attempts = page.locator("#attempt_rows-group")
+    expect(attempts).to_contain_text("415")
+    expect(attempts).to_contain_text("unsupported: use structured mode")
     page.go_back()
 
     # Select it, choose the retry action, run it: all by keyboard.
@@ -122,8 +135,9 @@ def test_an_operator_retries_a_failed_delivery_and_pauses_its_subscription_by_ke
     assert page.eval_on_selector('select[name="action"]', "s => s.value") == "retry"
     tab_to(page, 'button[name="index"]')
     page.keyboard.press("Enter")
-    page.wait_for_load_state()
-    assert "1 failed delivery back to pending" in page.locator("ul.messagelist").inner_text()
+    # Not `wait_for_load_state()`: right after the key the old page is still the loaded one, so it
+    # returned at once. The message is on the page the action redirects to, written after its commit.
+    expect(page.locator("ul.messagelist")).to_contain_text("1 failed delivery back to pending", timeout=NAVIGATION_MS)
     [row] = rows(django_db_url, "SELECT status, attempts FROM outbox.deliveries WHERE id = %s", first)
     assert row == {"status": "pending", "attempts": 0}
 
@@ -136,8 +150,7 @@ def test_an_operator_retries_a_failed_delivery_and_pauses_its_subscription_by_ke
     assert page.eval_on_selector('select[name="action"]', "s => s.value") == "pause"
     tab_to(page, 'button[name="index"]')
     page.keyboard.press("Enter")
-    page.wait_for_load_state()
-    assert "Paused 1 subscription" in page.locator("ul.messagelist").inner_text()
+    expect(page.locator("ul.messagelist")).to_contain_text("Paused 1 subscription", timeout=NAVIGATION_MS)
     [subscription] = rows(
         django_db_url, "SELECT status FROM outbox.subscriptions WHERE id = %s", failed["subscription"]
     )
