@@ -218,6 +218,12 @@ class Sender:
             for c in claims
         ]  # fmt: skip
 
+    async def post(self, target: Target, claims: list[Claimed]) -> Answer:
+        """One request as a delivery makes it (credentials, headers, signature), without its
+        bookkeeping: the callback verification probe (worker/delivery/verification.py). Raises."""
+        async with asyncio.timeout(self.deadline):
+            return await self._request(target, claims)
+
     async def _request(self, target: Target, claims: list[Claimed]) -> Answer:
         headers, body = request_parts(target.subscription, claims)
         if target.headers:
