@@ -178,3 +178,19 @@ def test_the_cli_names_the_failed_step(run_cli: Any) -> None:
         )  # fmt: skip
     assert result.returncode != 0
     assert "probe: the target answered 401" in result.stderr, result.stderr
+
+
+def test_cli_verify_runs_the_probe_again_for_a_receiver_without_the_handshake(
+    database_url: str, run_cli: Any, sdk: SdkReceiver
+) -> None:
+    added = run_cli(
+        "subscriptions", "add", "--callback-url", sdk.url, "--type", "*", "--allow-insecure", "--skip-handshake",
+        "--auth", f"Bearer {sdk.token}",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert _agreement(database_url) == [("out-of-band", False)]
+    subscription_id = added.stdout.strip().splitlines()[-1]
+    result = run_cli("subscriptions", "verify", subscription_id, "--origin", "outbox.test.example")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"verified {subscription_id} by the probe: "), result.stdout
+    assert _agreement(database_url) == [("probe", True)]

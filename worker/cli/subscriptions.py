@@ -462,16 +462,26 @@ def subscriptions_update(
 @_origin_option
 @click.pass_obj
 def subscriptions_verify(obj: Context, subscription_id: str, rate: int | None, origin: str | None) -> None:
-    """Run the OPTIONS handshake again and record what the target agreed to."""
+    """Run the OPTIONS handshake again (else, for a target that does not speak it, the probe
+    event) and record what the target agreed to."""
     box = secret_box()
     with obj.connect() as conn:
         sub = subscription_store.get(conn, obj.schema, subscription_id, box)
     asked = rate if rate is not None else sub.requested_rate
-    agreement = handshake_for(sub, origin, asked)
+    if sub.preflight:  # a pre-flight subscription needs the handshake itself: no probe
+        agreement = handshake_for(sub, origin, asked)
+        method, allowed_rate, detail = (
+            "handshake",
+            agreement.allowed_rate,
+            (f"the target allows origin {agreement.allowed_origin!r}"),
+        )
+    else:
+        verified = verify_for(replace(sub, requested_rate=asked), origin)
+        method, allowed_rate, detail = verified.method, verified.allowed_rate, verified.detail
     with obj.connect() as conn:
-        subscription_store.record_handshake(conn, obj.schema, subscription_id, asked, agreement.allowed_rate)
-    click.echo(f"verified {subscription_id}: the target allows origin {agreement.allowed_origin!r}"
-               + (f", rate {agreement.allowed_rate} per minute" if agreement.allowed_rate else ""))  # fmt: skip
+        subscription_store.record_handshake(conn, obj.schema, subscription_id, asked, allowed_rate, method)
+    click.echo(f"verified {subscription_id}{' by the probe' if method == 'probe' else ''}: {detail}"
+               + (f", rate {allowed_rate} per minute" if allowed_rate else ""))  # fmt: skip
 
 
 @subscriptions.command("list")
