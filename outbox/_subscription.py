@@ -160,8 +160,9 @@ class Subscription:
     id: str | None = None
     handshake_at: datetime | None = None
     created_at: datetime | None = None
-    # How delivery was agreed: "handshake" (at registration), "preflight" (before deliveries) or "out-of-band".
-    agreement: Literal["handshake", "out-of-band", "preflight"] = "out-of-band"
+    # How delivery was agreed: "handshake" (at registration), "preflight" (before deliveries), "probe" (a
+    # verification event, for receivers without the handshake) or "out-of-band". See `verification`.
+    agreement: Literal["handshake", "out-of-band", "preflight", "probe"] = "out-of-band"
     requested_rate: int | None = None  # requests per minute: asked in the handshake, and our own limit
     allowed_rate: str | None = None  # WebHook-Allowed-Rate as answered: a number per minute, or "*"
     batch_max: int = 100  # batched mode: events per POST at most
@@ -454,6 +455,24 @@ class Subscription:
     # -- presentation ---------------------------------------------------------------
 
     @property
+    def verification(self) -> dict[str, Any]:
+        """How the callback was verified, for `show` and the APIs: `method` handshake (at registration
+        or pre-flight) | probe | operator (out of band), `at` (when; None before a first pre-flight),
+        and `verified`, in words."""
+        method = {"handshake": "handshake", "preflight": "handshake", "probe": "probe"}.get(self.agreement, "operator")
+        if self.agreement == "handshake":
+            verified = "the target allowed our origin in the OPTIONS handshake"
+        elif self.agreement == "preflight":
+            verified = "the OPTIONS handshake runs before deliveries (pre-flight)"
+        elif self.agreement == "probe":
+            checked = " and refused it without them (401/403)" if has_credentials(self) else ""
+            verified = f"the target accepted a {PROBE_TYPE} event with the subscription's credentials{checked}"
+        else:
+            verified = "nothing: the operator registered it (agreed out of band)"
+        return {"method": method, "at": self.handshake_at.isoformat() if self.handshake_at else None,
+                "verified": verified}  # fmt: skip
+
+    @property
     def auth_hint(self) -> str | None:
         """What may be shown of `auth`: its scheme and last 4 characters at most."""
         return self.sealed.auth_hint if self.sealed is not None else auth_hint(self.auth)
@@ -477,6 +496,7 @@ class Subscription:
             "allowInsecure": self.allow_insecure,
             "allowQueryToken": self.allow_query_token,
             "agreement": self.agreement,
+            "verification": self.verification,
             "preflight": self.preflight,
             "handshakeAt": self.handshake_at.isoformat() if self.handshake_at else None,
             "requestedRate": self.requested_rate,
@@ -720,6 +740,15 @@ def _pem_summary(pem: str | None) -> str | None:
 
 def _int_or_none(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
+
+
+# The type of the probe event that verifies callbacks without the handshake (worker/delivery/verification.py).
+PROBE_TYPE = "nl.overheid.outbox.verification"
+
+
+def has_credentials(subscription: Subscription) -> bool:
+    """Whether requests carry credentials a receiver can check (Authorization, access_token, headers)."""
+    return subscription.auth_kind != "none" or subscription.allow_query_token or bool(subscription.header_names)
 
 
 def public_url(url: str) -> str:

@@ -67,9 +67,10 @@ UPDATE {schema}.subscriptions
 RETURNING id;
 
 -- name: record_handshake
--- `outbox subscriptions verify ID`: the handshake succeeded (again); a pre-flight subscription stays one.
+-- `outbox subscriptions verify ID`: the handshake (or the probe) succeeded (again); a pre-flight
+-- subscription stays one.
 UPDATE {schema}.subscriptions
-   SET agreement = CASE WHEN preflight THEN 'preflight' ELSE 'handshake' END, handshake_at = now(),
+   SET agreement = CASE WHEN preflight THEN 'preflight' ELSE %s END, handshake_at = now(),
        requested_rate = %s, allowed_rate = %s, updated_at = now()
  WHERE id = %s
 RETURNING id;

@@ -115,6 +115,51 @@ class Receiver:
             loop.close()
 
 
+STRUCTURED = "application/cloudevents+json"
+BATCHED = "application/cloudevents-batch+json"
+
+
+@dataclass
+class SdkReceiver(Receiver):
+    """A receiver like Open Zaak's `/events` (and those written with the CloudEvents SDKs): the
+    Content-Type compared exactly with the bare media types (else 415), a Bearer token checked
+    (else 401), 202 Accepted, and no OPTIONS abuse-protection handshake (OPTIONS → 405)."""
+
+    token: str = "zaak-token"
+    accept_batch: bool = False
+
+    def __post_init__(self) -> None:
+        self.answer = self._answer
+        self.body_for = self._body
+
+    def _refusal(self, r: Received) -> tuple[int, str] | None:
+        if r.method == "OPTIONS":
+            return 405, "method not allowed"
+        if r.headers.get("authorization") != f"Bearer {self.token}":
+            return 401, "authentication credentials were not provided"
+        media = r.headers.get("content-type")
+        if media != STRUCTURED and not (self.accept_batch and media == BATCHED):
+            return 415, f"unsupported media type {media!r} in request"
+        return None
+
+    def _answer(self, n: int, r: Received) -> Answer:
+        refusal = self._refusal(r)
+        return (refusal[0] if refusal else 202), {"Content-Type": "application/json"}, 0.0
+
+    def _body(self, r: Received) -> bytes:
+        refusal = self._refusal(r)
+        return json.dumps({"detail": refusal[1]} if refusal else {}).encode()
+
+    def accepted(self) -> list[dict[str, Any]]:
+        """The events (one per structured request, each of a batch) the receiver took with 202."""
+        taken: list[dict[str, Any]] = []
+        for r in list(self.received):
+            if r.method == "POST" and self._refusal(r) is None:
+                document = json.loads(r.body)
+                taken.extend(document if isinstance(document, list) else [document])
+        return taken
+
+
 @contextlib.contextmanager
 def conformance_receiver(config: Any, ssl_context: Any = None) -> Iterator[str]:
     """The reference receiver (`outbox receiver`, worker/receiver.py) in a thread; yields its base URL."""

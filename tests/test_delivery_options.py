@@ -19,10 +19,12 @@ import psycopg
 import pytest
 from standardwebhooks import Webhook
 
+from outbox import CloudEvent
 from tests.support import (
     Answer,
     Received,
     Receiver,
+    SdkReceiver,
     WorkerFactory,
     count_delivered,
     deliveries,
@@ -52,7 +54,7 @@ def test_batched_mode_posts_arrays_of_at_most_batch_max_in_key_order(
     start_worker({"OUTBOX_BATCH_SIZE": "50"})
     wait_until(lambda: count_delivered(database_url) == 12, message="12 delivered")
     posts = [r for r in receiver.received if r.method == "POST"]
-    assert all(r.headers["Content-Type"] == "application/cloudevents-batch+json; charset=utf-8" for r in posts)
+    assert all(r.headers["Content-Type"] == "application/cloudevents-batch+json" for r in posts)
     batches = [json.loads(r.body) for r in posts]
     assert all(isinstance(b, list) and 1 <= len(b) <= 4 for b in batches)
     arrived = [e for batch in batches for e in batch]
@@ -412,3 +414,29 @@ def test_a_rate_between_whole_tokens_per_poll_is_kept(
     spread = times[-1] - times[0]
     assert spread >= (10 - 1.5) / 1.5 * 0.85, f"faster than the rate: {spread:.2f} s"
     assert spread <= 7.5, f"slower than the rate allows: {spread:.2f} s (1 per poll would take 8.5 s)"
+
+
+def test_default_media_types_reach_an_exact_receiver_and_a_415_names_what_was_sent(
+    database_url: str, start_worker: WorkerFactory
+) -> None:
+    # A receiver like Open Zaak's /events compares the Content-Type exactly with the bare media type.
+    with SdkReceiver(accept_batch=True).running() as strict:
+        auth = f"Bearer {strict.token}"
+        subscribe(database_url, strict.url, auth=auth, types=["nl.overheid.zaken.zaak-gekoppeld"])
+        batched_type, charset_type = "nl.overheid.zaken.zaak-batched", "nl.overheid.zaken.zaak-charset"
+        subscribe(database_url, strict.url, auth=auth, content_mode="batched", batch_max=5, types=[batched_type])
+        charset = "application/cloudevents+json; charset=utf-8"
+        subscribe(database_url, strict.url, auth=auth, content_type=charset, types=[charset_type])
+        plain = zaak_event("z1")
+        batched = CloudEvent(type=batched_type, source=plain.source, subject="z2", data={"n": 2})
+        refused = CloudEvent(type=charset_type, source=plain.source, subject="z3", data={"n": 3})
+        enqueue(database_url, [plain, batched, refused])
+        start_worker()
+        wait_until(lambda: {r["status"] for r in deliveries(database_url)} <= {"delivered", "failed"}
+                   and len(deliveries(database_url)) == 3, message="3 settled")  # fmt: skip
+        rows = {r["event_id"]: r for r in deliveries(database_url)}
+        assert rows[plain.id]["status"] == rows[batched.id]["status"] == "delivered"
+        assert sorted(e["id"] for e in strict.accepted()) == sorted([plain.id, batched.id])
+        failed = rows[refused.id]
+        assert failed["status"] == "failed" and failed["attempts"] == 1, "a 415 is not retried"
+        assert charset in failed["last_error"] and "unsupported media type" in failed["last_error"]

@@ -28,8 +28,8 @@ from worker.receiver.conformance import RULES
 from worker.receiver.server import ReceiverConfig, make_app
 from worker.runtime.asgi import AsgiServer
 
-STRUCTURED = "application/cloudevents+json; charset=utf-8"
-BATCHED = "application/cloudevents-batch+json; charset=utf-8"
+STRUCTURED = "application/cloudevents+json"
+BATCHED = "application/cloudevents-batch+json"
 UA = {"User-Agent": USER_AGENT}
 AUTH = {"Authorization": "Bearer right", **UA}
 JWT_SECRET = "zgw-secret-of-at-least-thirty-two-bytes!"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.service.live import ADMIN, CONSUME, PUBLISH, LiveService
 from tests.support import Receiver
@@ -168,14 +169,21 @@ def test_refusals_of_auth_and_addresses(service: LiveService, start_service: Any
     assert _rows(service) == []
 
 
-def test_a_refused_handshake_is_a_400_naming_the_callback_and_nothing_is_stored(service: LiveService) -> None:
+@pytest.mark.parametrize(
+    ("status", "code", "step"),
+    [(403, "handshake_refused", "handshake: "), (405, "probe_refused", "probe: the target answered 405")],
+    ids=["a-no", "no-handshake-and-the-probe-refused"],
+)
+def test_a_refused_handshake_is_a_400_naming_the_callback_and_nothing_is_stored(
+    service: LiveService, status: int, code: str, step: str
+) -> None:
     client = service.add_client("zaaksysteem", CONSUME)
-    with Receiver(lambda n, r: (405, {}, 0.0)).running() as refusing:
+    with Receiver(lambda n, r: (status, {}, 0.0)).running() as refusing:
         response = client.post("/api/v1/abonnement", json=_abonnement(refusing))
     assert _names(response) == {"callbackUrl"}
     (param,) = response.json()["invalidParams"]
-    assert param["code"] == "handshake_refused"
-    assert "405" in param["reason"]
+    assert param["code"] == code and param["reason"].startswith(step)
+    assert str(status) in param["reason"]
     assert _rows(service) == []
 
 

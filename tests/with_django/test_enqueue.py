@@ -237,3 +237,30 @@ def test_the_event_catalogue_holds_for_the_drop_in(django_db_url: str, run_cli: 
     with transaction.atomic():
         process_cloudevent("nl.overheid.zaken.zaak-ontkoppeld", subject="s", data={})  # disabled: not written
     assert outbox_rows(django_db_url) == []
+
+
+def test_an_event_of_the_django_host_reaches_a_receiver_like_open_zaak(
+    django_db_url: str, run_cli: Any, tmp_path: Any
+) -> None:
+    """Registered by `outbox subscriptions add` (verified by the probe: no handshake there), the
+    host's event reaches a receiver with the SDKs' exact media type check, with no option set."""
+    from onderwerpen.models import Klantcontact
+
+    from tests.support import SdkReceiver, WorkerProcess, wait_until
+
+    with SdkReceiver().running() as receiver:
+        added = run_cli(
+            "subscriptions", "add", "--callback-url", receiver.url, "--type", "nl.overheid.zaken.*",
+            "--allow-insecure", "--auth", f"Bearer {receiver.token}", "--origin", "outbox.test.example",
+            url=django_db_url,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        event = zaak_event(str(uuid.uuid4()))
+        with transaction.atomic():
+            Klantcontact.objects.create(onderwerp="vraag")
+            outbox.enqueue(connection, event)
+        worker = WorkerProcess(django_db_url, tmp_path / "worker.log")
+        try:
+            wait_until(lambda: event.id in [e["id"] for e in receiver.accepted()], message="accepted (202)")
+        finally:
+            worker.terminate()

@@ -23,6 +23,7 @@ from worker.delivery.handshake import Agreement, HandshakeRefused, handshake
 from worker.delivery.safety import policy_from_environment
 from worker.delivery.targets import target_problems
 from worker.delivery.tls import tls_context
+from worker.delivery.verification import VerificationRefused, Verified, verify
 from worker.store import clients as client_store
 from worker.store import subscriptions as subscription_store
 from worker.store.secret_box import KEY_VARIABLE, SecretBox, SecretKeyError, new_key
@@ -272,10 +273,31 @@ def _agreed(subscription: Subscription, skip_handshake: bool, origin: str | None
         return replace(subscription, agreement="preflight", handshake_at=None, allowed_rate=None)
     if skip_handshake:
         return replace(subscription, agreement="out-of-band", handshake_at=None, allowed_rate=None)
-    agreement = handshake_for(subscription, origin, subscription.requested_rate)
+    verified = verify_for(subscription, origin)
     return replace(
-        subscription, agreement="handshake", handshake_at=datetime.now(UTC), allowed_rate=agreement.allowed_rate
+        subscription, agreement=verified.method, handshake_at=datetime.now(UTC), allowed_rate=verified.allowed_rate
     )
+
+
+def verify_for(subscription: Subscription, origin: str | None) -> Verified:
+    """The OPTIONS handshake, else (a target that does not speak it) the probe event; a refusal is
+    one ClickException naming the step that failed and what the target answered."""
+    if not origin:
+        raise click.UsageError(
+            "verifying the callback needs our origin: set OUTBOX_WEBHOOK_ORIGIN (or --origin), "
+            "or pass --skip-handshake when delivery was agreed out of band"
+        )
+    try:
+        policy = policy_from_environment()
+        tls = None
+        if subscription.ca_bundle or subscription.client_cert:
+            tls = tls_context(subscription.ca_bundle, subscription.client_cert, subscription.client_key)
+        timeout = float(os.environ.get("OUTBOX_REQUEST_TIMEOUT") or 10.0)  # the worker's HTTP timeout, if set
+        return verify(subscription, origin, timeout, policy, tls)
+    except VerificationRefused as exc:
+        raise click.ClickException(f"the subscription was refused: {exc}") from None
+    except ValueError as exc:  # a TLS option or OUTBOX_ALLOWED_NETWORKS that cannot be used
+        raise click.ClickException(f"the subscription was refused: {exc}") from None
 
 
 def _describe(sub: Subscription) -> str:
@@ -440,16 +462,26 @@ def subscriptions_update(
 @_origin_option
 @click.pass_obj
 def subscriptions_verify(obj: Context, subscription_id: str, rate: int | None, origin: str | None) -> None:
-    """Run the OPTIONS handshake again and record what the target agreed to."""
+    """Run the OPTIONS handshake again (else, for a target that does not speak it, the probe
+    event) and record what the target agreed to."""
     box = secret_box()
     with obj.connect() as conn:
         sub = subscription_store.get(conn, obj.schema, subscription_id, box)
     asked = rate if rate is not None else sub.requested_rate
-    agreement = handshake_for(sub, origin, asked)
+    if sub.preflight:  # a pre-flight subscription needs the handshake itself: no probe
+        agreement = handshake_for(sub, origin, asked)
+        method, allowed_rate, detail = (
+            "handshake",
+            agreement.allowed_rate,
+            (f"the target allows origin {agreement.allowed_origin!r}"),
+        )
+    else:
+        verified = verify_for(replace(sub, requested_rate=asked), origin)
+        method, allowed_rate, detail = verified.method, verified.allowed_rate, verified.detail
     with obj.connect() as conn:
-        subscription_store.record_handshake(conn, obj.schema, subscription_id, asked, agreement.allowed_rate)
-    click.echo(f"verified {subscription_id}: the target allows origin {agreement.allowed_origin!r}"
-               + (f", rate {agreement.allowed_rate} per minute" if agreement.allowed_rate else ""))  # fmt: skip
+        subscription_store.record_handshake(conn, obj.schema, subscription_id, asked, allowed_rate, method)
+    click.echo(f"verified {subscription_id}{' by the probe' if method == 'probe' else ''}: {detail}"
+               + (f", rate {allowed_rate} per minute" if allowed_rate else ""))  # fmt: skip
 
 
 @subscriptions.command("list")

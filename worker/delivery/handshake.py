@@ -34,6 +34,15 @@ class HandshakeRefused(Exception):
     """The target did not agree; the message says what it answered."""
 
 
+class HandshakeNotSpoken(HandshakeRefused):
+    """The target does not implement the handshake (404, 405, 501, or a 2xx without
+    WebHook-Allowed-Origin), as opposed to answering it with a no: registration may verify the
+    callback with a probe instead (worker/delivery/verification.py); a pre-flight still fails."""
+
+
+NOT_SPOKEN = (404, 405, 501)
+
+
 @dataclass(frozen=True)
 class Agreement:
     allowed_origin: str
@@ -99,11 +108,13 @@ async def handshake_async(
         if own:
             await transport.aclose()
     status = f"{answer.status_code} {answer.reason_phrase}".strip()
+    if answer.status_code in NOT_SPOKEN:
+        raise HandshakeNotSpoken(f"the target answered {status} to the OPTIONS handshake, not 2xx")
     if not answer.is_success:
         raise HandshakeRefused(f"the target answered {status} to the OPTIONS handshake, not 2xx")
     allowed = answer.headers.get("WebHook-Allowed-Origin")
     if allowed is None:
-        raise HandshakeRefused(f"the target answered {status} without WebHook-Allowed-Origin")
+        raise HandshakeNotSpoken(f"the target answered {status} without WebHook-Allowed-Origin")
     if allowed.strip() not in (origin, "*"):
         raise HandshakeRefused(f"the target allows origin {allowed.strip()!r}, not {origin!r}")
     allowed_rate = answer.headers.get("WebHook-Allowed-Rate")

@@ -36,8 +36,11 @@ from worker.delivery.tls import tls_context
 from worker.delivery.transport import MAX_ANSWER, TLS_EXTENSION, Answer, WebhookTransport
 
 _USER_AGENT = USER_AGENT.encode()
-STRUCTURED = "application/cloudevents+json; charset=utf-8"
-BATCHED = "application/cloudevents-batch+json; charset=utf-8"
+# The bare media types: JSON is UTF-8 by definition (RFC 8259 §8.1), and receivers built with the
+# CloudEvents SDKs (Open Zaak's /events among them) compare the Content-Type exactly, answering 415
+# to '; charset=utf-8'. A subscription's contentType sends any other form a receiver wants.
+STRUCTURED = "application/cloudevents+json"
+BATCHED = "application/cloudevents-batch+json"
 MAX_BODY_KEPT = 4096
 
 
@@ -207,12 +210,19 @@ class Sender:
         usual = target.fastest_connect_ms
         if response.connect_ms is not None:
             target.connected(response.connect_ms)
+        sent = request_parts(target.subscription, claims)[0]["Content-Type"] if response.status == 415 else None
         return [
-            Result(c, from_status(response.status, retry_after, c.attempts, self.settings), attempted_at,
-                   duration, status_code=response.status, body=body_kept, allowed_rate=allowed_rate,
-                   connect_ms=response.connect_ms, usual_connect_ms=usual)
+            Result(c, from_status(response.status, retry_after, c.attempts, self.settings, sent, body_kept),
+                   attempted_at, duration, status_code=response.status, body=body_kept,
+                   allowed_rate=allowed_rate, connect_ms=response.connect_ms, usual_connect_ms=usual)
             for c in claims
         ]  # fmt: skip
+
+    async def post(self, target: Target, claims: list[Claimed]) -> Answer:
+        """One request as a delivery makes it (credentials, headers, signature), without its
+        bookkeeping: the callback verification probe (worker/delivery/verification.py). Raises."""
+        async with asyncio.timeout(self.deadline):
+            return await self._request(target, claims)
 
     async def _request(self, target: Target, claims: list[Claimed]) -> Answer:
         headers, body = request_parts(target.subscription, claims)

@@ -58,14 +58,27 @@ def _retry_or_fail(attempts: int, settings: WorkerSettings, reason: str) -> Outc
     return Outcome("retry", delay=backoff(attempts, settings), reason=reason)
 
 
-def from_status(status: int, retry_after: str | None, attempts: int, settings: WorkerSettings) -> Outcome:
-    """The outcome of an HTTP answer; `attempts` counts this one."""
+def from_status(
+    status: int,
+    retry_after: str | None,
+    attempts: int,
+    settings: WorkerSettings,
+    media_type: str | None = None,
+    answer: str | None = None,
+) -> Outcome:
+    """The outcome of an HTTP answer; `attempts` counts this one. A 415's reason names the
+    `media_type` sent and (the start of) the receiver's `answer`, so the fix is plain to see."""
     if 200 <= status < 300:
         return Outcome("delivered")
     if status == 410:
         return Outcome("retired", reason="the receiver answered 410 Gone: the target is retired")
     if status == 415:
-        return Outcome("failed", reason="the receiver answered 415: it does not understand the format")
+        reason = "the receiver answered 415: it does not understand the format"
+        if media_type:
+            reason += f" (Content-Type sent: {media_type}; a subscription's contentType sends another form)"
+        if answer:
+            reason += f"; it answered: {answer[:200]}"
+        return Outcome("failed", reason=reason)
     if status == 429:
         wait = retry_after_seconds(retry_after)
         if wait is None:

@@ -146,7 +146,10 @@ class AbonnementRead(_Model):
     client_cert: str | None
     allow_query_token: bool
     status: str = Field(description="read-only: active or paused")
-    agreement: str = Field(description="read-only: handshake, preflight or out-of-band")
+    agreement: str = Field(description="read-only: handshake, preflight, probe or out-of-band")
+    verification: registration.Verification = Field(
+        description="read-only: how the callback was verified", json_schema_extra=registration.VERIFICATION_FIELD
+    )
     handshake_at: str | None = Field(description="read-only")
     allowed_rate: str | None = Field(description="read-only: what the target allowed in the handshake")
 
@@ -168,6 +171,7 @@ def document(subscription: Subscription, base_url: str) -> dict[str, Any]:
         **shown,
         "status": subscription.status,
         "agreement": subscription.agreement,
+        "verification": subscription.verification,
         "handshakeAt": subscription.handshake_at.isoformat() if subscription.handshake_at else None,
         "allowedRate": subscription.allowed_rate,
     }

@@ -14,19 +14,19 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from outbox import InvalidSubscriptionError, Subscription
-from outbox._subscription import public_url
-from worker.delivery.handshake import HandshakeRefused, handshake_async
+from outbox._subscription import PROBE_TYPE, public_url
 from worker.delivery.safety import AddressPolicy
 from worker.delivery.targets import target_problems
 from worker.delivery.tls import tls_context
+from worker.delivery.verification import VerificationRefused, verify_async
 from worker.service.problems import ApiProblem, InvalidParam, invalid, validation_problem
 from worker.service.settings import ServeSettings
 from worker.store.clients import ADMIN, ApiClient
@@ -249,22 +249,47 @@ async def agreed(
     try:
         if subscription.ca_bundle or subscription.client_cert:
             tls = tls_context(subscription.ca_bundle, subscription.client_cert, subscription.client_key)
-        agreement = await handshake_async(
-            subscription.callback_url,
+        verified = await verify_async(
+            subscription,
             origin(settings, base_url),
-            subscription.requested_rate,
             settings.request_timeout,
-            policy=AddressPolicy(settings.allowed_networks),
-            tls=tls,
+            AddressPolicy(settings.allowed_networks),
+            tls,
         )
-    except (HandshakeRefused, ValueError) as exc:
+    except ValueError as exc:
         raise invalid(
             [InvalidParam(name=rename("callbackUrl"), code="handshake_refused", reason=str(exc))],
             "The callback refused the OPTIONS handshake of the NL GOV webhook guideline.",
         ) from None
+    except VerificationRefused as exc:
+        if exc.step == "handshake":
+            raise invalid(
+                [InvalidParam(name=rename("callbackUrl"), code="handshake_refused", reason=str(exc))],
+                "The callback refused the OPTIONS handshake of the NL GOV webhook guideline.",
+            ) from None
+        raise invalid(
+            [InvalidParam(name=rename("callbackUrl"), code="probe_refused", reason=str(exc))],
+            f"The callback does not speak the OPTIONS handshake and did not pass the {PROBE_TYPE} probe.",
+        ) from None
     return replace(
-        subscription, agreement="handshake", handshake_at=datetime.now(UTC), allowed_rate=agreement.allowed_rate
+        subscription, agreement=verified.method, handshake_at=datetime.now(UTC), allowed_rate=verified.allowed_rate
     )
+
+
+@body_model
+class Verification(BaseModel):
+    """Read-only: how the callback was verified at registration."""
+
+    method: Literal["handshake", "probe", "operator"] = Field(
+        description="handshake: the OPTIONS handshake (at registration, or before deliveries with preflight); "
+        f"probe: a {PROBE_TYPE} event accepted with the credentials (and refused without them); "
+        "operator: registered without verification by the operator (agreed out of band)"
+    )
+    at: str | None = Field(description="when (None: a pre-flight handshake that has not run yet)")
+    verified: str = Field(description="what was verified, in words")
+
+
+VERIFICATION_FIELD: dict[str, Any] = {"readOnly": True}
 
 
 def changed_meanwhile() -> ApiProblem:

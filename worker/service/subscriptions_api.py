@@ -132,6 +132,9 @@ class SubscriptionRead(_Model):
     sinkcredential: dict[str, str] | None = Field(None, description="its credentialtype, never the token")
     protocol: str
     protocolsettings: HttpSettingsRead
+    verification: registration.Verification = Field(
+        description="read-only: how the sink was verified", json_schema_extra=registration.VERIFICATION_FIELD
+    )
 
 
 def rename(name: str) -> str:
@@ -230,7 +233,7 @@ def document(subscription: Subscription) -> dict[str, Any]:
     if subscription.auth_kind == "static" and (subscription.auth_hint or "").startswith("Bearer "):
         shown["sinkcredential"] = {"credentialtype": "ACCESSTOKEN"}
     settings = {"headernames": list(subscription.header_names), "method": "POST"}
-    shown.update(protocol="HTTP", protocolsettings=settings)
+    shown.update(protocol="HTTP", protocolsettings=settings, verification=subscription.verification)
     return shown
 
 

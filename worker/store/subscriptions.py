@@ -252,9 +252,11 @@ def record_handshake(
     subscription_id: str,
     requested_rate: int | None,
     allowed_rate: str | None,
+    method: str = "handshake",
 ) -> None:
+    """`method`: handshake or probe (worker/delivery/verification.py)."""
     row = conn.execute(
-        query("record_handshake", schema), (requested_rate, allowed_rate, _subscription_id(subscription_id))
+        query("record_handshake", schema), (method, requested_rate, allowed_rate, _subscription_id(subscription_id))
     ).fetchone()
     if row is None:
         raise SubscriptionNotFound(subscription_id)
