@@ -117,6 +117,8 @@ class SubscriptionRequest(_Model):
     sinkcredential: SinkCredential | None = None
     protocol: str = Field(examples=["HTTP"], description="HTTP only")
     protocolsettings: HttpSettings | None = None
+    # A subscription as read may be sent back whole, as `id` and `headernames` may.
+    verification: dict[str, Any] | None = Field(None, description="read-only: ignored when sent back")
 
 
 @registration.body_model
