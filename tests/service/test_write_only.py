@@ -17,6 +17,16 @@ HEADER_VALUE = "hdr-secret-4242-value"
 TOKEN = "tok-secret-0123456789"
 
 
+def with_secrets(sink: str, header: str = HEADER_VALUE) -> dict[str, Any]:
+    """A Subscriptions API body with a token and a header value."""
+    return {
+        "sink": sink,
+        "sinkcredential": {"credentialtype": "ACCESSTOKEN", "accesstoken": TOKEN},
+        "protocol": "HTTP",
+        "protocolsettings": {"headers": {"X-Api-Key": header}},
+    }
+
+
 def stored_text(url: str) -> str:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT row_to_json(s)::text FROM outbox.subscriptions s").fetchall()
@@ -33,12 +43,7 @@ def test_listing_and_reading_open_no_secret_and_show_header_names_only(
     for i in range(3):
         created = client.post(
             "/api/v1/subscriptions",
-            json={
-                "sink": callback.url,
-                "sinkcredential": {"credentialtype": "ACCESSTOKEN", "accesstoken": TOKEN},
-                "protocol": "HTTP",
-                "protocolsettings": {"headers": {"X-Api-Key": f"{HEADER_VALUE}{i}"}},
-            },
+            json=with_secrets(callback.url, f"{HEADER_VALUE}{i}"),
         )
         assert created.status_code == 201, created.text
         made.append(created.json()["id"])
@@ -85,12 +90,7 @@ def test_a_service_whose_key_does_not_open_the_secrets_still_lists_and_reads(
     client = first.add_client("consumer", CONSUME)
     created = client.post(
         "/api/v1/subscriptions",
-        json={
-            "sink": callback.url,
-            "sinkcredential": {"credentialtype": "ACCESSTOKEN", "accesstoken": TOKEN},
-            "protocol": "HTTP",
-            "protocolsettings": {"headers": {"X-Api-Key": HEADER_VALUE}},
-        },
+        json=with_secrets(callback.url),
     )
     assert created.status_code == 201, created.text
     sub_id = created.json()["id"]
@@ -125,12 +125,7 @@ def test_header_values_do_not_follow_the_sink_to_another_host(service: Any, call
     client = service.add_client("consumer", CONSUME)
     made = client.post(
         "/api/v1/subscriptions",
-        json={
-            "sink": callback.url,
-            "sinkcredential": {"credentialtype": "ACCESSTOKEN", "accesstoken": TOKEN},
-            "protocol": "HTTP",
-            "protocolsettings": {"headers": {"X-Api-Key": HEADER_VALUE}},
-        },
+        json=with_secrets(callback.url),
     ).json()
     with Receiver(agreeing).running() as elsewhere:
         moved = {"sink": elsewhere.url, "protocol": "HTTP"}

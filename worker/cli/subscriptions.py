@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from outbox import InvalidSubscriptionError, Subscription
 from worker.cli import status
 from worker.cli.inputs import read_json
 from worker.delivery.handshake import Agreement, HandshakeRefused, handshake
-from worker.delivery.safety import policy_from_environment
+from worker.delivery.safety import AddressPolicy, policy_from_environment
 from worker.delivery.targets import target_problems
 from worker.delivery.tls import tls_context
 from worker.delivery.verification import VerificationRefused, Verified, verify
@@ -246,6 +247,17 @@ def _load_abonnement(path: str) -> dict[str, Any]:
     return document
 
 
+def _reach(subscription: Subscription) -> tuple[AddressPolicy, ssl.SSLContext | None, float]:
+    """How the CLI reaches a target as the worker would: the operator's address policy, the
+    subscription's TLS options, the worker's HTTP timeout if set. Raises ValueError for an option
+    that cannot be used."""
+    policy = policy_from_environment()
+    tls = None
+    if subscription.ca_bundle or subscription.client_cert:
+        tls = tls_context(subscription.ca_bundle, subscription.client_cert, subscription.client_key)
+    return policy, tls, float(os.environ.get("OUTBOX_REQUEST_TIMEOUT") or 10.0)
+
+
 def handshake_for(subscription: Subscription, origin: str | None, rate: int | None) -> Agreement:
     """The OPTIONS handshake towards the subscription's target, with its TLS options and the
     operator's address policy; a refusal is one ClickException saying what the target answered."""
@@ -255,11 +267,7 @@ def handshake_for(subscription: Subscription, origin: str | None, rate: int | No
             "or pass --skip-handshake when delivery was agreed out of band"
         )
     try:
-        policy = policy_from_environment()
-        tls = None
-        if subscription.ca_bundle or subscription.client_cert:
-            tls = tls_context(subscription.ca_bundle, subscription.client_cert, subscription.client_key)
-        timeout = float(os.environ.get("OUTBOX_REQUEST_TIMEOUT") or 10.0)  # the worker's HTTP timeout, if set
+        policy, tls, timeout = _reach(subscription)
         return handshake(subscription.callback_url, origin, rate, timeout, policy=policy, tls=tls)
     except HandshakeRefused as exc:
         raise click.ClickException(f"the subscription was refused: {exc}") from None
@@ -288,11 +296,7 @@ def verify_for(subscription: Subscription, origin: str | None) -> Verified:
             "or pass --skip-handshake when delivery was agreed out of band"
         )
     try:
-        policy = policy_from_environment()
-        tls = None
-        if subscription.ca_bundle or subscription.client_cert:
-            tls = tls_context(subscription.ca_bundle, subscription.client_cert, subscription.client_key)
-        timeout = float(os.environ.get("OUTBOX_REQUEST_TIMEOUT") or 10.0)  # the worker's HTTP timeout, if set
+        policy, tls, timeout = _reach(subscription)
         return verify(subscription, origin, timeout, policy, tls)
     except VerificationRefused as exc:
         raise click.ClickException(f"the subscription was refused: {exc}") from None

@@ -19,7 +19,9 @@ import asyncio
 import concurrent.futures
 import re
 import ssl
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 
@@ -40,6 +42,7 @@ class HandshakeNotSpoken(HandshakeRefused):
     callback with a probe instead (worker/delivery/verification.py); a pre-flight still fails."""
 
 
+T = TypeVar("T")
 NOT_SPOKEN = (404, 405, 501)
 
 
@@ -60,7 +63,11 @@ def handshake(
     resolver: Resolver | None = None,
 ) -> Agreement:
     """The handshake, for synchronous callers (the CLI). Raises HandshakeRefused."""
-    call = handshake_async(callback_url, origin, rate, timeout, policy=policy, tls=tls, resolver=resolver)
+    return run_sync(handshake_async(callback_url, origin, rate, timeout, policy=policy, tls=tls, resolver=resolver))
+
+
+def run_sync(call: Coroutine[Any, Any, T]) -> T:
+    """Run `call` to its end for a synchronous caller (the CLI)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:

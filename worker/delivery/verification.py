@@ -15,8 +15,6 @@ timeouts, no redirects), so it is the request a delivery would be.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import ssl
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -29,7 +27,7 @@ from outbox import CloudEvent, Subscription
 from outbox._subscription import PROBE_TYPE, QUERY_TOKEN_PARAMETER, has_credentials, public_url
 from worker.daemon.settings import WorkerSettings
 from worker.delivery.credentials import CredentialsError
-from worker.delivery.handshake import HandshakeNotSpoken, HandshakeRefused, handshake_async
+from worker.delivery.handshake import HandshakeNotSpoken, HandshakeRefused, handshake_async, run_sync
 from worker.delivery.http import Claimed, Sender
 from worker.delivery.safety import AddressPolicy, DestinationRefused
 
@@ -163,10 +161,4 @@ def verify(
     tls: ssl.SSLContext | None = None,
 ) -> Verified:
     """verify_async for synchronous callers (the CLI)."""
-    call = verify_async(subscription, origin, timeout, policy, tls)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(call)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, call).result()
+    return run_sync(verify_async(subscription, origin, timeout, policy, tls))

@@ -190,37 +190,34 @@ def _completed(row: tuple[Any, ...], box: SecretBox) -> dict[str, Any]:
     }
 
 
+def _sealing(rows: list[tuple[Any, ...]], box: SecretBox) -> tuple[list[dict[str, Any]], list[str]]:
+    """The completed rows, and the subscriptions whose secrets do not open with `box`."""
+    completed, left = [], []
+    for row in rows:
+        try:
+            completed.append(_completed(row, box))
+        except SecretKeyError:
+            left.append(f"subscription {row[0]}")
+    return completed, left
+
+
 def seal_unsealed(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -> tuple[int, list[str]]:
     """Complete the rows written before migration 015 (sql/015_sealed_headers.sql): their header
     values sealed with their secrets, their hints filled in. Returns how many were, and the
     subscriptions whose secrets do not open with `box` (left as they are, for a run with the key)."""
-    done, left = 0, []
-    with conn.transaction():
-        for row in conn.execute(query("unsealed_subscriptions", schema)).fetchall():
-            try:
-                parameters = _completed(row, box)
-            except SecretKeyError:
-                left.append(f"subscription {row[0]}")
-                continue
-            conn.execute(query("seal_subscription", schema), parameters)
-            done += 1
-    return done, left
+    with conn.transaction(), conn.cursor() as cur:
+        completed, left = _sealing(cur.execute(query("unsealed_subscriptions", schema)).fetchall(), box)
+        cur.executemany(query("seal_subscription", schema), completed)
+    return len(completed), left
 
 
 async def seal_unsealed_async(conn: psycopg.AsyncConnection[Any], schema: str, box: SecretBox) -> tuple[int, list[str]]:
     """`seal_unsealed` for the worker at start."""
-    done, left = 0, []
-    async with conn.transaction():
-        cursor = await conn.execute(query("unsealed_subscriptions", schema))
-        for row in await cursor.fetchall():
-            try:
-                parameters = _completed(row, box)
-            except SecretKeyError:
-                left.append(f"subscription {row[0]}")
-                continue
-            await conn.execute(query("seal_subscription", schema), parameters)
-            done += 1
-    return done, left
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute(query("unsealed_subscriptions", schema))
+        completed, left = _sealing(await cur.fetchall(), box)
+        await cur.executemany(query("seal_subscription", schema), completed)
+    return len(completed), left
 
 
 def list_all(conn: psycopg.Connection[Any], schema: str) -> list[Subscription]:
