@@ -126,7 +126,13 @@ def test_failing_receivers_get_their_limit_cut_with_the_reason(
     mode = {"answer": (204, 0.02)}
     receiver.answer = lambda n, r: (mode["answer"][0], {}, mode["answer"][1])
     sub = subscribe(database_url, receiver.url)
-    worker = start_worker({"OUTBOX_RETRY_MAX_ATTEMPTS": "50", "OUTBOX_RETRY_MAX_DELAY": "1"})
+    # A 3 s request timeout, not the tests' 1 s: a queue is judged against 1.5 × the baseline + 5% of
+    # the timeout, and with 1 s that margin (50 ms) was within the scheduling noise of a loaded 2-CPU
+    # machine, so a 20 ms receiver was now and then cut for latency while it was meant to look healthy.
+    # (A lease of more than twice the timeout, or the worker refuses to start.)
+    env = {"OUTBOX_RETRY_MAX_ATTEMPTS": "50", "OUTBOX_RETRY_MAX_DELAY": "1"}
+    env |= {"OUTBOX_REQUEST_TIMEOUT": "3", "OUTBOX_LEASE_SECONDS": "7"}
+    worker = start_worker(env)
     enqueue(database_url, [zaak_event(f"a{n}", n) for n in range(300)])
     wait_until(lambda: count_delivered(database_url) == 300, timeout=60, message="300 delivered")
     grown = _limit(database_url, sub)
@@ -140,7 +146,7 @@ def test_failing_receivers_get_their_limit_cut_with_the_reason(
     cuts = [line for line in worker.logs() if line.get("event") == "concurrency limit cut"]
     assert any(line["subscription"] == sub and line["reason"] == "503" for line in cuts), cuts
 
-    mode["answer"] = (204, 1.5)  # longer than the tests' request timeout (1 s)
+    mode["answer"] = (204, 3.5)  # longer than this worker's request timeout (3 s)
     wait_until(lambda: _limit(database_url, sub)["limit_reason"] == "timeout", timeout=30, message="timeout cut")
     # A receiver that only times out is cut to a trickle, once per round trip, never below 1.
     wait_until(lambda: _limit(database_url, sub)["concurrency_limit"] <= 2, timeout=30, message="cut to a trickle")
