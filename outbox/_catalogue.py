@@ -45,6 +45,8 @@ _DRAFTS = {
 _SLUG = re.compile(r"^[a-z0-9]+([-_.][a-z0-9]+)*$")
 _TOKEN = re.compile(r"^[!-~]+$")
 _FIELDS = ("name", "slug", "type", "source", "schema", "isEnabled", "description")
+# Read-only: shown, accepted back as read (a listed entry may be sent back whole), never set by a client.
+_READ_ONLY = ("operational",)
 DEFAULT_TTL = 5.0
 
 
@@ -111,6 +113,7 @@ class EventType:
     schema: Any = None  # a JSON Schema for `data` (dict or bool), or None: any data
     is_enabled: bool = True
     description: str | None = None
+    operational: bool = False  # built in (sql/017): the outbox's own events; only isEnabled may change
 
     @classmethod
     def from_json(cls, document: object) -> EventType:
@@ -118,7 +121,9 @@ class EventType:
         if not isinstance(document, Mapping):
             raise InvalidEventTypeError(["event type: must be a JSON object"])
         problems = [
-            f"{key}: is not a field of an event type ({', '.join(_FIELDS)})" for key in document if key not in _FIELDS
+            f"{key}: is not a field of an event type ({', '.join(_FIELDS)})"
+            for key in document
+            if key not in _FIELDS and key not in _READ_ONLY
         ]
         slug, kind, name = document.get("slug"), document.get("type"), document.get("name")
         if not isinstance(slug, str) or not _SLUG.match(slug) or len(slug) > 100:
@@ -168,6 +173,7 @@ class EventType:
             "schema": self.schema,
             "isEnabled": self.is_enabled,
             "description": self.description,
+            "operational": self.operational,
         }
 
     def row(self) -> dict[str, Any]:
@@ -193,6 +199,7 @@ class EventType:
             schema=row["schema"],
             is_enabled=row["is_enabled"],
             description=row["description"],
+            operational=bool(row.get("operational", False)),
         )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from outbox._operational import operational_source
 from outbox._sql import query
 
 
@@ -57,11 +58,26 @@ def retry_failed(
 
 
 def set_subscription_status(
-    conn: psycopg.Connection[Any], schema: str, subscription_id: str | uuid.UUID, status: str, reason: str | None
+    conn: psycopg.Connection[Any],
+    schema: str,
+    subscription_id: str | uuid.UUID,
+    status: str,
+    reason: str | None,
+    *,
+    by: str | None = None,
+    source: str | None = None,
 ) -> bool:
-    """active (reason None) or paused (with a reason); False when there is no such subscription."""
+    """active (reason None) or paused (with a reason); False when there is no such subscription.
+    Pausing an active one writes a subscription-paused event in the same transaction (`by`: the
+    operator's name where known; `source`: default `operational_source`); resuming ends its failure
+    streak, so the auto-disable counts afresh."""
+    params = {
+        "id": uuid.UUID(str(subscription_id)),
+        "status": status,
+        "reason": reason,
+        "by": by,
+        "source": operational_source(schema, source),
+    }
     with conn.transaction():
-        row = conn.execute(
-            query("set_subscription_status", schema), (status, reason, uuid.UUID(str(subscription_id)))
-        ).fetchone()
+        row = conn.execute(query("set_subscription_status", schema), params).fetchone()
     return row is not None

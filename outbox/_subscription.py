@@ -45,6 +45,7 @@ from urllib.parse import parse_qsl, quote_plus, urlsplit, urlunsplit
 from outbox._errors import InvalidSubscriptionError
 from outbox._event import CloudEvent
 from outbox._filters import EventView, Filter, compile_filters, filters_match
+from outbox._operational import is_operational, opts_in
 
 ContentMode = Literal["structured", "binary", "batched"]
 CONTENT_MODES: tuple[ContentMode, ...] = ("structured", "binary", "batched")
@@ -982,6 +983,9 @@ def matches(subscription: Subscription, event: CloudEvent, view: EventView | Non
     ANDed; kanalen and cloudeventFilters groups ORed together; a kanaal's filters ANDed; the
     Subscriptions API filters all ANDed (`outbox._filters`)."""
     if subscription.types and not any(type_matches(p, event.type) for p in subscription.types):
+        return False
+    # Operational events go only where asked for by a pattern naming their prefix (not `*`, not a kanaal).
+    if is_operational(event.type) and not any(opts_in(p) and type_matches(p, event.type) for p in subscription.types):
         return False
     if subscription.source is not None and event.source != subscription.source:
         return False

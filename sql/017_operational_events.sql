@@ -94,12 +94,16 @@ AS $$ SELECT regexp_replace(regexp_replace(url, '[?#].*$', ''), '^([A-Za-z][A-Za
 
 -- Write one operational event (through insert_event: it wakes idle workers) unless its catalogue
 -- entry is disabled or gone, or no active subscription has opted in to the prefix (nobody could
--- receive it). Returns its position, or NULL when not written. Only failure paths call it.
+-- receive it), or `source` is NULL. Returns its position, or NULL when not written. Only failure paths
+-- call it.
 CREATE FUNCTION announce(kind text, source text, subject text, data jsonb) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    IF source IS NULL THEN  -- the recorder's retry without side effects (a batch that keeps failing)
+        RETURN NULL;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM event_types WHERE type = kind AND is_enabled AND operational) THEN
         RETURN NULL;
     END IF;
@@ -118,3 +122,22 @@ BEGIN
         'data', data));
 END
 $$;
+
+-- The built-in entries are the outbox's contract with its operators: they may be disabled (then not
+-- written), not changed or removed. Enforced here, so every way in (CLI, API, import, SQL) obeys.
+CREATE FUNCTION keep_operational_event_types() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR (NEW.slug, NEW.type, NEW.name, NEW.source, NEW.schema, NEW.description, NEW.operational)
+                           IS DISTINCT FROM
+                           (OLD.slug, OLD.type, OLD.name, OLD.source, OLD.schema, OLD.description, OLD.operational) THEN
+        RAISE EXCEPTION 'event type %: is a built-in operational event type: only isEnabled may change', OLD.slug
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER event_types_operational_kept
+    BEFORE UPDATE OR DELETE ON event_types
+    FOR EACH ROW WHEN (OLD.operational) EXECUTE FUNCTION keep_operational_event_types();

@@ -82,9 +82,10 @@ SELECT s.id, s.callback_url, s.kanalen, s.types, s.filters, s.content_mode, s.st
        s.preflight, s.allow_query_token, s.auth_kind, s.oauth2_token_url, s.oauth2_client_id, s.oauth2_scope, s.zgw_client_id,
        s.ca_bundle, s.client_cert, s.secrets, s.secrets_encrypted, s.owner, s.source, s.unsealed_headers, s.header_names,
        s.auth_hint, s.signing_secret_count, s.send_cloudevents,
-       s.cloudevent_filters, p.pace, p.hold_until > now() AS held, p.concurrency_limit
+       s.cloudevent_filters, p.pace, p.hold_until > now() AS held, p.concurrency_limit, f.failing_since
   FROM {schema}.subscriptions s
   LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = s.id
+  LEFT JOIN {schema}.failure_streaks f ON f.subscription_id = s.id
  ORDER BY s.created_at, s.id;
 
 -- name: get_subscription
@@ -122,11 +123,30 @@ UPDATE {schema}.subscriptions
  WHERE id = %(id)s;
 
 -- name: set_subscription_status
--- pause (with a reason) / resume (reason NULL).
-UPDATE {schema}.subscriptions
-   SET status = %s, paused_reason = %s, updated_at = now()
- WHERE id = %s
-RETURNING id;
+-- pause (with a reason) / resume (reason NULL). A pause of an active subscription announces itself
+-- (subscription-paused, by an operator, named when known); a resume ends its failure streak, so the
+-- auto-disable counts afresh. Returns (id, operational event position or NULL).
+WITH was AS (
+    SELECT id, status FROM {schema}.subscriptions WHERE id = %(id)s FOR UPDATE
+), changed AS (
+    UPDATE {schema}.subscriptions s
+       SET status = %(status)s, paused_reason = %(reason)s, updated_at = now()
+      FROM was
+     WHERE s.id = was.id
+    RETURNING s.id, s.callback_url, s.status, s.paused_reason, was.status AS was
+), streak_ended AS (
+    DELETE FROM {schema}.failure_streaks f USING changed c
+     WHERE f.subscription_id = c.id AND c.status = 'active'
+)
+SELECT c.id,
+       CASE WHEN c.status = 'paused' AND c.was = 'active' THEN {schema}.announce(
+           'nl.overheid.outbox.subscription-paused', %(source)s, c.id::text,
+           jsonb_build_object('subscriptionId', c.id, 'callbackUrl', {schema}.public_callback(c.callback_url),
+                              'pausedBy', 'operator', 'operator', %(by)s::text, 'reason', c.paused_reason,
+                              'lastStatusCode', NULL,
+                              'pausedAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+       END
+  FROM changed c;
 
 -- name: delete_subscription
 -- `outbox subscriptions remove ID`: its deliveries and attempts go with it.
@@ -624,7 +644,11 @@ UPDATE {schema}.subscriptions SET handshake_at = now(), allowed_rate = %s, updat
 -- whose delivery this statement finished (delivered or failed) the oldest blocked one made pending,
 -- unless the key has another head. The statement's snapshot still shows the finished rows as delivering, so they
 -- are left out of that check by id. Run after lock_keys for the finished keys, in the same
--- transaction (its snapshot must follow the locks). Returns ('recorded' | 'promoted', id).
+-- transaction (its snapshot must follow the locks). A delivery this statement failed, of an event that is
+-- not itself operational, announces itself: a nl.overheid.outbox.delivery-failed event (announce, sql/017;
+-- the last parameter is its source), looked up row by row (LATERAL … LIMIT 1: never a join plan over
+-- events), so a batch without failures pays only an empty scan. Returns ('recorded' | 'promoted' |
+-- 'announced', id or event position; NULL: not written, nobody opted in).
 WITH r AS (
     SELECT * FROM unnest(%b::int8[], %b::uuid[], %b::text[], %b::int4[], %b::text[], %b::float8[],
                          %b::timestamptz[], %b::float8[], %b::text[], %b::text[])
@@ -640,7 +664,8 @@ WITH r AS (
            last_status_code = r.code, last_error = r.error, updated_at = now()
       FROM r
      WHERE d.id = r.id AND d.claim_token = r.token AND d.status = 'delivering'
-    RETURNING d.id, d.subscription_id, d.ordering_key, d.status
+    RETURNING d.id, d.subscription_id, d.ordering_key, d.status, d.event_position, d.event_enqueued_at,
+              d.attempts, d.last_status_code, d.last_error
 ), attempted AS (
     INSERT INTO {schema}.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
     SELECT r.id, r.attempted_at, r.duration_ms, r.code, r.attempt_error, r.response_body
@@ -661,17 +686,50 @@ WITH r AS (
                           AND e.status IN ('pending', 'delivering')
                           AND e.id NOT IN (SELECT id FROM recorded WHERE status IN ('delivered', 'failed')))
     RETURNING d.id
+), announced AS (
+    SELECT {schema}.announce(
+               'nl.overheid.outbox.delivery-failed', %s, f.subscription_id::text,
+               jsonb_build_object(
+                   'deliveryId', f.id, 'subscriptionId', f.subscription_id,
+                   'callbackUrl', (SELECT {schema}.public_callback(s.callback_url)
+                                     FROM {schema}.subscriptions s WHERE s.id = f.subscription_id),
+                   'event', jsonb_build_object('id', e.event ->> 'id', 'source', e.event ->> 'source',
+                                               'type', e.event ->> 'type', 'subject', e.event ->> 'subject'),
+                   'attempts', f.attempts, 'lastStatusCode', f.last_status_code, 'lastError', f.last_error,
+                   'reason', CASE WHEN f.last_status_code = 415 THEN 'unsupported-media-type'
+                                  WHEN f.last_error LIKE 'abandoned:%%' THEN 'abandoned'
+                                  ELSE 'attempts-exhausted' END,
+                   'failedAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))) AS position
+      FROM recorded f
+     CROSS JOIN LATERAL (SELECT v.event FROM {schema}.events v
+                          WHERE v.position = f.event_position AND v.enqueued_at = f.event_enqueued_at
+                          LIMIT 1) AS e
+     WHERE f.status = 'failed' AND (e.event ->> 'type') NOT LIKE 'nl.overheid.outbox.%%'
 )
 SELECT 'recorded', id FROM recorded
 UNION ALL
-SELECT 'promoted', id FROM promoted;
+SELECT 'promoted', id FROM promoted
+UNION ALL
+SELECT 'announced', position FROM announced;
 
 -- name: retire_subscriptions
--- A 410 Gone: the subscription is paused with the reason; its deliveries wait.
-UPDATE {schema}.subscriptions
-   SET status = 'paused', paused_reason = %s, updated_at = now()
- WHERE id = ANY (%b::uuid[]) AND status = 'active'
-RETURNING id, callback_url;
+-- A 410 Gone: the subscription is paused with the reason; its deliveries wait. Those in the second list
+-- (a 410 that answered an event that is not operational) announce it: subscription-paused, by the receiver.
+WITH paused AS (
+    UPDATE {schema}.subscriptions
+       SET status = 'paused', paused_reason = %(reason)s, updated_at = now()
+     WHERE id = ANY (%(ids)s::uuid[]) AND status = 'active'
+    RETURNING id, callback_url, paused_reason
+)
+SELECT p.id, p.callback_url,
+       CASE WHEN p.id = ANY (%(announce)s::uuid[]) THEN {schema}.announce(
+           'nl.overheid.outbox.subscription-paused', %(source)s, p.id::text,
+           jsonb_build_object('subscriptionId', p.id, 'callbackUrl', {schema}.public_callback(p.callback_url),
+                              'pausedBy', 'receiver', 'operator', NULL, 'reason', p.paused_reason,
+                              'lastStatusCode', 410,
+                              'pausedAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+       END
+  FROM paused p;
 
 -- name: release_claims
 -- Shutdown: claims whose HTTP did not finish go back to pending, at once, this attempt not counted.
@@ -860,15 +918,15 @@ SELECT v.version, e.type, e.source, e.schema, e.is_enabled, e.slug
 
 -- name: list_event_types
 -- `outbox event-types list/export`.
-SELECT slug, type, name, source, schema, is_enabled, description FROM {schema}.event_types ORDER BY slug;
+SELECT slug, type, name, source, schema, is_enabled, description, operational FROM {schema}.event_types ORDER BY slug;
 
 -- name: get_event_type
 -- `outbox event-types show SLUG`.
-SELECT slug, type, name, source, schema, is_enabled, description FROM {schema}.event_types WHERE slug = %s;
+SELECT slug, type, name, source, schema, is_enabled, description, operational FROM {schema}.event_types WHERE slug = %s;
 
 -- name: get_event_type_for_update
 -- `outbox event-types update/enable/disable`: the entry, locked until the change is written.
-SELECT slug, type, name, source, schema, is_enabled, description FROM {schema}.event_types WHERE slug = %s
+SELECT slug, type, name, source, schema, is_enabled, description, operational FROM {schema}.event_types WHERE slug = %s
    FOR UPDATE;
 
 -- name: insert_event_type
@@ -904,7 +962,7 @@ DELETE FROM {schema}.event_types WHERE slug = %s RETURNING slug;
 
 -- name: find_event_types
 -- `GET /api/v1/event-types`: the catalogue, optionally only one type and/or only enabled or disabled ones.
-SELECT slug, type, name, source, schema, is_enabled, description FROM {schema}.event_types
+SELECT slug, type, name, source, schema, is_enabled, description, operational FROM {schema}.event_types
  WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
    AND (%(is_enabled)s::boolean IS NULL OR is_enabled = %(is_enabled)s::boolean)
  ORDER BY slug;
@@ -1031,3 +1089,58 @@ ON CONFLICT (client_id) DO UPDATE
                           c.now
                      FROM (SELECT clock_timestamp() AS now) c) f)
 RETURNING taken, tokens;
+
+
+-- ==== Failures announce themselves (issue 19 §3: operational events, auto-disable; sql/017) ====
+
+-- name: mark_failing
+-- The recorder, for a batch with failed attempts: a failure streak starts for each subscription that
+-- has none (DO NOTHING takes no row lock: workers never wait on each other here).
+INSERT INTO {schema}.failure_streaks (subscription_id, failing_since)
+SELECT DISTINCT s, now() FROM unnest(%b::uuid[]) AS s ORDER BY s
+ON CONFLICT (subscription_id) DO NOTHING;
+
+-- name: clear_failing
+-- The recorder: a 2xx for subscriptions it knows to be failing ends their streak (in id order).
+DELETE FROM {schema}.failure_streaks WHERE subscription_id = ANY (%b::uuid[]);
+
+-- name: disable_failing
+-- The auto-disable round (OUTBOX_DISABLE_AFTER): an active subscription whose streak began longer ago
+-- than the limit is paused with the reason and announces it (subscription-disabled), unless a delivery
+-- succeeded since its streak began (a 2xx recorded by a worker that did not know of the streak): then
+-- the streak ends instead. Its deliveries stay as they are (they wait); the streak row goes either way.
+-- Several workers may run it at once: the UPDATE's status check lets one of them pause (and announce).
+WITH due AS (
+    SELECT f.subscription_id, f.failing_since,
+           EXISTS (SELECT 1 FROM {schema}.deliveries x
+                    WHERE x.subscription_id = f.subscription_id AND x.status = 'delivered'
+                      AND x.finished_at >= f.failing_since) AS healed
+      FROM {schema}.failure_streaks f
+      JOIN {schema}.subscriptions s ON s.id = f.subscription_id AND s.status = 'active'
+     WHERE f.failing_since < now() - make_interval(secs => %(after)s)
+), ended AS (
+    DELETE FROM {schema}.failure_streaks f USING due d WHERE f.subscription_id = d.subscription_id
+), disabled AS (
+    UPDATE {schema}.subscriptions s
+       SET status = 'paused', updated_at = now(),
+           paused_reason = 'disabled after ' || %(after_text)s || ' of failures: no delivery succeeded since '
+                           || to_char(d.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                           || ' (OUTBOX_DISABLE_AFTER)'
+      FROM due d
+     WHERE s.id = d.subscription_id AND NOT d.healed AND s.status = 'active'
+    RETURNING s.id, s.callback_url, s.paused_reason, d.failing_since
+)
+SELECT x.id, x.callback_url, x.paused_reason, {schema}.announce(
+           'nl.overheid.outbox.subscription-disabled', %(source)s, x.id::text,
+           jsonb_build_object(
+               'subscriptionId', x.id, 'callbackUrl', {schema}.public_callback(x.callback_url),
+               'reason', x.paused_reason,
+               'failingSince', to_char(x.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'disableAfterSeconds', %(after)s::float8,
+               'lastStatusCode', l.last_status_code, 'lastError', l.last_error,
+               'disabledAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+  FROM disabled x
+  LEFT JOIN LATERAL (SELECT d.last_status_code, d.last_error FROM {schema}.deliveries d
+                      WHERE d.subscription_id = x.id AND d.status IN ('pending', 'failed')
+                        AND d.last_error IS NOT NULL
+                      ORDER BY d.updated_at DESC LIMIT 1) AS l ON true;

@@ -168,7 +168,7 @@ def test_retry_of_an_earlier_failed_delivery_waits_behind_the_one_in_flight(data
         assert row is not None
         conn.execute(
             query("record_batch", "outbox"),
-            ([row[0]], [row[1]], ["delivered"], [204], [None], [0.0], [datetime.now(UTC)], [1.0], [None], [None]),
+            ([row[0]], [row[1]], ["delivered"], [204], [None], [0.0], [datetime.now(UTC)], [1.0], [None], [None], None),
         )
         states = conn.execute("SELECT status FROM outbox.deliveries ORDER BY id").fetchall()
     assert states == [("pending",), ("delivered",)]

@@ -112,7 +112,8 @@ class SubscriptionAdmin(ReadOnlyAdmin):
 
     def _set(self, request: HttpRequest, queryset: QuerySet[Subscription], status: str, reason: str | None) -> int:
         pg = _psycopg()
-        return sum(set_subscription_status(pg, conf.schema(), sub.pk, status, reason) for sub in queryset)
+        by = str(request.user)  # named in the subscription-paused event
+        return sum(set_subscription_status(pg, conf.schema(), sub.pk, status, reason, by=by) for sub in queryset)
 
     @admin.action(description="Pause the selected subscriptions (their deliveries wait)", permissions=["pause"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:

@@ -94,8 +94,10 @@ def list_command(obj: Any, as_json: bool) -> None:
         return
     click.echo(f"{'slug':30}  {'enabled':7}  {'schema':6}  type")
     for e in entries:
+        built_in = "  (operational, built in)" if e.operational else ""
         click.echo(
             f"{e.slug:30}  {'yes' if e.is_enabled else 'no':7}  {'yes' if e.schema is not None else '-':6}  {e.type}"
+            f"{built_in}"
         )
 
 
@@ -163,8 +165,11 @@ def disable_command(obj: Any, slug: str) -> None:
 @click.pass_obj
 def remove_command(obj: Any, slug: str) -> None:
     """Take an event type out of the catalogue (its events are then written unchecked, or refused when strict)."""
-    with obj.connect() as conn:
-        catalogue_store.remove(conn, obj.schema, slug)
+    try:
+        with obj.connect() as conn:
+            catalogue_store.remove(conn, obj.schema, slug)
+    except catalogue_store.EventTypeConflict as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"removed {slug}")
 
 

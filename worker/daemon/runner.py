@@ -26,15 +26,17 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from outbox import Subscription
+from outbox._operational import is_operational, operational_source
 from outbox._operations import key_lock_prefix
 from outbox._sql import migrations, query
-from worker.daemon import fast_path, partitions, router
+from worker.daemon import auto_disable, fast_path, partitions, router
 from worker.daemon.adaptive import adapt_parameters, maximum_requests, urgent
 from worker.daemon.settings import WorkerSettings
 from worker.delivery.http import Claimed, Result, Sender, Target
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 BEGIN, COMMIT = query("begin", "outbox"), query("commit", "outbox")
 # What list_subscriptions reads from the shared pace row: not part of a subscription's version.
-PACE_COLUMNS = ("pace", "held", "concurrency_limit")
+PACE_COLUMNS = ("pace", "held", "concurrency_limit", "failing_since")
 # The recorder adapts the concurrency limits at most this often (seconds), unless a batch holds a
 # congestion signal: writing the pace row in every flush made the recorder, which is serial, the
 # bottleneck for slow receivers (their results come one or two per flush).
@@ -94,6 +96,10 @@ class Worker:
         # opened once, not every pass) and how to send to it (None: it cannot be sent to, see log).
         self._known: dict[uuid.UUID, tuple[Any, Subscription, Target | None]] = {}
         self._slowed: set[uuid.UUID] = set()  # subscriptions whose pace is below 1 (they recover on success)
+        # Subscriptions with a failure streak, as last read or written: a 2xx for one of them ends it
+        # (a 2xx for any other costs no statement). See worker/daemon/auto_disable.py.
+        self._failing: set[uuid.UUID] = set()
+        self._source = operational_source(self.schema, settings.operational_source)
         # Adaptive concurrency (worker/daemon/adaptive.py): each subscription's shared limit as last read,
         # which have a pace row, which had due work left at the last claim (finishing deliveries of these
         # wake the main loop), and the database's clock at each claim (by token), to judge cuts by.
@@ -182,12 +188,17 @@ class Worker:
             name="partitions",
         )
         self._recorder = asyncio.create_task(self._record_forever(), name="recorder")
+        background = [listener, keeper]
+        if self.settings.disable_after:
+            background.append(asyncio.create_task(
+                auto_disable.keep(self._pool.connection, self.schema, self.settings.disable_after, self._source,
+                                  self._stopping), name="auto-disable"))  # fmt: skip
         try:
             await self._main_loop()
         finally:
             self._stopping.set()  # also when the loop ended by an error: the recorder must finish
             await self._wind_down()
-            for task in (listener, keeper):
+            for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -518,6 +529,7 @@ class Worker:
         """The subscriptions of this pass; a version seen before is not parsed (nor decrypted) again."""
         known: dict[uuid.UUID, tuple[Any, Subscription, Target | None]] = {}
         self._slowed, self._limits, self._paced = set(), {}, set()
+        self._failing = {row["id"] for row in rows if row["failing_since"] is not None}
         for row in rows:
             sub_id = row["id"]
             if row["pace"] is not None and row["pace"] < 1:
@@ -777,6 +789,9 @@ class Worker:
         slowed: dict[uuid.UUID, float] = {}  # 429: subscription -> how long to hold it
         recovered: set[uuid.UUID] = set()
         preflights: dict[uuid.UUID, str | None] = {}
+        succeeded: set[uuid.UUID] = set()
+        failing: set[uuid.UUID] = set()
+        announce_retired: set[uuid.UUID] = set()  # a 410 that answered an event that is not operational
         for r in batch:
             kind = r.outcome.kind
             ids.append(r.claimed.id)
@@ -788,12 +803,22 @@ class Worker:
             sub_id = r.claimed.subscription_id
             if kind == "retired":
                 retired.add(sub_id)
+                if not _operational_event(r.claimed.event):
+                    announce_retired.add(sub_id)
+            if kind == "delivered":
+                succeeded.add(sub_id)
+            elif r.error != "abandoned":  # an abandoned claim is no answer of the receiver's
+                failing.add(sub_id)
             if r.status_code == 429:
                 slowed[sub_id] = max(slowed.get(sub_id, 0.0), r.outcome.delay)
             elif kind == "delivered" and sub_id in self._slowed:
                 recovered.add(sub_id)
             if r.allowed_rate is not None:
                 preflights[sub_id] = r.allowed_rate or None
+        failing -= succeeded  # a 2xx in the batch: the streak has ended
+        ended = sorted(succeeded & self._failing)
+        # Without announcements when the batch keeps failing (essentials_only): they must not hold results back.
+        source = None if essentials_only else self._source
         finished = [r.claimed for r in batch if r.outcome.kind in ("delivered", "failed") and r.claimed.key]
         finished_subscriptions = [c.subscription_id for c in finished]
         finished_keys = [c.key for c in finished]
@@ -808,14 +833,19 @@ class Worker:
             recorded_cursor = await conn.execute(
                 query("record_batch", self.schema),
                 (ids, tokens, states, codes, errors, delays, [r.attempted_at for r in batch],
-                 [r.duration_ms for r in batch], [r.error for r in batch], [r.body for r in batch]),
+                 [r.duration_ms for r in batch], [r.error for r in batch], [r.body for r in batch], source),
             )  # fmt: skip
             retired_cursor = None
             if retired:
                 retired_cursor = await conn.execute(
                     query("retire_subscriptions", self.schema),
-                    ("the receiver answered 410 Gone: the target is retired", list(retired)),
-                )
+                    {"reason": "the receiver answered 410 Gone: the target is retired", "ids": list(retired),
+                     "announce": list(announce_retired) if source else [], "source": source},
+                )  # fmt: skip
+            if failing:
+                await conn.execute(query("mark_failing", self.schema), (sorted(failing),))
+            if ended:
+                await conn.execute(query("clear_failing", self.schema), (ended,))
             if essentials_only:
                 slowed, recovered, preflights = {}, set(), {}
             if slowed:  # in subscription-id order, as every pace-row lock (no deadlocks between workers)
@@ -840,12 +870,15 @@ class Worker:
             await pipeline.sync()
             written = await recorded_cursor.fetchall()
             recorded = [row for row in written if row[0] == "recorded"]
-            promoted = len(written) - len(recorded)
+            promoted = sum(1 for row in written if row[0] == "promoted")
+            announced = sum(1 for row in written if row[0] == "announced" and row[1] is not None)
             adapted = await adapted_cursor.fetchall() if adapted_cursor is not None else []
             if retired_cursor is not None:
-                for subscription_id, url in await retired_cursor.fetchall():
+                for subscription_id, url, position in await retired_cursor.fetchall():
+                    announced += position is not None
                     log(logging.WARNING, "subscription paused: 410 Gone", subscription=str(subscription_id),
                         callbackUrl=redact(url))  # fmt: skip
+        self._failing = (self._failing | failing).difference(ended)
         # Look again at once only when this made work: a successor became pending, or a retry is
         # due before the main loop's next look. Otherwise a NOTIFY need not wait behind a pass.
         if slowed:
@@ -854,7 +887,7 @@ class Worker:
                 "429 Too Many Requests: subscription slowed down",
                 subscriptions=sorted(map(str, slowed)),
             )
-        if promoted or any(r.outcome.kind in ("retry", "retired") for r in batch):
+        if promoted or announced or any(r.outcome.kind in ("retry", "retired") for r in batch):
             self._want_pass()
         self._wake_for_freed(batch)
         self._unadapted = [] if adapt is not None or essentials_only else judged
@@ -944,6 +977,15 @@ class Worker:
             log(logging.WARNING, "unfinished claims not released: their leases will expire", count=len(claims))
             return
         log(logging.INFO, "released unfinished claims", count=len(claims))
+
+
+def _operational_event(event: str) -> bool:
+    """Is this stored event (JSON text) an operational one? Its results announce nothing."""
+    try:
+        kind = orjson.loads(event).get("type")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(kind, str) and is_operational(kind)
 
 
 async def run_worker(settings: WorkerSettings, database_url: str) -> Worker:

@@ -77,6 +77,42 @@ class WorkerSettings(BaseSettings):
         description="width of a partition leaf of events, deliveries and attempts (5m to 31d; below 1h: tests)",
     )
 
+    disable_after: timedelta = Field(
+        timedelta(days=5),
+        description="pause a subscription whose deliveries all failed this long (seconds or 5d, 12h, 30s; 0: never)",
+    )
+    operational_source: str | None = Field(
+        None,
+        description="the source of the outbox's operational events (default urn:nlgov-outbox:<schema>), "
+        "e.g. urn:nld:oin:<OIN>:systeem:outbox",
+    )
+
+    @field_validator("disable_after", mode="before")
+    @classmethod
+    def _disable_after(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                return parse_duration(text)
+            except ValueError:
+                raise ValueError("must be seconds or a duration such as 5d, 12h or 30s (0: never)") from None
+        if not seconds >= 0 or seconds == float("inf"):
+            raise ValueError("must be seconds or a duration such as 5d, 12h or 30s (0: never)")
+        return timedelta(seconds=seconds)
+
+    @field_validator("operational_source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and (not value or not value.isprintable() or " " in value):
+            raise ValueError("must be a URI-reference without spaces or control characters, e.g. urn:nld:oin:…")
+        return value
+
     @field_validator("partition_interval", mode="before")
     @classmethod
     def _interval(cls, value: Any) -> Any:

@@ -143,6 +143,11 @@ class EventTypeResource(BaseModel):
     schema_: _JsonSchema = Field(alias="schema")
     is_enabled: bool = Field(alias="isEnabled")
     description: str | None
+    operational: bool = Field(
+        False,
+        description="built in: the outbox's own events (nl.overheid.outbox.*); only isEnabled may change",
+        json_schema_extra={"readOnly": True},
+    )
 
     @classmethod
     def of(cls, entry: EventType, base_url: str) -> EventTypeResource:
@@ -157,6 +162,10 @@ def _entry(document: dict[str, Any]) -> EventType:
 
 
 def _conflict(exc: store.EventTypeConflict) -> ApiProblem:
+    if isinstance(exc, store.BuiltInEventType):
+        return ApiProblem(
+            409, "built-in", "Conflict.", str(exc), [InvalidParam(name="slug", code="built-in", reason=str(exc))]
+        )
     name, _, reason = str(exc).partition(": ")
     return ApiProblem(
         409,
@@ -342,4 +351,6 @@ async def delete_event_type(request: Request, slug: str, client: Admin) -> Respo
             await store.remove_async(conn, service.schema, _known_slug(slug))
     except store.EventTypeNotFound:
         raise not_found("event type") from None
+    except store.EventTypeConflict as exc:
+        raise _conflict(exc) from None
     return Response(status_code=204)

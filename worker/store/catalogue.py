@@ -27,6 +27,15 @@ def _conflict(exc: psycopg.errors.UniqueViolation, entry: EventType) -> EventTyp
     return EventTypeConflict(f"{field}: another event type already has {value!r}")
 
 
+class BuiltInEventType(EventTypeConflict):
+    """A change to a built-in (operational) entry other than isEnabled (sql/017 refuses it)."""
+
+
+def _built_in(exc: psycopg.errors.CheckViolation) -> BuiltInEventType:
+    # keep_operational_event_types (sql/017): "event type SLUG: is a built-in operational event type: ..."
+    return BuiltInEventType(exc.diag.message_primary or "a built-in operational event type: only isEnabled may change")
+
+
 def all_types(conn: psycopg.Connection[Any], schema: str) -> list[EventType]:
     with conn.cursor(row_factory=dict_row) as cur:
         return [EventType.from_row(row) for row in cur.execute(query("list_event_types", schema)).fetchall()]
@@ -56,12 +65,19 @@ def replace(conn: psycopg.Connection[Any], schema: str, slug: str, entry: EventT
             row = conn.execute(query("update_event_type", schema), {**entry.row(), "current_slug": slug}).fetchone()
     except psycopg.errors.UniqueViolation as exc:
         raise _conflict(exc, entry) from None
+    except psycopg.errors.CheckViolation as exc:
+        raise _built_in(exc) from None
     if row is None:
         raise EventTypeNotFound(slug)
 
 
 def remove(conn: psycopg.Connection[Any], schema: str, slug: str) -> None:
-    if conn.execute(query("delete_event_type", schema), (slug,)).fetchone() is None:
+    try:
+        with conn.transaction():
+            row = conn.execute(query("delete_event_type", schema), (slug,)).fetchone()
+    except psycopg.errors.CheckViolation as exc:
+        raise _built_in(exc) from None
+    if row is None:
         raise EventTypeNotFound(slug)
 
 
@@ -74,6 +90,8 @@ def import_all(conn: psycopg.Connection[Any], schema: str, entries: list[EventTy
                 changed += conn.execute(query("upsert_event_type", schema), entry.row()).rowcount
     except psycopg.errors.UniqueViolation as exc:
         raise EventTypeConflict(f"type: two event types would have the same type ({exc.diag.message_detail})") from None
+    except psycopg.errors.CheckViolation as exc:
+        raise _built_in(exc) from None
     return changed
 
 
@@ -115,10 +133,17 @@ async def replace_async(conn: psycopg.AsyncConnection[Any], schema: str, slug: s
             row = await cursor.fetchone()
     except psycopg.errors.UniqueViolation as exc:
         raise _conflict(exc, entry) from None
+    except psycopg.errors.CheckViolation as exc:
+        raise _built_in(exc) from None
     if row is None:
         raise EventTypeNotFound(slug)
 
 
 async def remove_async(conn: psycopg.AsyncConnection[Any], schema: str, slug: str) -> None:
-    if await (await conn.execute(query("delete_event_type", schema), (slug,))).fetchone() is None:
+    try:
+        async with conn.transaction():
+            row = await (await conn.execute(query("delete_event_type", schema), (slug,))).fetchone()
+    except psycopg.errors.CheckViolation as exc:
+        raise _built_in(exc) from None
+    if row is None:
         raise EventTypeNotFound(slug)
