@@ -203,7 +203,9 @@ def import_command(obj: Any, file: str) -> None:
 @event_types.command("export")
 @click.pass_obj
 def export_command(obj: Any) -> None:
-    """The whole catalogue as one JSON array (what `import` reads)."""
+    """The whole catalogue as one JSON array (what `import` reads), without the built-in operational
+    entries (every schema has them)."""
     with obj.connect() as conn:
         entries = catalogue_store.all_types(conn, obj.schema)
-    click.echo(json.dumps([e.to_json() for e in entries], indent=2, ensure_ascii=False))
+    documents = [{k: v for k, v in e.to_json().items() if k != "operational"} for e in entries if not e.operational]
+    click.echo(json.dumps(documents, indent=2, ensure_ascii=False))
