@@ -1151,7 +1151,8 @@ SELECT (SELECT coalesce(jsonb_object_agg(status, n), '{{}}'::jsonb)
 -- name: console_subscription_health
 -- The console's subscriptions: per subscription, the last success, the failures in a row since it (the
 -- failed attempts of its unfinished and failed deliveries that changed after it: each attempt of a
--- delivery not yet delivered failed), what waits and what failed. finished_at prunes the leaves.
+-- delivery not yet delivered failed), what waits and what failed, its pace (the share of its rate the
+-- workers use after 429s) and concurrency limit. finished_at prunes the leaves.
 WITH last AS (
     SELECT s.id,
            (SELECT max(d.finished_at) FROM {schema}.deliveries d
@@ -1168,5 +1169,7 @@ SELECT l.id, l.last_success,
            AND d.finished_at > coalesce(l.last_success, '-infinity')) AS failures_in_a_row,
        (SELECT count(*) FROM {schema}.deliveries d
          WHERE d.subscription_id = l.id AND d.status IN ('blocked', 'pending', 'delivering')) AS waiting,
-       (SELECT count(*) FROM {schema}.deliveries d WHERE d.subscription_id = l.id AND d.status = 'failed') AS failed
-  FROM last l;
+       (SELECT count(*) FROM {schema}.deliveries d WHERE d.subscription_id = l.id AND d.status = 'failed') AS failed,
+       p.pace, p.concurrency_limit
+  FROM last l
+  LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = l.id;

@@ -59,7 +59,7 @@ def check_name(name: str) -> str:
 def check_role(role: str) -> Role:
     if role not in ROLES:
         raise OperatorError(f"role: must be one of {', '.join(ROLES)} (got {role!r})")
-    return role  # type: ignore[return-value]
+    return role
 
 
 def hash_password(password: str) -> str:
