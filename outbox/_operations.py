@@ -81,3 +81,15 @@ def set_subscription_status(
     with conn.transaction():
         row = conn.execute(query("set_subscription_status", schema), params).fetchone()
     return row is not None
+
+
+async def set_subscription_status_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, subscription_id: str | uuid.UUID, status: str, reason: str | None
+) -> bool:
+    """`set_subscription_status` for `outbox serve`'s console (the same SQL, an async connection)."""
+    async with conn.transaction():
+        cursor = await conn.execute(
+            query("set_subscription_status", schema), (status, reason, uuid.UUID(str(subscription_id)))
+        )
+        row = await cursor.fetchone()
+    return row is not None

@@ -1144,3 +1144,145 @@ SELECT x.id, x.callback_url, x.paused_reason, {schema}.announce(
                       WHERE d.subscription_id = x.id AND d.status IN ('pending', 'failed')
                         AND d.last_error IS NOT NULL
                       ORDER BY d.updated_at DESC LIMIT 1) AS l ON true;
+
+-- ==== the console (/console/) and `outbox operators` (017) ====
+
+-- name: insert_operator
+-- `outbox operators add`: a new account; nothing when the name is taken.
+INSERT INTO {schema}.operators (name, role, password_hash) VALUES (%s, %s, %s)
+ON CONFLICT (name) DO NOTHING
+RETURNING name;
+
+-- name: set_operator_password
+-- `outbox operators passwd`: a new password ends every session of the account.
+WITH changed AS (
+    UPDATE {schema}.operators SET password_hash = %(hash)s, updated_at = now() WHERE name = %(name)s RETURNING name
+), ended AS (
+    DELETE FROM {schema}.operator_sessions WHERE operator IN (SELECT name FROM changed)
+)
+SELECT name FROM changed;
+
+-- name: set_operator_role
+-- `outbox operators add --replace`-free role change (`outbox operators role`).
+UPDATE {schema}.operators SET role = %s, updated_at = now() WHERE name = %s RETURNING name;
+
+-- name: delete_operator
+-- `outbox operators remove` (its sessions go with it: ON DELETE CASCADE).
+DELETE FROM {schema}.operators WHERE name = %s RETURNING name;
+
+-- name: list_operators
+-- `outbox operators list`: never the hash.
+SELECT o.name, o.role, o.created_at, o.updated_at,
+       (SELECT count(*) FROM {schema}.operator_sessions s WHERE s.operator = o.name AND s.expires_at > now()) AS sessions
+  FROM {schema}.operators o
+ ORDER BY o.name;
+
+-- name: get_operator_for_signin
+-- Sign-in: the account's role and hash.
+SELECT name, role, password_hash FROM {schema}.operators WHERE name = %s;
+
+-- name: update_operator_hash
+-- Sign-in: argon2's parameters changed since the hash was made, so it is made again.
+UPDATE {schema}.operators SET password_hash = %s WHERE name = %s AND password_hash = %s;
+
+-- name: signin_locked
+-- Sign-in: is the account name or the client address locked (at least %(limit)s / %(address_limit)s
+-- failures, the last one less than %(lockout)s seconds ago)?
+SELECT EXISTS (
+    SELECT 1 FROM {schema}.signin_failures
+     WHERE ((kind = 'account' AND key = %(name)s AND failures >= %(limit)s)
+         OR (kind = 'address' AND key = %(address)s AND failures >= %(address_limit)s))
+       AND last_at > now() - make_interval(secs => %(lockout)s));
+
+-- name: record_signin_failure
+-- Sign-in failed: one more failure for the name and for the address; a count whose last failure is
+-- older than the lockout time starts again.
+INSERT INTO {schema}.signin_failures AS f (kind, key, failures)
+VALUES ('account', %(name)s, 1), ('address', %(address)s, 1)
+ON CONFLICT (kind, key) DO UPDATE
+   SET failures = CASE WHEN f.last_at <= now() - make_interval(secs => %(lockout)s) THEN 1 ELSE f.failures + 1 END,
+       first_at = CASE WHEN f.last_at <= now() - make_interval(secs => %(lockout)s) THEN now() ELSE f.first_at END,
+       last_at = now();
+
+-- name: clear_signin_failures
+-- Signed in: the account's count starts again (the address's does not: one good account must not
+-- clear an address that guesses others).
+DELETE FROM {schema}.signin_failures WHERE kind = 'account' AND key = %s;
+
+-- name: insert_operator_session
+-- Signed in: the session (its token's SHA-256), ending at the latest %s seconds from now.
+INSERT INTO {schema}.operator_sessions (token_hash, operator, expires_at)
+VALUES (%s, %s, now() + make_interval(secs => %s));
+
+-- name: touch_operator_session
+-- Every console request: the session of this token, if neither its idle time (%(idle)s seconds) nor its
+-- absolute end has passed, with the account's current role; its idle time starts again.
+UPDATE {schema}.operator_sessions s
+   SET last_seen_at = now()
+  FROM {schema}.operators o
+ WHERE s.token_hash = %(token_hash)s AND o.name = s.operator
+   AND s.expires_at > now() AND s.last_seen_at > now() - make_interval(secs => %(idle)s)
+RETURNING o.name, o.role;
+
+-- name: delete_operator_session
+-- Sign-out, or a session found expired.
+DELETE FROM {schema}.operator_sessions WHERE token_hash = %s;
+
+-- name: purge_operator_sessions
+-- At sign-in: sessions past their end (absolute or idle) go.
+DELETE FROM {schema}.operator_sessions
+ WHERE expires_at <= now() OR last_seen_at <= now() - make_interval(secs => %s);
+
+-- name: insert_audit
+-- Every console action: who, what, which object, a detail (never a secret).
+INSERT INTO {schema}.console_audit (operator, action, object_kind, object_id, detail)
+VALUES (%s, %s, %s, %s, %s)
+RETURNING id, at;
+
+-- name: audit_for_object
+-- A page's audit entries: what was done to its object, newest first.
+SELECT at, operator, action, detail FROM {schema}.console_audit
+ WHERE object_kind = %s AND object_id = %s
+ ORDER BY at DESC, id DESC
+ LIMIT %s;
+
+-- name: console_overview
+-- The overview: deliveries per state, the oldest pending delivery's age (seconds), deliveries finished
+-- and failed in the last hour. Counted through the status and finish indexes.
+SELECT (SELECT coalesce(jsonb_object_agg(status, n), '{{}}'::jsonb)
+          FROM (SELECT status, count(*) AS n FROM {schema}.deliveries GROUP BY status) c) AS states,
+       (SELECT extract(epoch FROM now() - min(created_at)) FROM {schema}.deliveries
+         WHERE status IN ('blocked', 'pending', 'delivering')) AS oldest_pending,
+       (SELECT count(*) FROM {schema}.deliveries WHERE status = 'delivered' AND finished_at > now() - interval '1 hour')
+           AS delivered_last_hour,
+       (SELECT count(*) FROM {schema}.delivery_attempts
+         WHERE attempted_at > now() - interval '1 hour' AND (error IS NOT NULL OR status_code NOT BETWEEN 200 AND 299))
+           AS failed_attempts_last_hour,
+       (SELECT count(*) FROM {schema}.deliveries WHERE status = 'failed' AND finished_at > now() - interval '1 hour')
+           AS failed_last_hour;
+
+-- name: console_subscription_health
+-- The console's subscriptions: per subscription, the last success, the failures in a row since it (the
+-- failed attempts of its unfinished and failed deliveries that changed after it: each attempt of a
+-- delivery not yet delivered failed), what waits and what failed, its pace (the share of its rate the
+-- workers use after 429s) and concurrency limit. finished_at prunes the leaves.
+WITH last AS (
+    SELECT s.id,
+           (SELECT max(d.finished_at) FROM {schema}.deliveries d
+             WHERE d.subscription_id = s.id AND d.status = 'delivered') AS last_success
+      FROM {schema}.subscriptions s
+     WHERE %(id)s::uuid IS NULL OR s.id = %(id)s::uuid
+)
+SELECT l.id, l.last_success,
+       (SELECT coalesce(sum(d.attempts), 0) FROM {schema}.deliveries d
+         WHERE d.subscription_id = l.id AND d.status IN ('pending', 'delivering')
+           AND d.updated_at > coalesce(l.last_success, '-infinity'))
+     + (SELECT coalesce(sum(d.attempts), 0) FROM {schema}.deliveries d
+         WHERE d.subscription_id = l.id AND d.status = 'failed'
+           AND d.finished_at > coalesce(l.last_success, '-infinity')) AS failures_in_a_row,
+       (SELECT count(*) FROM {schema}.deliveries d
+         WHERE d.subscription_id = l.id AND d.status IN ('blocked', 'pending', 'delivering')) AS waiting,
+       (SELECT count(*) FROM {schema}.deliveries d WHERE d.subscription_id = l.id AND d.status = 'failed') AS failed,
+       p.pace, p.concurrency_limit
+  FROM last l
+  LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = l.id;

@@ -58,6 +58,8 @@ def test_outbox_migrate_first_then_manage_py_migrate_only_records_it(empty_datab
         "0008_intake_digest_client_rate",
         "0009_sealed_headers",
         "0010_callback_verification",
+        "0011_operational_events",
+        "0012_console",
     ]
     # and a second manage.py migrate has nothing left to do
     assert "No migrations to apply" in manage("migrate", url=empty_database_url).stdout

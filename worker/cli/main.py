@@ -23,6 +23,7 @@ from outbox._sql import DEFAULT_SCHEMA, check_schema_name, migrations
 from worker.cli import status as status_report
 from worker.cli.clients import clients
 from worker.cli.event_types import event_types
+from worker.cli.operators import operators
 from worker.cli.subscriptions import secret_box, secrets, subscriptions
 from worker.daemon import maintenance
 from worker.daemon.runner import StartupError, run_worker
@@ -159,6 +160,7 @@ cli.add_command(subscriptions)
 cli.add_command(secrets)
 cli.add_command(event_types)
 cli.add_command(clients)
+cli.add_command(operators)
 
 
 # -- operations ---------------------------------------------------------------------

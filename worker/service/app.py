@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 from outbox._event import _INT32, _MEDIA_TYPE, _RFC3339
 from outbox._sql import query
 from worker.runtime.logs import log
-from worker.service import event_types, problems, registration
+from worker.service import console, event_types, problems, registration
 from worker.service.abonnement import router as abonnement_router
 from worker.service.auth import Authenticator
 from worker.service.intake import IntakeFastPath, IntakeWriter
@@ -132,6 +132,7 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
     app.include_router(kanaal_router, prefix=API_PREFIX)
     app.include_router(event_types.router, prefix=API_PREFIX)
     app.include_router(problems.pages)
+    console.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -24,6 +24,8 @@ from worker.service.problems import ApiProblem
 from worker.service.settings import ServeSettings
 
 INTAKE_PATH = "/api/v1/cloudevents"
+CONSOLE_PATH = "/console/"
+CONSOLE_FORM_LIMIT = 64 * 1024  # the console's forms hold ids and a few words: a larger body is not ours
 BATCHED = "application/cloudevents-batch+json"
 
 
@@ -127,6 +129,8 @@ class BodyLimit:
         if scope["path"] == INTAKE_PATH:
             content_type = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"content-type"), None)
             limit, setting = intake_limit(content_type, self.settings)
+        elif scope["path"].startswith(CONSOLE_PATH):
+            limit = CONSOLE_FORM_LIMIT
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:

@@ -59,6 +59,25 @@ class ServeSettings(BaseSettings):
         (), description="non-public networks callbacks may point to, e.g. 10.1.0.0/16,::1"
     )
     shutdown_grace: float = Field(30.0, ge=0, le=3600, description="on SIGTERM, wait this long for requests")
+    # The console (/console/): sessions and sign-in lockout.
+    console_session_idle: float = Field(
+        1800.0, ge=60, le=86_400, description="a console session ends after this many seconds without a request"
+    )
+    console_session_max: float = Field(
+        43_200.0, ge=300, le=30 * 86_400, description="a console session ends this many seconds after sign-in"
+    )
+    console_signin_attempts: int = Field(
+        5, ge=1, le=1000, description="failed sign-ins to one account name before it is locked"
+    )
+    console_address_attempts: int = Field(
+        20, ge=1, le=100_000, description="failed sign-ins from one client address before it is locked"
+    )
+    console_lockout: float = Field(
+        900.0,
+        ge=1,
+        le=86_400,
+        description="seconds a locked account name or address stays locked after its last failure",
+    )
 
     @field_validator("allowed_networks", mode="before")
     @classmethod

@@ -1,0 +1,47 @@
+"""`/console/`: the operators' pages in `outbox serve` (same process and database pool as the API).
+
+Server-rendered (Jinja2, `templates/`), every page usable without JavaScript; the vendored htmx
+(`static/htmx.min.js`) only swaps tables and refreshes the overview. `install` adds it to the app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from worker.service.console import catalogue, overview, signin, subscriptions
+from worker.service.console.pages import PREFIX, ConsoleError, SignInNeeded, render
+from worker.service.console.security import ConsoleHeaders, current_session
+
+ROUTERS = (signin.router, overview.router, subscriptions.router, catalogue.router)
+
+
+def install(app: FastAPI) -> None:
+    for router in ROUTERS:
+        app.include_router(router, prefix=PREFIX, include_in_schema=False)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="console-static")
+
+    @app.get(PREFIX, include_in_schema=False)
+    async def console_root() -> Response:
+        return RedirectResponse(f"{PREFIX}/", status_code=308)
+
+    async def on_sign_in_needed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInNeeded)
+        params = {"next": exc.next_path, **({"notice": "expired"} if exc.expired else {})}
+        target = f"{PREFIX}/sign-in?{urlencode(params)}"
+        if request.headers.get("hx-request"):  # an htmx swap: the whole page goes to the sign-in
+            return Response(status_code=204, headers={"HX-Redirect": target})
+        return RedirectResponse(target, status_code=303)
+
+    async def on_console_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ConsoleError)
+        session = await current_session(request)
+        return render(request, "error.html", session, status_code=exc.status_code, kind=exc.kind, details=exc.details)
+
+    app.add_exception_handler(SignInNeeded, on_sign_in_needed)
+    app.add_exception_handler(ConsoleError, on_console_error)
+    app.add_middleware(ConsoleHeaders)
