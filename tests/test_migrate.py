@@ -44,6 +44,11 @@ def test_first_run_applies_all_second_is_a_no_op(empty_database_url: str) -> Non
         "api_clients",
         "intake_ids",
         "client_rates",
+        "failure_streaks",
+        "operators",
+        "operator_sessions",
+        "signin_failures",
+        "console_audit",
     }
     with psycopg.connect(empty_database_url) as c:
         recorded = c.execute("SELECT version, name FROM outbox.schema_migrations ORDER BY version").fetchall()
