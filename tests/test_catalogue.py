@@ -91,6 +91,7 @@ def test_add_show_update_enable_disable_remove(run_cli: Any, tmp_path: Path) -> 
         "schema": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"},
         "isEnabled": True,
         "description": None,
+        "operational": False,
     }
     assert (
         run_cli(
