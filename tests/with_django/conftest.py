@@ -23,8 +23,9 @@ from tests.support import Receiver, WorkerProcess, enqueue, subscribe, wait_unti
 
 HOST_DIR = Path(__file__).resolve().parents[2] / "examples" / "django_host"
 OUTBOX_TABLES = (
-    "outbox.delivery_attempts, outbox.deliveries, outbox.subscription_pace, outbox.subscriptions, outbox.events, "
-    "outbox.event_types"
+    "outbox.delivery_attempts, outbox.deliveries, outbox.subscription_pace, outbox.failure_streaks, "
+    "outbox.subscriptions, outbox.events, outbox.console_audit, outbox.operator_sessions, outbox.operators, "
+    "outbox.signin_failures"
 )
 
 
@@ -58,6 +59,9 @@ def django_db_url(django_db_setup: Any, server_url: str) -> Iterator[str]:
     yield url
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {OUTBOX_TABLES}")
+        # The built-in operational entries stay (a migration wrote them); the test's own go.
+        conn.execute("DELETE FROM outbox.event_types WHERE NOT operational")
+        conn.execute("UPDATE outbox.event_types SET is_enabled = true WHERE NOT is_enabled")
     # The next test uses the same database: it must not see this one's catalogue (cached for up to its TTL).
     from outbox._catalogue import forget
 
