@@ -187,6 +187,7 @@ WITH named AS (
     SELECT split_part(type, '.', 3) AS naam, NULL::text AS filter_key
       FROM {schema}.event_types
      WHERE type LIKE 'nl.overheid.%%.%%' AND split_part(type, '.', 3) <> ''
+       AND NOT operational  -- the outbox's own: opt-in by type, never through a kanaal (sql/017)
     UNION ALL
     SELECT k ->> 'naam', f.key
       FROM {schema}.subscriptions s
