@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker.service.console import catalogue, overview, signin, subscriptions
 from worker.service.console.pages import PREFIX, ConsoleError, SignInNeeded, render
@@ -42,6 +43,22 @@ def install(app: FastAPI) -> None:
         session = await current_session(request)
         return render(request, "error.html", session, status_code=exc.status_code, kind=exc.kind, details=exc.details)
 
+    # Starlette's 404 and 405 (no route, no static file, another method) under /console/ are pages for a
+    # person, not the API's problem documents: everything else stays with the handler problems.install set.
+    api_handler = app.exception_handlers.get(StarletteHTTPException)
+    assert api_handler is not None, "problems.install(app) comes before console.install(app)"
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if (request.url.path + "/").startswith(PREFIX + "/") and exc.status_code in (404, 405):
+            session = await current_session(request)
+            kind = "page" if exc.status_code == 404 else "method"
+            response = render(request, "error.html", session, status_code=exc.status_code, kind=kind, details={})
+            response.headers.update(exc.headers or {})
+            return response
+        return await api_handler(request, exc)  # type: ignore[no-any-return,misc]
+
     app.add_exception_handler(SignInNeeded, on_sign_in_needed)
     app.add_exception_handler(ConsoleError, on_console_error)
+    app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_middleware(ConsoleHeaders)

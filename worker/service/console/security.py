@@ -2,7 +2,8 @@
 checks of every form post (a CSRF token tied to the session, the Origin, the operator role).
 
 Cookies are Secure unless the console is served over plain HTTP on a loopback address (a browser
-would not send a Secure cookie back there); HttpOnly and SameSite=Strict always, Path=/console/.
+would not send a Secure cookie back there) and OUTBOX_PUBLIC_URL is not https; HttpOnly and
+SameSite=Strict always, Path=/console/.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def service_of(request: Request) -> Service:
 
 
 def secure_cookies(request: Request) -> bool:
-    if request.url.scheme == "https":
+    # Behind a TLS proxy the request comes in over plain HTTP on loopback, yet the browser speaks HTTPS:
+    # OUTBOX_PUBLIC_URL says so.
+    if request.url.scheme == "https" or service_of(request).base_url(request).startswith("https://"):
         return True
     server = request.scope.get("server")
     try:
