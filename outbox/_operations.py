@@ -84,12 +84,24 @@ def set_subscription_status(
 
 
 async def set_subscription_status_async(
-    conn: psycopg.AsyncConnection[Any], schema: str, subscription_id: str | uuid.UUID, status: str, reason: str | None
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    subscription_id: str | uuid.UUID,
+    status: str,
+    reason: str | None,
+    *,
+    by: str | None = None,
+    source: str | None = None,
 ) -> bool:
-    """`set_subscription_status` for `outbox serve`'s console (the same SQL, an async connection)."""
+    """`set_subscription_status` for `outbox serve`'s console (the same SQL and parameters, an async connection)."""
+    params = {
+        "id": uuid.UUID(str(subscription_id)),
+        "status": status,
+        "reason": reason,
+        "by": by,
+        "source": operational_source(schema, source),
+    }
     async with conn.transaction():
-        cursor = await conn.execute(
-            query("set_subscription_status", schema), (status, reason, uuid.UUID(str(subscription_id)))
-        )
+        cursor = await conn.execute(query("set_subscription_status", schema), params)
         row = await cursor.fetchone()
     return row is not None
