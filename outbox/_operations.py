@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from outbox._deliveries_filter import DeliveryFilter
 from outbox._operational import operational_source
 from outbox._sql import query
 
@@ -24,6 +25,20 @@ def key_lock_prefix(schema: str) -> str:
 _MOVED_TRIES = 3
 
 
+def _retry_params(
+    subscription_id: str | uuid.UUID | None,
+    delivery_id: int | None,
+    delivery_ids: list[int] | None,
+    where: DeliveryFilter | None,
+) -> dict[str, Any]:
+    params = (where or DeliveryFilter()).params()
+    if subscription_id:
+        params["subscription"] = uuid.UUID(str(subscription_id))
+    params.update(delivery=delivery_id, deliveries=delivery_ids)
+    del params["states"]  # failed, always
+    return params
+
+
 def retry_failed(
     conn: psycopg.Connection[Any],
     schema: str,
@@ -31,19 +46,17 @@ def retry_failed(
     subscription_id: str | uuid.UUID | None = None,
     delivery_id: int | None = None,
     delivery_ids: list[int] | None = None,
+    where: DeliveryFilter | None = None,
 ) -> int:
     """Failed deliveries back (with fresh attempts): pending, or blocked behind an unfinished
     delivery of their ordering key, so a key never has two in flight. Returns how many.
-    Narrowed by subscription, one delivery, or a list of deliveries (the admin's selection)."""
-    params = {
-        "subscription": uuid.UUID(str(subscription_id)) if subscription_id else None,
-        "delivery": delivery_id,
-        "deliveries": delivery_ids,
-    }
+    Narrowed by subscription, one delivery, a list of deliveries (the admin's selection) and a filter
+    (`outbox retry --type …`, the console's "all matching")."""
+    params = _retry_params(subscription_id, delivery_id, delivery_ids, where)
     for attempt in range(_MOVED_TRIES):
         try:
             with conn.transaction():
-                rows = conn.execute(query("failed_for_retry", schema), params).fetchall()
+                rows = conn.execute(query("failed_for_retry", schema), params, prepare=False).fetchall()
                 if not rows:
                     return 0
                 ids, subscriptions, keys = (list(column) for column in zip(*rows, strict=True))
@@ -52,6 +65,32 @@ def retry_failed(
         except psycopg.errors.SerializationFailure:
             # A row we waited for was moved out of its partition meanwhile (a concurrent retry took it
             # back to the live leaf): PostgreSQL cannot follow it, so look again.
+            if attempt == _MOVED_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def retry_failed_async(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    *,
+    delivery_ids: list[int] | None = None,
+    where: DeliveryFilter | None = None,
+) -> int:
+    """`retry_failed` for the console (its pool is async)."""
+    params = _retry_params(None, None, delivery_ids, where)
+    for attempt in range(_MOVED_TRIES):
+        try:
+            async with conn.transaction():
+                cur = await conn.execute(query("failed_for_retry", schema), params, prepare=False)
+                rows = await cur.fetchall()
+                if not rows:
+                    return 0
+                ids, subscriptions, keys = (list(column) for column in zip(*rows, strict=True))
+                await conn.execute(query("lock_keys", schema), (key_lock_prefix(schema), subscriptions, keys))
+                cur = await conn.execute(query("retry_failed", schema), (ids,))
+                return len(await cur.fetchall())
+        except psycopg.errors.SerializationFailure:
             if attempt == _MOVED_TRIES - 1:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover

@@ -187,6 +187,7 @@ WITH named AS (
     SELECT split_part(type, '.', 3) AS naam, NULL::text AS filter_key
       FROM {schema}.event_types
      WHERE type LIKE 'nl.overheid.%%.%%' AND split_part(type, '.', 3) <> ''
+       AND NOT operational  -- the outbox's own: opt-in by type, never through a kanaal (sql/017)
     UNION ALL
     SELECT k ->> 'naam', f.key
       FROM {schema}.subscriptions s
@@ -766,13 +767,22 @@ DELETE FROM {schema}.idle_workers w
 -- name: failed_for_retry
 -- `outbox retry` and the admin's action: the failed deliveries asked for, locked (in id order) until the
 -- retry commits.
-SELECT id, subscription_id, ordering_key FROM {schema}.deliveries
- WHERE status = 'failed'
-   AND (%(subscription)s::uuid IS NULL OR subscription_id = %(subscription)s::uuid)
-   AND (%(delivery)s::bigint IS NULL OR id = %(delivery)s::bigint)
-   AND (%(deliveries)s::int8[] IS NULL OR id = ANY (%(deliveries)s::int8[]))
- ORDER BY id
-   FOR UPDATE;
+-- Narrowed by the operators' filters (outbox._deliveries_filter; the event's fields through its row).
+SELECT d.id, d.subscription_id, d.ordering_key
+  FROM {schema}.deliveries d
+  JOIN {schema}.events e ON e.position = d.event_position AND e.enqueued_at = d.event_enqueued_at
+ WHERE d.status = 'failed'
+   AND (%(subscription)s::uuid IS NULL OR d.subscription_id = %(subscription)s::uuid)
+   AND (%(delivery)s::bigint IS NULL OR d.id = %(delivery)s::bigint)
+   AND (%(deliveries)s::int8[] IS NULL OR d.id = ANY (%(deliveries)s::int8[]))
+   AND (%(since)s::timestamptz IS NULL OR d.event_enqueued_at >= %(since)s::timestamptz)
+   AND (%(until)s::timestamptz IS NULL OR d.event_enqueued_at < %(until)s::timestamptz)
+   AND (%(type)s::text IS NULL OR e.event ->> 'type' = %(type)s::text)
+   AND (%(subject)s::text IS NULL OR e.event ->> 'subject' = %(subject)s::text)
+   AND (%(event_id)s::text IS NULL OR e.event ->> 'id' = %(event_id)s::text)
+   AND (%(source)s::text IS NULL OR e.event ->> 'source' = %(source)s::text)
+ ORDER BY d.id
+   FOR UPDATE OF d;
 
 -- name: retry_failed
 -- `outbox retry`: back with a fresh set of attempts; pending if it is the head of its key, else
@@ -1286,3 +1296,92 @@ SELECT l.id, l.last_success,
        p.pace, p.concurrency_limit
   FROM last l
   LEFT JOIN {schema}.subscription_pace p ON p.subscription_id = l.id;
+
+-- ==== deliveries and events as operators read them (`outbox deliveries`, `outbox events`, the console; 019) ====
+
+-- name: deliveries_page
+-- One page of deliveries, newest first, after the cursor (the id of the previous page's last row).
+-- Each asked state is read on its own (its leaves; with a subscription through
+-- deliveries_subscription_status_idx (subscription_id, status, id), else the leaves' primary keys)
+-- and the pages are merged: every branch stops after `limit` rows, however deep the cursor. Run
+-- unprepared (custom plans): the "IS NULL OR" of a filter not given folds away.
+SELECT x.*
+  FROM unnest(%(states)s::text[]) AS s(state)
+ CROSS JOIN LATERAL (
+       SELECT d.id, e.event ->> 'id' AS event_id, e.event ->> 'source' AS source, e.event ->> 'type' AS type,
+              e.event ->> 'subject' AS subject, d.subscription_id, d.status, d.attempts, d.last_status_code,
+              d.last_error, d.next_attempt_at, e.enqueued_at, d.created_at, d.updated_at, d.finished_at
+         FROM {schema}.deliveries d
+         JOIN {schema}.events e ON e.position = d.event_position AND e.enqueued_at = d.event_enqueued_at
+        WHERE d.status = s.state
+          AND (%(subscription)s::uuid IS NULL OR d.subscription_id = %(subscription)s::uuid)
+          AND (%(after)s::bigint IS NULL OR d.id < %(after)s::bigint)
+          AND (%(since)s::timestamptz IS NULL OR d.event_enqueued_at >= %(since)s::timestamptz)
+          AND (%(until)s::timestamptz IS NULL OR d.event_enqueued_at < %(until)s::timestamptz)
+          AND (%(type)s::text IS NULL OR e.event ->> 'type' = %(type)s::text)
+          AND (%(subject)s::text IS NULL OR e.event ->> 'subject' = %(subject)s::text)
+          AND (%(event_id)s::text IS NULL OR e.event ->> 'id' = %(event_id)s::text)
+          AND (%(source)s::text IS NULL OR e.event ->> 'source' = %(source)s::text)
+        ORDER BY d.id DESC
+        LIMIT %(limit)s) AS x
+ ORDER BY x.id DESC
+ LIMIT %(limit)s;
+
+-- name: deliveries_count
+-- How many deliveries a filter matches (the console's "retry all N matching" confirmation).
+SELECT count(*)
+  FROM {schema}.deliveries d
+  JOIN {schema}.events e ON e.position = d.event_position AND e.enqueued_at = d.event_enqueued_at
+ WHERE d.status = ANY (%(states)s::text[])
+   AND (%(subscription)s::uuid IS NULL OR d.subscription_id = %(subscription)s::uuid)
+   AND (%(since)s::timestamptz IS NULL OR d.event_enqueued_at >= %(since)s::timestamptz)
+   AND (%(until)s::timestamptz IS NULL OR d.event_enqueued_at < %(until)s::timestamptz)
+   AND (%(type)s::text IS NULL OR e.event ->> 'type' = %(type)s::text)
+   AND (%(subject)s::text IS NULL OR e.event ->> 'subject' = %(subject)s::text)
+   AND (%(event_id)s::text IS NULL OR e.event ->> 'id' = %(event_id)s::text)
+   AND (%(source)s::text IS NULL OR e.event ->> 'source' = %(source)s::text);
+
+-- name: delivery_get
+-- `outbox deliveries show ID`: the delivery, its event and its subscription's public callback.
+SELECT d.id, d.event_position, d.event_enqueued_at, e.event, d.subscription_id, s.callback_url, d.status,
+       d.ordering_key, d.attempts, d.last_status_code, d.last_error, d.next_attempt_at, d.leased_until,
+       e.enqueued_at, d.created_at, d.updated_at, d.finished_at
+  FROM {schema}.deliveries d
+  JOIN {schema}.events e ON e.position = d.event_position AND e.enqueued_at = d.event_enqueued_at
+  JOIN {schema}.subscriptions s ON s.id = d.subscription_id
+ WHERE d.id = %(id)s;
+
+-- name: delivery_attempts
+-- Its attempts, oldest first, with the first `excerpt` characters of each answer.
+SELECT id, attempted_at, duration_ms, status_code, error, left(response_body, %(excerpt)s) AS response_excerpt,
+       octet_length(response_body) AS response_bytes
+  FROM {schema}.delivery_attempts
+ WHERE delivery_id = %(id)s
+ ORDER BY attempted_at, id;
+
+-- name: events_by_id
+-- `outbox events show ID [--source S]`: events with this CloudEvents id (events_event_id_idx), newest first.
+SELECT position, enqueued_at, routed_at, event
+  FROM {schema}.events
+ WHERE event ->> 'id' = %(event_id)s
+   AND (%(source)s::text IS NULL OR event ->> 'source' = %(source)s::text)
+ ORDER BY enqueued_at DESC, position DESC
+ LIMIT %(limit)s;
+
+-- name: events_by_subject
+-- The console's event search by subject (events_subject_idx), newest first.
+SELECT position, enqueued_at, routed_at, event
+  FROM {schema}.events
+ WHERE event ->> 'subject' = %(subject)s
+ ORDER BY enqueued_at DESC, position DESC
+ LIMIT %(limit)s;
+
+-- name: event_deliveries
+-- Where one event went: its deliveries, by (position, enqueued_at) so each leaf is reached by its own
+-- index (the live leaf's unique key, the final leaves' BRIN on event_enqueued_at).
+SELECT d.event_position, d.event_enqueued_at, d.id, d.subscription_id, s.callback_url, d.status, d.attempts,
+       d.last_status_code, d.last_error, d.next_attempt_at, d.created_at, d.finished_at
+  FROM {schema}.deliveries d
+  JOIN {schema}.subscriptions s ON s.id = d.subscription_id
+ WHERE d.event_position = ANY (%(positions)s::int8[]) AND d.event_enqueued_at = ANY (%(enqueued)s::timestamptz[])
+ ORDER BY d.id;

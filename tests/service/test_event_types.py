@@ -35,7 +35,9 @@ def _names(response: Any, status: int = 400) -> set[str]:
 
 def _stored(service: LiveService) -> list[tuple[Any, ...]]:
     with psycopg.connect(service.database_url) as conn:
-        return conn.execute("SELECT slug, type, name, is_enabled FROM outbox.event_types ORDER BY slug").fetchall()
+        return conn.execute(
+            "SELECT slug, type, name, is_enabled FROM outbox.event_types WHERE NOT operational ORDER BY slug"
+        ).fetchall()
 
 
 def test_an_admin_registers_reads_changes_and_removes_an_entry(service: LiveService) -> None:
@@ -45,16 +47,18 @@ def test_an_admin_registers_reads_changes_and_removes_an_entry(service: LiveServ
 
     created = admin.post(PATH, json=_entry())
     assert created.status_code == 201, created.text
-    assert created.json() == {**_entry(), "url": url}
+    assert created.json() == {**_entry(), "url": url, "operational": False}
     assert created.headers["location"] == url
     assert _stored(service) == [("zaak-gekoppeld", ZAAK, "Zaak gekoppeld", True)]
 
-    assert reader.get(f"{PATH}/zaak-gekoppeld").json() == {**_entry(), "url": url}
-    assert reader.get(PATH).json() == [{**_entry(), "url": url}]
+    assert reader.get(f"{PATH}/zaak-gekoppeld").json() == {**_entry(), "url": url, "operational": False}
+    assert [e for e in reader.get(PATH).json() if not e["operational"]] == [
+        {**_entry(), "url": url, "operational": False}
+    ]
 
     patched = admin.patch(f"{PATH}/zaak-gekoppeld", json={"isEnabled": False, "description": None})
     assert patched.status_code == 200, patched.text
-    assert patched.json() == {**_entry(isEnabled=False, description=None), "url": url}
+    assert patched.json() == {**_entry(isEnabled=False, description=None), "url": url, "operational": False}
 
     replaced = admin.put(f"{PATH}/zaak-gekoppeld", json=_entry(slug="gekoppeld", schema=None, source=None))
     assert replaced.status_code == 200, replaced.text
@@ -75,7 +79,7 @@ def test_the_list_filters_by_type_and_by_enabled(service: LiveService) -> None:
     def slugs(**params: str) -> list[str]:
         response = admin.get(PATH, params=params)
         assert response.status_code == 200, response.text
-        return [entry["slug"] for entry in response.json()]
+        return [entry["slug"] for entry in response.json() if not entry["operational"]]
 
     assert slugs() == ["ontkoppeld", "zaak-gekoppeld"]
     assert slugs(type=ZAAK) == ["zaak-gekoppeld"]
@@ -147,7 +151,29 @@ def test_a_taken_slug_or_type_is_a_conflict_naming_it(service: LiveService) -> N
     assert _names(admin.post(PATH, json=_entry(slug="third")), 409) == {"type"}
     assert _names(admin.put(f"{PATH}/other", json=_entry(slug="other")), 409) == {"type"}
     assert _names(admin.patch(f"{PATH}/other", json={"slug": "zaak-gekoppeld"}), 409) == {"slug"}
-    assert [entry["slug"] for entry in admin.get(PATH).json()] == ["other", "zaak-gekoppeld"]
+    assert [entry["slug"] for entry in admin.get(PATH).json() if not entry["operational"]] == [
+        "other",
+        "zaak-gekoppeld",
+    ]
+
+
+def test_the_built_in_operational_types_may_only_be_enabled_or_disabled(service: LiveService) -> None:
+    admin = service.add_client("beheer", ADMIN)
+    built_in = f"{PATH}/outbox.delivery-failed"
+    shown = admin.get(built_in).json()
+    assert (shown["type"], shown["operational"], shown["isEnabled"]) == (
+        "nl.overheid.outbox.delivery-failed",
+        True,
+        True,
+    )
+    assert shown["schema"]["required"][:2] == ["deliveryId", "subscriptionId"]
+    disabled = admin.patch(built_in, json={"isEnabled": False})
+    assert disabled.status_code == 200, disabled.text
+    assert disabled.json()["isEnabled"] is False
+    for refused in (admin.patch(built_in, json={"name": "Iets anders"}), admin.delete(built_in)):
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["invalidParams"][0]["code"] == "built-in"
+    assert admin.get(built_in).json() == {**shown, "isEnabled": False}
 
 
 def test_reading_needs_a_notificaties_scope_and_changing_needs_beheer(service: LiveService) -> None:

@@ -7,7 +7,6 @@ import contextlib
 import gc
 import json
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from outbox._operations import retry_failed
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name, migrations
 from worker.cli import status as status_report
 from worker.cli.clients import clients
+from worker.cli.deliveries import deliveries, events, filter_options, parse_filter
 from worker.cli.event_types import event_types
 from worker.cli.operators import operators
 from worker.cli.subscriptions import secret_box, secrets, subscriptions
@@ -32,6 +32,7 @@ from worker.runtime import logs
 from worker.runtime.database import DEFAULT_DATA_DIR, database_url
 from worker.service.settings import ServeSettings
 from worker.store import catalogue as catalogue_store
+from worker.store import deliveries as deliveries_store
 from worker.store import subscriptions as subscription_store
 from worker.store.secret_box import KEY_VARIABLE, SecretKeyError
 
@@ -161,6 +162,8 @@ cli.add_command(secrets)
 cli.add_command(event_types)
 cli.add_command(clients)
 cli.add_command(operators)
+cli.add_command(deliveries)
+cli.add_command(events)
 
 
 # -- operations ---------------------------------------------------------------------
@@ -177,23 +180,32 @@ def status_command(obj: Context, as_json: bool) -> None:
 
 
 @cli.command("retry")
-@click.option("--subscription", "subscription_id", metavar="ID", help="Only this subscription's deliveries.")
-@click.option("--all-failed", is_flag=True, help="Every failed delivery (of --subscription, if given).")
+@click.option("--all-failed", is_flag=True, help="Every failed delivery (that the filters match, if given).")
 @click.option("--delivery", "delivery_id", type=int, metavar="ID", help="Only this delivery.")
+@filter_options(with_state=False)  # a retry takes failed deliveries only
+@click.option("--dry-run", is_flag=True, help="Only say how many would go back.")
 @click.pass_obj
-def retry_command(obj: Context, subscription_id: str | None, all_failed: bool, delivery_id: int | None) -> None:
-    """Put failed deliveries back to pending, with a fresh set of attempts."""
-    if all_failed == (delivery_id is not None):
-        raise click.UsageError("say which: --all-failed or --delivery ID")
-    if subscription_id:
-        try:
-            uuid.UUID(subscription_id)
-        except ValueError:
-            raise click.BadParameter(
-                f"{subscription_id!r} is not a subscription id", param_hint="--subscription"
-            ) from None
+def retry_command(obj: Context, /, all_failed: bool, delivery_id: int | None, dry_run: bool, **flags: Any) -> None:
+    """Put failed deliveries back to pending, with a fresh set of attempts; says how many."""
+    where = parse_filter(flags, states=("failed",))
+    narrowed = not where.with_states().is_empty()
+    if all_failed and delivery_id is not None:
+        raise click.UsageError("say which: --all-failed or --delivery ID, not both")
+    if not (all_failed or narrowed or delivery_id is not None):
+        raise click.UsageError(
+            "say which: --all-failed or --delivery ID, or narrow with --subscription, --type, --subject, "
+            "--event-id, --source, --since or --until"
+        )
     with obj.connect() as conn:
-        count = retry_failed(conn, obj.schema, subscription_id=subscription_id, delivery_id=delivery_id)
+        if dry_run:
+            if delivery_id is not None:
+                found = deliveries_store.get_delivery(conn, obj.schema, delivery_id)
+                count = int(found is not None and found.status == "failed")
+            else:
+                count = deliveries_store.count_deliveries(conn, obj.schema, where)
+            click.echo(f"{count} failed deliver{'y' if count == 1 else 'ies'} would go back to pending")
+            return
+        count = retry_failed(conn, obj.schema, delivery_id=delivery_id, where=where)
     click.echo(f"{count} failed deliver{'y' if count == 1 else 'ies'} back to pending")
 
 

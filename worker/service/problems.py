@@ -77,6 +77,9 @@ PAGES: dict[str, Page] = {
                      "resource has, an event `id` already taken in from the same `source` with other "
                      "content, or a change someone else made meanwhile. `invalidParams` names the field. "
                      "Nothing was stored."),
+    "built-in": Page(409, "Conflict.", "The event type is one of the outbox's built-in operational types "
+                     "(nl.overheid.outbox.…): only its isEnabled may change, and it cannot be removed. Nothing "
+                     "was stored."),
     "too_large": Page(413, "Request entity too large.", "The request body, an event or a batch is over its "
                       "size limit (the detail names it). Nothing was stored."),
     "unsupported_media_type": Page(415, "Unsupported media type.", "The Content-Type is not one this "
