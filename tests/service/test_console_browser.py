@@ -99,6 +99,10 @@ def test_every_console_page_meets_wcag_21_aa_and_is_kept_as_a_screenshot(console
     axe = Axe()
     base = console["base"]
     found: dict[str, list[Any]] = {}
+    # What the browser reports: a script or style the CSP blocked, a resource that failed to load.
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{base}/console/sign-in")
     found["sign-in"] = _violations(axe, page)
     page.screenshot(path=str(ARTIFACTS / "sign-in.png"), full_page=True)
@@ -107,6 +111,10 @@ def test_every_console_page_meets_wcag_21_aa_and_is_kept_as_a_screenshot(console
         page.goto(base + path)
         found[name] = _violations(axe, page)
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.goto(f"{base}/console/")
+    assert page.evaluate("typeof htmx") == "object"  # the vendored script runs under the CSP
+    # The 404 page's own answer is the one error a browser logs ("Failed to load resource: … 404").
+    assert [e for e in errors if "404" not in e] == []
     # The check itself can fail: a page with an unlabelled field and an image without text is caught.
     page.set_content('<html lang="en"><title>t</title><main><input type="text"><img src="x.png"></main></html>')
     assert {"label", "image-alt"} <= {v[0] for v in _violations(axe, page)}
