@@ -14,11 +14,18 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.service.console import catalogue, overview, signin, subscriptions
+from worker.service.console import catalogue, deliveries, events, overview, signin, subscriptions
 from worker.service.console.pages import PREFIX, ConsoleError, SignInNeeded, render
 from worker.service.console.security import ConsoleHeaders, current_session
 
-ROUTERS = (signin.router, overview.router, subscriptions.router, catalogue.router)
+ROUTERS = (
+    signin.router,
+    overview.router,
+    subscriptions.router,
+    deliveries.router,
+    events.router,
+    catalogue.router,
+)
 
 
 def install(app: FastAPI) -> None:
