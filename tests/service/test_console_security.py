@@ -519,3 +519,13 @@ def test_the_console_works_without_javascript(accounts: None, subscription: str,
     assert "The subscription is active again" in resumed.text
     out = client.submit(resumed, "Sign out")
     assert out.response.url.path == "/console/sign-in" and "You are signed out" in out.text
+
+
+def test_the_catalogue_marks_the_operational_types(accounts: None, browsers: Any) -> None:
+    vera = signed_in(browsers, VIEWER)
+    listing = vera.get("/console/event-types")
+    assert listing.status == 200
+    rows_of = {line.split(" ", 1)[0]: line for line in listing.text.split("nl.overheid.")[1:]}
+    assert "operational (built in)" in rows_of["outbox.delivery-failed"]
+    one = vera.get(listing.links["nl.overheid.outbox.subscription-paused"])
+    assert "operational: written by the outbox about itself" in one.text
