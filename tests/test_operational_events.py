@@ -303,3 +303,34 @@ def test_a_disabled_catalogue_entry_is_not_written(
         assert run_cli("subscriptions", "pause", bad_id).returncode == 0
         wait_until(lambda: ops.events(), message="subscription-paused arrives")
         assert [e["type"] for e in _operational(database_url)] == [PAUSED]
+
+
+def test_the_configured_source_is_used(database_url: str, start_worker: WorkerFactory) -> None:
+    with Receiver(answer=lambda n, r: (415, {}, 0.0)).running() as bad, Receiver().running() as ops:
+        subscribe(database_url, bad.url, types=["nl.overheid.zaken.*"])
+        subscribe(database_url, ops.url, types=["nl.overheid.outbox.*"])
+        enqueue(database_url, [zaak_event(str(uuid.uuid4()))])
+        start_worker({"OUTBOX_OPERATIONAL_SOURCE": "urn:nld:oin:00000001823288444000:systeem:outbox"})
+        wait_until(lambda: ops.events(), message="delivery-failed arrives")
+        assert ops.events()[0]["source"] == "urn:nld:oin:00000001823288444000:systeem:outbox"
+
+
+def test_a_bad_operational_source_stops_the_worker_at_start(run_cli: Any) -> None:
+    result = run_cli("run", env={"OUTBOX_OPERATIONAL_SOURCE": "my outbox"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: OUTBOX_OPERATIONAL_SOURCE: must be a URI-reference without spaces or control characters, "
+        "e.g. urn:nld:oin:… (got 'my outbox')"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:pw@hooks.example/x?token=s3cret#frag", "https://hooks.example/x"),
+        ("https://hooks.example/a/b", "https://hooks.example/a/b"),
+        ("http://tok@127.0.0.1:8080/hook#x", "http://127.0.0.1:8080/hook"),
+    ],
+)
+def test_callbacks_are_shown_without_credentials(database_url: str, url: str, shown: str) -> None:
+    assert _select(database_url, "SELECT outbox.public_callback(%s)", (url,)) == [(shown,)]
