@@ -72,20 +72,22 @@ async def _listing(request: Request, session: Session, template: str, failed_onl
     params = request.query_params
     values = _values(params)
     service = service_of(request)
+    shown: dict[str, Any] = {
+        "values": values,
+        "notice": params.get("notice", ""),
+        "moved": params.get("moved", ""),
+        **context,
+    }
     try:
         where = _parse(values, failed_only)
         limit = _limit(params.get("limit"))
         after = parse_cursor(params["after"]) if params.get("after") else None
     except FilterError as exc:
         field = ERROR_FIELD.get(exc.field, exc.field)
-        return render(
-            request, template, session, status_code=400, values=values, error=exc, error_field=field, **context
-        )
+        return render(request, template, session, status_code=400, error=exc, error_field=field, **shown)
     async with service.pool.connection() as conn:
         page = await store.list_deliveries_async(conn, service.schema, where, limit=limit, after=after)
-        extra: dict[str, Any] = {}
-        if failed_only:
-            extra["entries"] = await audit.entries(conn, service.schema, *ALL_FAILED, limit=10)
+        entries = await audit.entries(conn, service.schema, *ALL_FAILED, limit=10) if failed_only else []
     args = _filter_args(where, failed_only)
     if params.get("limit"):
         args["limit"] = str(limit)
@@ -93,16 +95,13 @@ async def _listing(request: Request, session: Session, template: str, failed_onl
         request,
         template,
         session,
-        values=values,
         error=None,
         error_field="",
         page=page,
         args=args,
         first=after is None,
-        notice=params.get("notice", ""),
-        moved=params.get("moved", ""),
-        **extra,
-        **context,
+        entries=entries,
+        **shown,
     )
 
 
