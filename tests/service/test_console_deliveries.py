@@ -154,6 +154,11 @@ def test_retry_of_one_is_delivered_to_the_recovered_receiver(clients: dict[str, 
     after = operator.get(answer.headers["location"])
     assert "Retried: the delivery is back in the queue" in after.text
     assert "<td>olga</td><td>retry</td>" in after.text
+    wait_until(lambda: status_of(made.database_url, row["id"]) == "delivered", message="delivered")
+    again = operator.post(f"/console/deliveries/{row['id']}/retry", data={"csrf": csrf_of(after.text)})
+    assert again.headers["location"].endswith("?notice=not-failed")
+    assert "Nothing was retried" in operator.get(again.headers["location"]).text
+    assert operator.get(again.headers["location"]).text.count("<td>retry</td>") == 1  # no entry for nothing
     assert sorted(made.failed_ids()) == sorted(r["id"] for r in made.rows(status="failed"))
     assert len(made.failed_ids()) == 4  # only that one moved
 
@@ -172,10 +177,12 @@ def test_retry_of_the_selected(clients: dict[str, httpx.Client], made: History) 
     )
     assert answer.status_code == 303
     assert "Retried: 2 deliveries moved" in operator.get(answer.headers["location"]).text
+    assert "subject=" not in answer.headers["location"]  # no filter was set, none is made up
     wait_until(lambda: delivered_to_bad(made, {r["event_id"] for r in chosen}), message="both delivered")
     assert len(made.failed_ids()) == 3
     for row in chosen:
-        assert "<td>olga</td><td>retry</td>" in operator.get(f"/console/deliveries/{row['id']}").text
+        entry = "<td>olga</td><td>retry</td><td>retry of 2 selected: 2 moved"
+        assert entry in operator.get(f"/console/deliveries/{row['id']}").text
 
 
 def test_retry_of_all_matching_after_the_confirmation(clients: dict[str, httpx.Client], made: History) -> None:
@@ -183,6 +190,8 @@ def test_retry_of_all_matching_after_the_confirmation(clients: dict[str, httpx.C
     # The confirmation counts what the filter matches and carries the filter.
     narrow = operator.get("/console/failed/confirm", params={"subject": made.subjects[3]})
     assert "<strong>1</strong> failed delivery matches" in narrow.text
+    listing = operator.get("/console/failed", params={"subscription": made.bad, "limit": "2"})
+    assert f'/console/failed/confirm?subscription={made.bad}">Retry all 5 matching…</a>' in listing.text
     confirm = operator.get("/console/failed/confirm", params={"subscription": made.bad})
     assert confirm.status_code == 200
     assert "<strong>5</strong> failed deliveries match" in confirm.text
@@ -205,7 +214,7 @@ def test_a_viewer_sees_no_retry_and_a_forged_post_moves_nothing(
     viewer = clients["viewer"]
     failed = viewer.get("/console/failed")
     assert "Retry selected" not in failed.text and 'type="checkbox"' not in failed.text
-    assert "Retry all matching" not in failed.text
+    assert "Retry all" not in failed.text
     row = bad_row(made, made.subjects[0])
     page = viewer.get(f"/console/deliveries/{row['id']}")
     assert ">Retry</button>" not in page.text

@@ -88,6 +88,8 @@ async def _listing(request: Request, session: Session, template: str, failed_onl
     async with service.pool.connection() as conn:
         page = await store.list_deliveries_async(conn, service.schema, where, limit=limit, after=after)
         entries = await audit.entries(conn, service.schema, *ALL_FAILED, limit=10) if failed_only else []
+        # The failed page says how many "Retry all matching" would take (the failed leaves only: small).
+        matching = await store.count_deliveries_async(conn, service.schema, where) if failed_only else 0
     args = _filter_args(where, failed_only)
     if params.get("limit"):
         args["limit"] = str(limit)
@@ -101,6 +103,7 @@ async def _listing(request: Request, session: Session, template: str, failed_onl
         args=args,
         first=after is None,
         entries=entries,
+        matching=matching,
         **shown,
     )
 
@@ -177,8 +180,8 @@ async def retry_selected(request: Request, form: Acting) -> Response:
     service = service_of(request)
     async with service.pool.connection() as conn, conn.transaction():
         moved = await retry_failed_async(conn, service.schema, delivery_ids=ids)
-        detail = f"retried with {len(ids) - 1} others selected" if len(ids) > 1 else "retried"
-        for number in ids:  # an entry on each delivery's page (one that was no longer failed did not move)
+        detail = f"retry of {len(ids)} selected: {moved} moved (those no longer failed stay as they are)"
+        for number in ids:  # an entry on each delivery's page
             await audit.record(conn, service.schema, session.name, "retry", "delivery", str(number), detail)
     return redirect(f"{PREFIX}/failed", **_back(fields, notice="retried", moved=moved))
 
