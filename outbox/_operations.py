@@ -96,6 +96,18 @@ async def retry_failed_async(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _status_params(
+    schema: str, subscription_id: str | uuid.UUID, status: str, reason: str | None, by: str | None, source: str | None
+) -> dict[str, Any]:
+    return {
+        "id": uuid.UUID(str(subscription_id)),
+        "status": status,
+        "reason": reason,
+        "by": by,
+        "source": operational_source(schema, source),
+    }
+
+
 def set_subscription_status(
     conn: psycopg.Connection[Any],
     schema: str,
@@ -110,25 +122,25 @@ def set_subscription_status(
     Pausing an active one writes a subscription-paused event in the same transaction (`by`: the
     operator's name where known; `source`: default `operational_source`); resuming ends its failure
     streak, so the auto-disable counts afresh."""
-    params = {
-        "id": uuid.UUID(str(subscription_id)),
-        "status": status,
-        "reason": reason,
-        "by": by,
-        "source": operational_source(schema, source),
-    }
+    params = _status_params(schema, subscription_id, status, reason, by, source)
     with conn.transaction():
         row = conn.execute(query("set_subscription_status", schema), params).fetchone()
     return row is not None
 
 
 async def set_subscription_status_async(
-    conn: psycopg.AsyncConnection[Any], schema: str, subscription_id: str | uuid.UUID, status: str, reason: str | None
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    subscription_id: str | uuid.UUID,
+    status: str,
+    reason: str | None,
+    *,
+    by: str | None = None,
+    source: str | None = None,
 ) -> bool:
     """`set_subscription_status` for `outbox serve`'s console (the same SQL, an async connection)."""
+    params = _status_params(schema, subscription_id, status, reason, by, source)
     async with conn.transaction():
-        cursor = await conn.execute(
-            query("set_subscription_status", schema), (status, reason, uuid.UUID(str(subscription_id)))
-        )
+        cursor = await conn.execute(query("set_subscription_status", schema), params)
         row = await cursor.fetchone()
     return row is not None

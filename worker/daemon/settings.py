@@ -15,6 +15,9 @@ from worker.daemon.maintenance import parse_duration
 from worker.delivery.safety import IPNetwork, parse_networks
 from worker.store.secret_box import SecretBox
 
+MAX_DISABLE_AFTER = timedelta(days=3650)
+DISABLE_AFTER_RULE = "must be seconds or a duration such as 5d, 12h or 30s, at most 3650d (0: never)"
+
 
 class SettingsError(ValueError):
     """The configuration is invalid; `lines` holds one readable line per fault."""
@@ -96,15 +99,19 @@ class WorkerSettings(BaseSettings):
             return value
         text = value.strip()
         try:
-            seconds = float(text)
+            after = timedelta(seconds=float(text))
         except ValueError:
             try:
-                return parse_duration(text)
-            except ValueError:
-                raise ValueError("must be seconds or a duration such as 5d, 12h or 30s (0: never)") from None
-        if not seconds >= 0 or seconds == float("inf"):
-            raise ValueError("must be seconds or a duration such as 5d, 12h or 30s (0: never)")
-        return timedelta(seconds=seconds)
+                after = parse_duration(text)
+            except (ValueError, OverflowError):
+                raise ValueError(DISABLE_AFTER_RULE) from None
+        except OverflowError:
+            raise ValueError(DISABLE_AFTER_RULE) from None
+        # At most 10 years: the round computes now() - the limit, which a limit of millennia takes out of
+        # PostgreSQL's timestamp range (every round would then fail); 0 is the way to say never.
+        if not timedelta(0) <= after <= MAX_DISABLE_AFTER:
+            raise ValueError(DISABLE_AFTER_RULE)
+        return after
 
     @field_validator("operational_source")
     @classmethod

@@ -74,7 +74,9 @@ async def _set_status(
     service = service_of(request)
     async with service.pool.connection() as conn, conn.transaction():
         try:
-            changed = await set_subscription_status_async(conn, service.schema, subscription_id, status, reason)
+            changed = await set_subscription_status_async(
+                conn, service.schema, subscription_id, status, reason, by=session.name
+            )
         except ValueError:  # not a UUID
             changed = False
         if changed:
