@@ -72,20 +72,24 @@ async def _listing(request: Request, session: Session, template: str, failed_onl
     params = request.query_params
     values = _values(params)
     service = service_of(request)
+    shown: dict[str, Any] = {
+        "values": values,
+        "notice": params.get("notice", ""),
+        "moved": params.get("moved", ""),
+        **context,
+    }
     try:
         where = _parse(values, failed_only)
         limit = _limit(params.get("limit"))
         after = parse_cursor(params["after"]) if params.get("after") else None
     except FilterError as exc:
         field = ERROR_FIELD.get(exc.field, exc.field)
-        return render(
-            request, template, session, status_code=400, values=values, error=exc, error_field=field, **context
-        )
+        return render(request, template, session, status_code=400, error=exc, error_field=field, **shown)
     async with service.pool.connection() as conn:
         page = await store.list_deliveries_async(conn, service.schema, where, limit=limit, after=after)
-        extra: dict[str, Any] = {}
-        if failed_only:
-            extra["entries"] = await audit.entries(conn, service.schema, *ALL_FAILED, limit=10)
+        entries = await audit.entries(conn, service.schema, *ALL_FAILED, limit=10) if failed_only else []
+        # The failed page says how many "Retry all matching" would take (the failed leaves only: small).
+        matching = await store.count_deliveries_async(conn, service.schema, where) if failed_only else 0
     args = _filter_args(where, failed_only)
     if params.get("limit"):
         args["limit"] = str(limit)
@@ -93,16 +97,14 @@ async def _listing(request: Request, session: Session, template: str, failed_onl
         request,
         template,
         session,
-        values=values,
         error=None,
         error_field="",
         page=page,
         args=args,
         first=after is None,
-        notice=params.get("notice", ""),
-        moved=params.get("moved", ""),
-        **extra,
-        **context,
+        entries=entries,
+        matching=matching,
+        **shown,
     )
 
 
@@ -178,8 +180,8 @@ async def retry_selected(request: Request, form: Acting) -> Response:
     service = service_of(request)
     async with service.pool.connection() as conn, conn.transaction():
         moved = await retry_failed_async(conn, service.schema, delivery_ids=ids)
-        detail = f"retried with {len(ids) - 1} others selected" if len(ids) > 1 else "retried"
-        for number in ids:  # an entry on each delivery's page (one that was no longer failed did not move)
+        detail = f"retry of {len(ids)} selected: {moved} moved (those no longer failed stay as they are)"
+        for number in ids:  # an entry on each delivery's page
             await audit.record(conn, service.schema, session.name, "retry", "delivery", str(number), detail)
     return redirect(f"{PREFIX}/failed", **_back(fields, notice="retried", moved=moved))
 
