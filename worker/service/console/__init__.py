@@ -1,7 +1,7 @@
 """`/console/`: the operators' pages in `outbox serve` (same process and database pool as the API).
 
 Server-rendered (Jinja2, `templates/`), every page usable without JavaScript; the vendored htmx
-(`static/htmx.min.js`) only swaps tables and refreshes the overview. `install` adds it to the app.
+(`static/htmx.min.js`) only refreshes the overview. `install` adds it to the app.
 """
 
 from __future__ import annotations
