@@ -1301,30 +1301,47 @@ SELECT l.id, l.last_success,
 
 -- name: deliveries_page
 -- One page of deliveries, newest first, after the cursor (the id of the previous page's last row).
--- Each asked state is read on its own (its leaves; with a subscription through
--- deliveries_subscription_status_idx (subscription_id, status, id), else the leaves' primary keys)
--- and the pages are merged: every branch stops after `limit` rows, however deep the cursor. Run
--- unprepared (custom plans): the "IS NULL OR" of a filter not given folds away.
-SELECT x.*
-  FROM unnest(%(states)s::text[]) AS s(state)
- CROSS JOIN LATERAL (
-       SELECT d.id, e.event ->> 'id' AS event_id, e.event ->> 'source' AS source, e.event ->> 'type' AS type,
-              e.event ->> 'subject' AS subject, d.subscription_id, d.status, d.attempts, d.last_status_code,
-              d.last_error, d.next_attempt_at, e.enqueued_at, d.created_at, d.updated_at, d.finished_at
-         FROM {schema}.deliveries d
-         JOIN {schema}.events e ON e.position = d.event_position AND e.enqueued_at = d.event_enqueued_at
-        WHERE d.status = s.state
-          AND (%(subscription)s::uuid IS NULL OR d.subscription_id = %(subscription)s::uuid)
-          AND (%(after)s::bigint IS NULL OR d.id < %(after)s::bigint)
-          AND (%(since)s::timestamptz IS NULL OR d.event_enqueued_at >= %(since)s::timestamptz)
-          AND (%(until)s::timestamptz IS NULL OR d.event_enqueued_at < %(until)s::timestamptz)
-          AND (%(type)s::text IS NULL OR e.event ->> 'type' = %(type)s::text)
-          AND (%(subject)s::text IS NULL OR e.event ->> 'subject' = %(subject)s::text)
-          AND (%(event_id)s::text IS NULL OR e.event ->> 'id' = %(event_id)s::text)
-          AND (%(source)s::text IS NULL OR e.event ->> 'source' = %(source)s::text)
-        ORDER BY d.id DESC
-        LIMIT %(limit)s) AS x
- ORDER BY x.id DESC
+-- Each state is a branch of its own with its state written out, so the planner prunes it to that
+-- state's leaves and walks them backwards by id (with a subscription: deliveries_subscription_status_idx
+-- (subscription_id, status, id); else the leaves' primary keys); every branch stops after `limit` rows
+-- however deep the cursor, and the branches are merged. Each row's event is read by its key in a
+-- LATERAL subquery (OFFSET 0 keeps it one: else the planner, pricing a probe of every events leaf, hashes
+-- the whole events table). A subject or event id is looked up first (events_subject_idx,
+-- events_event_id_idx). Run unprepared (custom plans): a filter not given ("IS NULL OR"), and a state not
+-- asked for, fold away.
+WITH matching AS NOT MATERIALIZED (
+    SELECT d.id, e.event ->> 'id' AS event_id, e.event ->> 'source' AS source, e.event ->> 'type' AS type,
+           e.event ->> 'subject' AS subject, d.subscription_id, d.status, d.attempts, d.last_status_code,
+           d.last_error, d.next_attempt_at, e.enqueued_at, d.created_at, d.updated_at, d.finished_at
+      FROM {schema}.deliveries d
+     CROSS JOIN LATERAL (SELECT x.event, x.enqueued_at FROM {schema}.events x
+                          WHERE x.position = d.event_position AND x.enqueued_at = d.event_enqueued_at
+                         OFFSET 0) AS e
+     WHERE (%(subscription)s::uuid IS NULL OR d.subscription_id = %(subscription)s::uuid)
+       AND (%(after)s::bigint IS NULL OR d.id < %(after)s::bigint)
+       AND (%(since)s::timestamptz IS NULL OR d.event_enqueued_at >= %(since)s::timestamptz)
+       AND (%(until)s::timestamptz IS NULL OR d.event_enqueued_at < %(until)s::timestamptz)
+       AND (%(subject)s::text IS NULL OR d.event_enqueued_at = ANY (
+               ARRAY(SELECT s.enqueued_at FROM {schema}.events s WHERE s.event ->> 'subject' = %(subject)s::text)))
+       AND (%(event_id)s::text IS NULL OR d.event_enqueued_at = ANY (
+               ARRAY(SELECT s.enqueued_at FROM {schema}.events s WHERE s.event ->> 'id' = %(event_id)s::text)))
+       AND (%(type)s::text IS NULL OR e.event ->> 'type' = %(type)s::text)
+       AND (%(subject)s::text IS NULL OR e.event ->> 'subject' = %(subject)s::text)
+       AND (%(event_id)s::text IS NULL OR e.event ->> 'id' = %(event_id)s::text)
+       AND (%(source)s::text IS NULL OR e.event ->> 'source' = %(source)s::text)
+)
+SELECT * FROM (
+       (SELECT * FROM matching WHERE status = 'blocked' AND 'blocked' = ANY (%(states)s::text[]) ORDER BY id DESC LIMIT %(limit)s)
+       UNION ALL
+       (SELECT * FROM matching WHERE status = 'pending' AND 'pending' = ANY (%(states)s::text[]) ORDER BY id DESC LIMIT %(limit)s)
+       UNION ALL
+       (SELECT * FROM matching WHERE status = 'delivering' AND 'delivering' = ANY (%(states)s::text[]) ORDER BY id DESC LIMIT %(limit)s)
+       UNION ALL
+       (SELECT * FROM matching WHERE status = 'delivered' AND 'delivered' = ANY (%(states)s::text[]) ORDER BY id DESC LIMIT %(limit)s)
+       UNION ALL
+       (SELECT * FROM matching WHERE status = 'failed' AND 'failed' = ANY (%(states)s::text[]) ORDER BY id DESC LIMIT %(limit)s)
+) AS page
+ ORDER BY id DESC
  LIMIT %(limit)s;
 
 -- name: deliveries_count
