@@ -4,7 +4,6 @@ each page in test-artifacts/console/. Chromium comes from the system (Debian's);
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,26 +11,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, NAVIGATION_MS, WCAG_21_AA, needs_chromium
 from tests.service.console_client import OPERATOR, PASSWORDS, add_operator
 from tests.service.live import LiveService
 from tests.support import Receiver, subscribe
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = needs_chromium
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/run installs Debian's chromium)")
-
-# Headless, and quiet on a closed network (no background connections that would be refused).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-NAVIGATION_MS = 30_000  # a loaded 2-CPU machine can outlast Playwright's 5 s default for `expect`
-WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 
 

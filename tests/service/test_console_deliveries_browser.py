@@ -5,7 +5,6 @@ each under test-artifacts/console/. Chromium comes from the system (Debian's), P
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,26 +12,13 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, NAVIGATION_MS, WCAG_21_AA, needs_chromium
 from tests.service.conftest import StartService
 from tests.service.console_history import EXCERPT, PASSWORD, History, add_operator, delivered_to_bad, history
 from tests.support import wait_until
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = needs_chromium
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/run installs Debian's chromium)")
-
-# Headless, and quiet on a closed network (no background connections that would be refused).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-NAVIGATION_MS = 30_000  # Playwright's default for navigations
-WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 
 

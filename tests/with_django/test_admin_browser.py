@@ -4,7 +4,6 @@ against WCAG 2.1 A and AA. Chromium comes from the system (.ci/run installs Debi
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -12,24 +11,12 @@ from urllib.parse import quote
 import pytest
 from django.contrib.auth.models import User
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, NAVIGATION_MS, WCAG_21_AA, needs_chromium
 from tests.with_django.conftest import QUERY_TOKEN, rows
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/run installs Debian's chromium)"),
-]
-
-# Headless, and quiet on a closed network (no background connections that would be refused).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    needs_chromium,
 ]
 
 
@@ -67,9 +54,6 @@ def live_url(django_db_url: str) -> Iterator[str]:
         yield f"http://127.0.0.1:{thread.port}"
     finally:
         thread.terminate()
-
-
-NAVIGATION_MS = 30_000  # Playwright's default for navigations
 
 
 def tab_to(page: Any, selector: str, limit: int = 60) -> None:
@@ -155,9 +139,6 @@ def test_an_operator_retries_a_failed_delivery_and_pauses_its_subscription_by_ke
         django_db_url, "SELECT status FROM outbox.subscriptions WHERE id = %s", failed["subscription"]
     )
     assert subscription["status"] == "paused"
-
-
-WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
 def test_every_outbox_admin_page_meets_wcag_21_aa(
