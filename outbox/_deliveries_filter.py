@@ -4,6 +4,7 @@ error that names the option and the rule; the queries in sql/queries.sql take `p
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from dataclasses import dataclass
@@ -111,16 +112,7 @@ class DeliveryFilter:
         }
 
     def with_states(self, *states: str) -> DeliveryFilter:
-        return DeliveryFilter(
-            states=states,
-            subscription=self.subscription,
-            type=self.type,
-            subject=self.subject,
-            event_id=self.event_id,
-            source=self.source,
-            since=self.since,
-            until=self.until,
-        )
+        return dataclasses.replace(self, states=states)
 
     def is_empty(self) -> bool:
         return self == DeliveryFilter()
