@@ -326,10 +326,11 @@ def admit(conn: psycopg.Connection[Any], schema: str, events: list[CloudEvent]) 
     key = _key(conn, schema)
     catalogue = _fresh(key, ttl, now)
     if catalogue is None:
-        row = conn.execute(query("catalogue_version", schema)).fetchone()
+        # prepare=False: the host's connection may go through PgBouncer (see enqueue).
+        row = conn.execute(query("catalogue_version", schema), prepare=False).fetchone()
         catalogue = _same_version(key, int(row[0]) if row else 0, now)
         if catalogue is None:
-            catalogue = _store(key, conn.execute(query("catalogue", schema)).fetchall(), now)
+            catalogue = _store(key, conn.execute(query("catalogue", schema), prepare=False).fetchall(), now)
     return [catalogue.admit(event, strict) for event in events]
 
 
@@ -340,10 +341,12 @@ async def admit_async(conn: psycopg.AsyncConnection[Any], schema: str, events: l
     key = _key(conn, schema)
     catalogue = _fresh(key, ttl, now)
     if catalogue is None:
-        row = await (await conn.execute(query("catalogue_version", schema))).fetchone()
+        row = await (await conn.execute(query("catalogue_version", schema), prepare=False)).fetchone()
         catalogue = _same_version(key, int(row[0]) if row else 0, now)
         if catalogue is None:
-            catalogue = _store(key, await (await conn.execute(query("catalogue", schema))).fetchall(), now)
+            catalogue = _store(
+                key, await (await conn.execute(query("catalogue", schema), prepare=False)).fetchall(), now
+            )
     return [catalogue.admit(event, strict) for event in events]
 
 

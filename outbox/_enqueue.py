@@ -138,7 +138,9 @@ def enqueue(
     if not admit(pg, schema, [event])[0]:
         return None
     with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
-        cur.execute(query("insert_event", schema), (document,))
+        # Never a named prepared statement, whatever the host's prepare_threshold: PgBouncer's transaction
+        # pooling would send the next call to a server without it. insert_event's PL/pgSQL caches its plan.
+        cur.execute(query("insert_event", schema), (document,), prepare=False)
         result = cur.fetchone()
     assert result is not None
     return int(result[0])
@@ -167,7 +169,7 @@ def enqueue_many(
     positions: list[int] = []
     if written:
         with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
-            cur.execute(query("insert_events", schema), (written, notify_channel(schema)))
+            cur.execute(query("insert_events", schema), (written, notify_channel(schema)), prepare=False)
             positions = [int(r[0]) for r in cur.fetchall()]
     return _aligned(positions, admitted)
 
@@ -229,7 +231,7 @@ async def enqueue_async(
     if not (await admit_async(pg, schema, [event]))[0]:
         return None
     async with psycopg.AsyncCursor(pg) as cur:  # server-side binding, as in `enqueue`
-        await cur.execute(query("insert_event", schema), (document,))
+        await cur.execute(query("insert_event", schema), (document,), prepare=False)
         result = await cur.fetchone()
     assert result is not None
     return int(result[0])
@@ -255,6 +257,6 @@ async def enqueue_many_async(
     positions: list[int] = []
     if written:
         async with psycopg.AsyncCursor(pg) as cur:  # server-side binding (%b), as in `enqueue_many`
-            await cur.execute(query("insert_events", schema), (written, notify_channel(schema)))
+            await cur.execute(query("insert_events", schema), (written, notify_channel(schema)), prepare=False)
             positions = [int(r[0]) for r in await cur.fetchall()]
     return _aligned(positions, admitted)

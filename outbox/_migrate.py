@@ -1,9 +1,12 @@
 """Apply the migrations in `sql/` to a database: in order, each once, safely in parallel.
 
-A session-level advisory lock (per schema) serialises concurrent runs; the
-second one finds everything applied and does nothing. Each file runs in its own
-transaction with `search_path` set to the outbox schema and is recorded, with
-its checksum, in `<schema>.schema_migrations`. A file that changed after it was
+Each file runs in its own transaction, which takes a transaction-level advisory
+lock (per schema) and reads what is applied before it applies the next file, so
+concurrent runs serialise, also through PgBouncer's transaction pooling (a
+session lock would outlive the client there); a second run finds everything
+applied and does nothing. A file runs with `search_path` set to the outbox
+schema (SET LOCAL) and is recorded, with its checksum, in
+`<schema>.schema_migrations`. A file that changed after it was
 applied stops the run: migrations are forward-only.
 """
 
@@ -39,42 +42,45 @@ def migrate(
 
 def _migrate(conn: psycopg.Connection[Any], schema: str, up_to: int | None) -> list[Migration]:
     lock_key = f"nlgov-outbox migrate {schema}"
-    with conn.transaction():
-        conn.execute(query("migrate_lock", schema), (lock_key,))
-    try:
+    done = []
+    while True:  # one transaction per file, each under the lock, reading what is applied afresh
         with conn.transaction():
+            conn.execute(query("migrate_lock", schema), (lock_key,), prepare=False)
             conn.execute(query("create_schema", schema))
             conn.execute(query("create_migrations_table", schema))
             applied = {
                 version: (name, checksum)
                 for version, name, checksum in conn.execute(query("applied_migrations", schema)).fetchall()
             }
-        unknown = sorted(set(applied) - {m.version for m in migrations()})
-        if unknown:
-            raise MigrationError(f"the database has migrations {unknown} that this version does not know: upgrade")
-        done = []
-        for migration in migrations():
-            if up_to is not None and migration.version > up_to:
-                break
-            if migration.version in applied:
-                if applied[migration.version][1] != _checksum(migration):
-                    raise MigrationError(
-                        f"migration {migration.version:03d}_{migration.name}.sql changed after it was applied; "
-                        "migrations are forward-only: add a new file instead"
-                    )
-                continue
-            with conn.transaction():
-                conn.execute(query("set_migration_search_path", schema))
-                conn.execute(migration.text.encode())
-                conn.execute(
-                    query("record_migration", schema),
-                    (migration.version, migration.name, _checksum(migration)),
-                )
-            done.append(migration)
-        return done
-    finally:
-        with conn.transaction():
-            conn.execute(query("migrate_unlock", schema), (lock_key,))
+            migration = _next(applied, up_to)
+            if migration is None:
+                return done
+            conn.execute(query("set_migration_search_path", schema))
+            conn.execute(migration.text.encode())
+            conn.execute(
+                query("record_migration", schema),
+                (migration.version, migration.name, _checksum(migration)),
+                prepare=False,
+            )
+        done.append(migration)
+
+
+def _next(applied: dict[int, tuple[str, str]], up_to: int | None) -> Migration | None:
+    """The first migration still to apply (None: up to date); refuses a history that does not fit."""
+    unknown = sorted(set(applied) - {m.version for m in migrations()})
+    if unknown:
+        raise MigrationError(f"the database has migrations {unknown} that this version does not know: upgrade")
+    for migration in migrations():
+        if up_to is not None and migration.version > up_to:
+            return None
+        if migration.version not in applied:
+            return migration
+        if applied[migration.version][1] != _checksum(migration):
+            raise MigrationError(
+                f"migration {migration.version:03d}_{migration.name}.sql changed after it was applied; "
+                "migrations are forward-only: add a new file instead"
+            )
+    return None
 
 
 def schema_version(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> int | None:

@@ -203,12 +203,9 @@ SELECT naam, COALESCE(array_agg(DISTINCT filter_key ORDER BY filter_key)
  ORDER BY naam;
 
 -- name: migrate_lock
--- Serialises concurrent `outbox migrate` runs on one schema (session-level lock).
-SELECT pg_advisory_lock(hashtextextended(%s, 0));
-
--- name: migrate_unlock
--- Releases migrate_lock.
-SELECT pg_advisory_unlock(hashtextextended(%s, 0));
+-- Serialises concurrent `outbox migrate` runs on one schema. Transaction-level (taken again by each
+-- migration's transaction): a session lock would stay on a pooler's server connection (PgBouncer).
+SELECT pg_advisory_xact_lock(hashtextextended(%s, 0));
 
 -- name: create_schema
 -- The outbox's own schema, so it never collides with the host's tables.

@@ -61,8 +61,8 @@ def test_concurrent_migrations_apply_each_file_once(empty_database_url: str) -> 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda _: outbox.migrate(empty_database_url), range(4)))
     applied = [m.version for result in results for m in result]
+    # Each file once, in order; the runs may share the work (the lock is per file's transaction).
     assert sorted(applied) == [m.version for m in migrations()]
-    assert sum(1 for r in results if r) == 1
 
 
 def test_concurrent_cli_processes(empty_database_url: str) -> None:
@@ -77,9 +77,9 @@ def test_concurrent_cli_processes(empty_database_url: str) -> None:
     ]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    stdout = [out for out, _ in outputs]
-    assert sum("applied 001_initial" in out for out in stdout) == 1
-    assert sum("is up to date" in out for out in stdout) == 2
+    stdout = "".join(out for out, _ in outputs)
+    for m in migrations():
+        assert stdout.count(f"applied {m.version:03d}_{m.name}\n") == 1, stdout
 
 
 def test_changed_migration_file_stops_the_run(database_url: str) -> None:
