@@ -42,7 +42,7 @@ def migrate(
 
 def _migrate(conn: psycopg.Connection[Any], schema: str, up_to: int | None) -> list[Migration]:
     lock_key = f"nlgov-outbox migrate {schema}"
-    done = []
+    done: list[Migration] = []
     while True:  # one transaction per file, each under the lock, reading what is applied afresh
         with conn.transaction():
             conn.execute(query("migrate_lock", schema), (lock_key,), prepare=False)

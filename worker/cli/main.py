@@ -48,7 +48,8 @@ class Context:
         """A connection that commits when the block ends well; database trouble becomes one readable line."""
         with database_url(self.database_url, self.data_dir) as url:
             try:
-                conn = psycopg.connect(url, connect_timeout=10)
+                # No prepared statements: the URL may go through PgBouncer (docs/deploy/pgbouncer.md).
+                conn = psycopg.connect(url, connect_timeout=10, prepare_threshold=None)
             except psycopg.OperationalError as exc:
                 raise click.ClickException(f"cannot connect to the database: {_first_line(exc)}") from None
             try:
@@ -299,6 +300,12 @@ RUN_FLAGS = (
     "--metrics-host",
     default=None,
     help='Address for --metrics-port [env OUTBOX_METRICS_HOST, default: 127.0.0.1; "" for every interface].',
+)
+@click.option(
+    "--direct-database-url",
+    default=None,
+    help="PostgreSQL itself, for LISTEN, when --database-url goes through PgBouncer (without it such a worker "
+    "polls) [env OUTBOX_DIRECT_DATABASE_URL].",
 )
 @click.option(
     "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -41,6 +41,7 @@ from worker.daemon.adaptive import adapt_parameters, maximum_requests, urgent
 from worker.daemon.settings import WorkerSettings
 from worker.delivery.http import Claimed, Result, Sender, Target
 from worker.delivery.outcome import Outcome
+from worker.runtime import pooler
 from worker.runtime.logs import log, redact
 from worker.store.secret_box import SecretBox
 from worker.store.subscriptions import from_row, seal_unsealed_async
@@ -76,6 +77,8 @@ class Worker:
         self._results_ready = asyncio.Event()
         self._database_ok = True
         self._listen_pid: int | None = None
+        # The listener found its URL behind a pooler (PgBouncer) and no direct one: this worker only polls.
+        self._polls_only = False
         self._idle = False
         self._next_due_in: float | None = None  # seconds until the next retry or lease expiry
         self._next_token_in: float | None = None  # seconds until a rate-limited subscription has a token
@@ -121,7 +124,8 @@ class Worker:
 
     @property
     def listener_connected(self) -> bool:
-        return self._listen_pid is not None
+        # Polling by design (behind a pooler without OUTBOX_DIRECT_DATABASE_URL) is not a fault.
+        return self._listen_pid is not None or self._polls_only
 
     @property
     def ready(self) -> bool:
@@ -210,7 +214,9 @@ class Worker:
                 fast_paths=self.fast_paths, fast_path_fallbacks=self.fast_path_fallbacks)  # fmt: skip
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.execute(query("worker_session", self.schema))
+        # Through PgBouncer: no prepared statements, and no session SETs, which would reach other clients
+        # (docs/deploy/pgbouncer.md: give the worker's role those settings instead).
+        await pooler.configure(conn, query("worker_session", self.schema))
 
     # -- database access with retries -------------------------------------------------------------
 
@@ -909,9 +915,20 @@ class Worker:
 
     async def _listen(self) -> None:
         lost = False
+        url = self.settings.direct_database_url or self._url
         while not self._stopping.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    if await pooler.through_pooler(conn):
+                        # A transaction pooler hands the LISTEN's server to other clients and its pid is
+                        # not the server's (idle_workers): without a direct URL, poll.
+                        self._polls_only = True
+                        which = "OUTBOX_DIRECT_DATABASE_URL" if url != self._url else "the database URL"
+                        log(logging.WARNING, f"{which} goes through a connection pooler (PgBouncer): no LISTEN, "
+                            f"this worker polls every {self.settings.poll_interval:g} s; set "
+                            "OUTBOX_DIRECT_DATABASE_URL to a URL of PostgreSQL itself for prompt wake-ups",
+                            worker=self.settings.worker_id)  # fmt: skip
+                        return
                     await conn.execute(query("listen", self.schema))
                     await conn.execute(query("forget_dead_workers", self.schema))
                     self._listen_pid = conn.info.backend_pid

@@ -33,6 +33,9 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OUTBOX_", extra="forbid", validate_default=True)
 
     database_url: str | None = Field(None, description="libpq URL; none = the embedded PostgreSQL")
+    direct_database_url: str | None = Field(
+        None, description="libpq URL of PostgreSQL itself, for LISTEN, when the database URL goes through PgBouncer"
+    )
     db_schema: str = Field(DEFAULT_SCHEMA, validation_alias="OUTBOX_SCHEMA", description="outbox schema")
     concurrency: int = Field(400, ge=1, le=10_000, description="HTTP requests in flight per process")
     subscription_concurrency: int = Field(

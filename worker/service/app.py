@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 
 from outbox._event import _INT32, _MEDIA_TYPE, _RFC3339
 from outbox._sql import query
+from worker.runtime import pooler
 from worker.runtime.logs import log
 from worker.service import console, event_types, problems, registration
 from worker.service.abonnement import router as abonnement_router
@@ -76,7 +77,9 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute("SET jit = off")  # short statements: compiling them costs more than it saves
+            # Short statements: compiling them costs more than it saves. Through PgBouncer: neither this SET
+            # (it would reach other clients) nor prepared statements (docs/deploy/pgbouncer.md).
+            await pooler.configure(conn, "SET jit = off")
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url,
