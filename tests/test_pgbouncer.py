@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from sqlalchemy import create_engine, text
@@ -213,6 +214,10 @@ def test_hosts_enqueue_through_pgbouncer_and_a_polling_worker_delivers(
     line = worker.wait_logged(POOLER_LINE + ": no LISTEN, this worker polls every 0.3 s; set "
                               "OUTBOX_DIRECT_DATABASE_URL to a URL of PostgreSQL itself for prompt wake-ups")  # fmt: skip
     assert line["level"] == "warning"
+    port = worker.wait_logged("metrics server started")["port"]
+    # Polling by design is healthy (no "LISTEN connection down"), and ready once a pass went through.
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, message="ready")
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok"
     ids = _enqueue_from_every_kind_of_host(url, per_host=8)
     expected = sorted(i for kind in ids.values() for i in kind)
     assert len(expected) == 32
