@@ -36,7 +36,8 @@ def migrate(
     check_schema_name(schema)
     if isinstance(conninfo, psycopg.Connection):
         return _migrate(conninfo, schema, up_to)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    # No prepared statements: the URL may go through PgBouncer's transaction pooling.
+    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
         return _migrate(conn, schema, up_to)
 
 
@@ -45,12 +46,15 @@ def _migrate(conn: psycopg.Connection[Any], schema: str, up_to: int | None) -> l
     done: list[Migration] = []
     while True:  # one transaction per file, each under the lock, reading what is applied afresh
         with conn.transaction():
+            # prepare=False here and below: a connection given (Django's) may go through PgBouncer too.
             conn.execute(query("migrate_lock", schema), (lock_key,), prepare=False)
-            conn.execute(query("create_schema", schema))
-            conn.execute(query("create_migrations_table", schema))
+            conn.execute(query("create_schema", schema), prepare=False)
+            conn.execute(query("create_migrations_table", schema), prepare=False)
             applied = {
                 version: (name, checksum)
-                for version, name, checksum in conn.execute(query("applied_migrations", schema)).fetchall()
+                for version, name, checksum in conn.execute(
+                    query("applied_migrations", schema), prepare=False
+                ).fetchall()
             }
             migration = _next(applied, up_to)
             if migration is None:
