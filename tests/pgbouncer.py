@@ -22,6 +22,15 @@ import pytest
 from psycopg import conninfo
 
 PGBOUNCER = shutil.which("pgbouncer") or next((p for p in ("/usr/sbin/pgbouncer",) if os.access(p, os.X_OK)), None)
+
+
+def version() -> tuple[int, ...]:
+    """PgBouncer's version (`pgbouncer --version`: "PgBouncer 1.18.0" on its first line)."""
+    assert PGBOUNCER is not None
+    first = subprocess.run([PGBOUNCER, "--version"], capture_output=True, text=True, check=True).stdout.split()
+    return tuple(int(part) for part in first[1].split("."))
+
+
 needs_pgbouncer = pytest.mark.skipif(
     PGBOUNCER is None, reason="needs PgBouncer: apt-get install pgbouncer (Debian's 1.18; .ci/run installs it)"
 )

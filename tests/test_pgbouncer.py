@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 import outbox
 from outbox._sql import migrations
-from tests.pgbouncer import PgBouncer, needs_pgbouncer, running
+from tests.pgbouncer import PgBouncer, needs_pgbouncer, running, version
 from tests.service.live import CONSUME, PUBLISH
 from tests.service.live import running as serving
 from tests.support import Answer, Received, Receiver, WorkerFactory, deliveries, subscribe, wait_until, zaak_event
@@ -102,6 +102,8 @@ def test_psycopg_prepared_statements_collide_through_transaction_pooling(server_
 
 
 def test_pgbouncer_refuses_a_search_path_in_the_startup_options(bouncer: PgBouncer, database_url: str) -> None:
+    if version()[:2] != (1, 18):  # what Debian 12 ships; later versions learnt some start-up parameters
+        pytest.skip(f"pins PgBouncer 1.18's behaviour, this is {'.'.join(map(str, version()))}")
     with pytest.raises(psycopg.OperationalError, match="unsupported startup parameter: options"):
         psycopg.connect(bouncer.url(database_url), options="-c search_path=elsewhere")
 
