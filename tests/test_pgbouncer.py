@@ -101,6 +101,31 @@ def test_psycopg_prepared_statements_collide_through_transaction_pooling(server_
         assert not through_pooler_sync(direct)
 
 
+def test_listen_through_transaction_pooling_hears_nothing(server_url: str) -> None:
+    # The LISTEN stays on the server connection, which the next client gets with its notifications.
+    with running(server_url, pool_size=1) as single:
+        url = single.url(server_url)
+        with psycopg.connect(url, autocommit=True) as listener, psycopg.connect(url, autocommit=True) as other:
+            assert through_pooler_sync(listener)  # what makes the worker poll (or use its direct URL)
+            listener.execute("LISTEN outbox_pgbouncer_probe")
+            other.execute("NOTIFY outbox_pgbouncer_probe, 'wake'")
+            assert list(listener.notifies(timeout=1.0, stop_after=1)) == []
+            assert [n.payload for n in other.notifies(timeout=1.0, stop_after=1)] == ["wake"]
+
+
+def test_a_session_lock_outlives_its_client_through_transaction_pooling(bouncer: PgBouncer, database_url: str) -> None:
+    # Why `outbox migrate` no longer takes pg_advisory_lock: the lock stays on the pooled server connection.
+    with psycopg.connect(bouncer.url(database_url), autocommit=True) as client:
+        client.execute("SELECT pg_advisory_lock(20)")
+    with psycopg.connect(database_url) as direct:
+        held = direct.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 20 AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+        assert held == (1,)  # the client is gone, its lock is not
+        direct.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = 20")
+
+
 def test_pgbouncer_refuses_a_search_path_in_the_startup_options(bouncer: PgBouncer, database_url: str) -> None:
     if version()[:2] != (1, 18):  # what Debian 12 ships; later versions learnt some start-up parameters
         pytest.skip(f"pins PgBouncer 1.18's behaviour, this is {'.'.join(map(str, version()))}")
