@@ -30,6 +30,7 @@ from worker.daemon.runner import StartupError, run_worker
 from worker.daemon.settings import SettingsError, WorkerSettings
 from worker.runtime import logs
 from worker.runtime.database import DEFAULT_DATA_DIR, database_url
+from worker.runtime.env_files import EnvFileError, load_env_files
 from worker.service.settings import ServeSettings
 from worker.store import catalogue as catalogue_store
 from worker.store import deliveries as deliveries_store
@@ -82,6 +83,7 @@ def _check_schema(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="nlgov-outbox", prog_name="outbox", message="%(prog)s %(version)s")
 @click.option(
     "--database-url",
     envvar="OUTBOX_DATABASE_URL",
@@ -419,4 +421,8 @@ def receiver_command(
 
 
 def main() -> None:
+    try:
+        load_env_files()
+    except EnvFileError as exc:  # one readable line, as for every other bad setting
+        raise SystemExit(f"outbox: {exc}") from None
     cli(prog_name="outbox")
