@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-shuffled lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-retention bench-throughput bench-soak bench-slow-receiver clean
+.PHONY: image test-deploy test test-shuffled lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-retention bench-throughput bench-soak bench-slow-receiver clean
 
 install: $(STAMP)
 
@@ -60,6 +60,25 @@ bench-soak: $(STAMP)
 
 bench-slow-receiver: $(STAMP)
 	$(BIN)/python bench/slow_receiver.py
+
+# The OCI image nlgov-outbox:VERSION, with podman or docker (whichever answers). IMAGE_BUILD_ARGS passes more,
+# e.g. IMAGE_BUILD_ARGS="--build-arg BASE=localhost/pybase --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt".
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+ENGINE  ?= $(shell if podman info >/dev/null 2>&1; then echo podman; elif docker info >/dev/null 2>&1; then echo docker; fi)
+IMAGE_BUILD_ARGS ?=
+image:
+	@test -n "$(ENGINE)" || { echo "make image: no container engine answers (install podman, or start docker)"; exit 1; }
+	$(ENGINE) build $(IMAGE_BUILD_ARGS) --build-arg VERSION=$(VERSION) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) -t nlgov-outbox:$(VERSION) .
+
+# The image, compose, Kubernetes (podman kube play) and systemd, for real (tests/deploy/). Needs podman or docker;
+# on a machine without systemd, deploy/test/containers.conf is podman's configuration (CONTAINERS_CONF=... to change).
+CONTAINERS_CONF ?= $(CURDIR)/deploy/test/containers.conf
+test-deploy: $(STAMP)
+	@if podman info >/dev/null 2>&1 || CONTAINERS_CONF=$(CONTAINERS_CONF) podman info >/dev/null 2>&1 || docker info >/dev/null 2>&1; then :; \
+	  else echo "make test-deploy: no container engine answers (install podman, or start docker)"; exit 1; fi
+	CONTAINERS_CONF=$(CONTAINERS_CONF) $(BIN)/pytest -m deploy tests/deploy
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
