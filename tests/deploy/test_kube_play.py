@@ -157,46 +157,52 @@ def test_worker_and_service_deployments_run_in_podman(
 ) -> None:
     key = Fernet.generate_key().decode()
     ports = {"metrics": free_port(), "http": free_port()}
-    kubefile = tmp_path / "outbox.yaml"
-    kubefile.write_text(yaml.safe_dump_all(variant(outbox_image, ports), sort_keys=False))
+    config, migrate, run, serve = variant(outbox_image, ports)
+    migrate_file, apps_file = tmp_path / "migrate.yaml", tmp_path / "apps.yaml"
+    migrate_file.write_text(yaml.safe_dump_all([config, migrate], sort_keys=False))
+    apps_file.write_text(yaml.safe_dump_all([config, run, serve], sort_keys=False))
 
-    with secret(deploy_database_url, key), played(kubefile):
-        # The migrate pod ran `outbox migrate` to completion.
+    with secret(deploy_database_url, key), played(migrate_file):
+        # The migrate pod ran `outbox migrate` to completion, as the Job does before the workers settle.
         wait_until(
             lambda: inspect("nlgov-outbox-migrate-migrate")["State"]["Status"] == "exited", 60, "migrate to finish"
         )
         assert inspect("nlgov-outbox-migrate-migrate")["State"]["ExitCode"] == 0
         with psycopg.connect(deploy_database_url) as conn:
+            assert conn.execute("SELECT max(version) FROM outbox.schema_migrations").fetchone()
             subscription = Subscription.create(callback_url=receiver.url, allow_insecure=True, types=["*"])
             subscription_store.add(conn, subscription, "outbox", SecretBox.from_setting(key))
+        with played(apps_file):
+            _exercise(deploy_database_url, receiver, ports)
 
-        # The worker exited at start if the schema was missing when it started (the Deployment restarts it):
-        # /readyz says when it made a pass.
-        wait_until(lambda: get(f"http://127.0.0.1:{ports['metrics']}/readyz")[0] == 200, 90, "the worker's /readyz")
-        assert get(f"http://127.0.0.1:{ports['metrics']}/healthz")[0] == 200
-        wait_until(lambda: get(f"http://127.0.0.1:{ports['http']}/readyz")[0] == 200, 60, "the service's /readyz")
-        assert get(f"http://127.0.0.1:{ports['http']}/healthz") == (200, "ok\n")
 
-        events = [zaak_event(f"zaak-{n}", n) for n in range(20)]
-        enqueue(deploy_database_url, events)
-        wait_until(lambda: len(receiver.received) >= len(events), 60, "the events at the receiver")
-        assert sorted(receiver.ids()) == sorted(e.id for e in events)
-        wait_until(lambda: count_delivered(deploy_database_url) == len(events), 20, "delivered rows")
+def _exercise(deploy_database_url: str, receiver: Receiver, ports: dict[str, int]) -> None:
+    """Delivery through the containerised worker, the service's answers, and a clean stop."""
+    wait_until(lambda: get(f"http://127.0.0.1:{ports['metrics']}/readyz")[0] == 200, 90, "the worker's /readyz")
+    assert get(f"http://127.0.0.1:{ports['metrics']}/healthz")[0] == 200
+    wait_until(lambda: get(f"http://127.0.0.1:{ports['http']}/readyz")[0] == 200, 60, "the service's /readyz")
+    assert get(f"http://127.0.0.1:{ports['http']}/healthz") == (200, "ok\n")
 
-        # Inside: the image's user, not root, on a read-only root filesystem.
-        worker = inspect(_container("nlgov-outbox-run"))
-        assert worker["Config"]["User"].split(":")[0] == "10001"
-        assert worker["HostConfig"]["ReadonlyRootfs"] is True
-        assert worker["EffectiveCaps"] == []
+    events = [zaak_event(f"zaak-{n}", n) for n in range(20)]
+    enqueue(deploy_database_url, events)
+    wait_until(lambda: len(receiver.received) >= len(events), 60, "the events at the receiver")
+    assert sorted(receiver.ids()) == sorted(e.id for e in events)
+    wait_until(lambda: count_delivered(deploy_database_url) == len(events), 20, "delivered rows")
 
-        # SIGTERM (pod stop), as Kubernetes sends it: exit 0 well within terminationGracePeriodSeconds (45).
-        started = time.monotonic()
-        for pod in ("nlgov-outbox-run", "nlgov-outbox-serve"):
-            podman("pod", "stop", "--time", "45", _pod(pod), timeout=60)
-        stopped_in = time.monotonic() - started
-        for name in ("nlgov-outbox-run", "nlgov-outbox-serve"):
-            assert inspect(_container(name))["State"]["ExitCode"] == 0, name
-        assert stopped_in < 30
+    # Inside: the image's user, not root, on a read-only root filesystem.
+    worker = inspect(_container("nlgov-outbox-run"))
+    assert worker["Config"]["User"].split(":")[0] == "10001"
+    assert worker["HostConfig"]["ReadonlyRootfs"] is True
+    assert worker["EffectiveCaps"] == []
+
+    # SIGTERM (pod stop), as Kubernetes sends it: exit 0 well within terminationGracePeriodSeconds (45).
+    started = time.monotonic()
+    for pod in ("nlgov-outbox-run", "nlgov-outbox-serve"):
+        podman("pod", "stop", "--time", "45", _pod(pod), timeout=60)
+    stopped_in = time.monotonic() - started
+    for name in ("nlgov-outbox-run", "nlgov-outbox-serve"):
+        assert inspect(_container(name))["State"]["ExitCode"] == 0, name
+    assert stopped_in < 30
 
 
 def _pod(deployment: str) -> str:
