@@ -483,3 +483,25 @@ async def test_no_created_series_are_exported(metrics: Metrics) -> None:
     text = await scrape(metrics)
     assert "outbox_deliveries_total" in text and "outbox_attempt_duration_seconds_count" in text
     assert "_created" not in text
+
+
+async def test_stop_ends_a_refresh_whose_cancellation_turned_into_another_error() -> None:
+    """psycopg, cancelled mid-query, may raise the query's own error instead (seen: UndefinedTable while the
+    schema was being migrated). `stop` must still end the refresh: it once waited forever, and so did the
+    worker's exit with it."""
+    entered = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise psycopg.errors.UndefinedTable("relation does not exist") from None
+        yield  # type: ignore[misc]  # never reached
+
+    served = Metrics(Health(), refresh_interval=0.05, refresh_timeout=60)
+    await served.start("127.0.0.1", 0, connect)
+    await asyncio.wait_for(entered.wait(), 5)
+    await asyncio.wait_for(served.stop(), 5)
+    assert served.port is None

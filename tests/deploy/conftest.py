@@ -50,6 +50,7 @@ class _TcpToUnix:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._closed = False
+        self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -59,9 +60,26 @@ class _TcpToUnix:
             except OSError:
                 return
             upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self._path)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            self._open += [client, upstream]
+            try:
+                upstream.connect(self._path)
+            except OSError:
+                self._close_pair(client, upstream)
+                continue
+            threading.Thread(target=self._serve, args=(client, upstream), daemon=True).start()
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        back = threading.Thread(target=self._pipe, args=(upstream, client), daemon=True)
+        back.start()
+        self._pipe(client, upstream)
+        back.join()
+        self._close_pair(client, upstream)
+
+    def _close_pair(self, *pair: socket.socket) -> None:
+        for sock in pair:
+            sock.close()
+            with contextlib.suppress(ValueError):
+                self._open.remove(sock)
 
     @staticmethod
     def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -74,6 +92,7 @@ class _TcpToUnix:
     def close(self) -> None:
         self._closed = True
         self._listener.close()
+        self._close_pair(*list(self._open))
 
 
 @pytest.fixture(scope="session")

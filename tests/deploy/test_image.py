@@ -216,3 +216,52 @@ def test_a_bad_setting_stops_the_container_with_one_line(containers: Containers,
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == ["outbox: OUTBOX_SECRET_KEY_FILE: cannot read /run/secrets/missing (No such file or directory)"]
+
+
+def test_the_image_builds_without_the_ca_secret_from_a_mirror(engine: Engine, image_base: str, tmp_path: Path) -> None:
+    """The CA build secret is optional: a build without it, whose pip reads a plain-HTTP mirror on 127.0.0.1 (what
+    PIP_INDEX_URL/PIP_FIND_LINKS are for), makes a working image too."""
+    import functools
+    import http.server
+    import threading
+
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--dest",
+            str(wheels),
+            ".",
+            "hatchling",
+            "pip",
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=600,
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(wheels))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tag = "localhost/nlgov-outbox:deploy-test-mirror"
+    try:
+        seconds = engine.build(
+            tag,
+            image_base,
+            ca_secret=False,
+            build_args={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": f"http://127.0.0.1:{server.server_address[1]}/"},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    print(f"\nbuilt {tag} without the CA secret in {seconds:.1f} s")
+    assert engine.run("run", "--rm", "--read-only", tag, "--version").stdout.strip() == f"outbox {VERSION}"
+    history = engine.run("history", "--no-trunc", tag).stdout
+    assert "secrets" not in history and "ca-certificates.crt" not in history
+    engine.run("rmi", "--force", tag, check=False)
+    engine.made_images.remove(tag)

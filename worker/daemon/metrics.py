@@ -297,6 +297,11 @@ class Metrics:
                 async with asyncio.timeout(self.refresh_timeout), connect() as conn:
                     await self.refresh(conn)
             except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # `stop` cancelled us inside the pool's wait, which ended in another error: without this the
+                    # cancellation is lost, the loop sleeps on, and `stop` (and the worker's exit) waits forever.
+                    raise asyncio.CancelledError from exc
                 self.refresh_errors.inc()
                 if not self._refresh_failing:  # one line per state change, like the worker's own
                     self._refresh_failing = True
