@@ -21,6 +21,8 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
+from tests.support import free_port
+
 PGBOUNCER = shutil.which("pgbouncer") or next((p for p in ("/usr/sbin/pgbouncer",) if os.access(p, os.X_OK)), None)
 
 
@@ -59,12 +61,6 @@ class PgBouncer:
         return self.log_path.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -82,7 +78,7 @@ def running(server_url: str, *, pool_size: int = 2) -> Iterator[PgBouncer]:
     if params.get("password"):
         server["password"] = str(params["password"])
     folder = Path(tempfile.mkdtemp(prefix="outbox-pgbouncer-"))
-    port = _free_port()
+    port = free_port()
     (folder / "userlist.txt").write_text(f'"{user}" ""\n')
     (folder / "pgbouncer.ini").write_text(
         "[databases]\n"

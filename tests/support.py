@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -242,6 +243,13 @@ class WorkerProcess:
 
 
 WorkerFactory = Callable[..., WorkerProcess]  # start_worker(env=None, *args) -> a running `outbox run`
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (for a server started by a test)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20, message: str = "condition") -> Any:

@@ -29,6 +29,7 @@ from tests.support import (
     count_delivered,
     deliveries,
     enqueue,
+    free_port,
     subscribe,
     wait_until,
     zaak_event,
@@ -243,17 +244,11 @@ def test_zgw_jwt_and_signatures_reach_the_receiver(
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_metrics_health_and_readiness_are_served(
     database_url: str, receiver: Receiver, start_worker: WorkerFactory
 ) -> None:
     sub = subscribe(database_url, receiver.url, auth="Bearer metrics-secret-token")
-    port = _free_port()
+    port = free_port()
     worker = start_worker({}, "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
     enqueue(database_url, [zaak_event(f"z{i}") for i in range(3)])
     wait_until(lambda: count_delivered(database_url) == 3, message="3 delivered")

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from tests.deploy.engine import ROOT, Engine
-from tests.deploy.test_image import free_port, wait_http
-from tests.support import Receiver, enqueue, subscribe, wait_until, zaak_event
+from tests.deploy.test_image import wait_http
+from tests.support import Receiver, enqueue, free_port, subscribe, wait_until, zaak_event
 
 pytestmark = pytest.mark.deploy
 

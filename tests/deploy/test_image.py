@@ -4,10 +4,12 @@ read-only root filesystem, and SIGTERM (`podman stop`) ends each with exit 0 wel
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
-import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,17 +20,11 @@ import pytest
 
 from tests.deploy.engine import ROOT, VERSION, Engine
 from tests.service.live import PUBLISH, token
-from tests.support import Receiver, enqueue, subscribe, wait_until, zaak_event
+from tests.support import Receiver, enqueue, free_port, subscribe, wait_until, zaak_event
 
 pytestmark = pytest.mark.deploy
 
 GRACE = 20  # seconds `podman stop` waits before SIGKILL
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Containers:
@@ -221,10 +217,6 @@ def test_a_bad_setting_stops_the_container_with_one_line(containers: Containers,
 def test_the_image_builds_without_the_ca_secret_from_a_mirror(engine: Engine, image_base: str, tmp_path: Path) -> None:
     """The CA build secret is optional: a build without it, whose pip reads a plain-HTTP mirror on 127.0.0.1 (what
     PIP_INDEX_URL/PIP_FIND_LINKS are for), makes a working image too."""
-    import functools
-    import http.server
-    import threading
-
     wheels = tmp_path / "wheels"
     subprocess.run(
         [

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import copy
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -27,7 +26,7 @@ from cryptography.fernet import Fernet
 
 from outbox import Subscription
 from tests.deploy.test_manifests import BASE, Doc, containers, find, pod_spec, render
-from tests.support import Receiver, count_delivered, enqueue, wait_until, zaak_event
+from tests.support import Receiver, count_delivered, enqueue, free_port, wait_until, zaak_event
 from worker.store import subscriptions as subscription_store
 from worker.store.secret_box import SecretBox
 
@@ -44,12 +43,6 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     if check and result.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def set_env(container: Doc, name: str, value: str) -> None:
