@@ -303,3 +303,18 @@ def count_delivered(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'").fetchone()
     return int(row[0]) if row else 0
+
+
+def migrate_in_parallel(database_url: str, processes: int, timeout: float = 120) -> None:
+    """`outbox migrate` in several processes at once: all exit 0 and each file is applied by exactly one."""
+    from outbox._sql import migrations
+
+    command = [sys.executable, "-m", "worker", "--database-url", database_url, "migrate"]
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(processes)
+    ]
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+    assert [p.returncode for p in procs] == [0] * processes, outputs
+    stdout = "".join(out for out, _ in outputs)
+    for m in migrations():  # each file once, whichever run applied it
+        assert stdout.count(f"applied {m.version:03d}_{m.name}\n") == 1, stdout

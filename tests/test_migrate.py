@@ -13,6 +13,7 @@ import pytest
 
 import outbox
 from outbox._sql import migrations, query, raw_queries
+from tests.support import migrate_in_parallel
 
 
 def _tables(url: str, schema: str) -> set[str]:
@@ -66,20 +67,7 @@ def test_concurrent_migrations_apply_each_file_once(empty_database_url: str) -> 
 
 
 def test_concurrent_cli_processes(empty_database_url: str) -> None:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "worker", "--database-url", empty_database_url, "migrate"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    outputs = [p.communicate(timeout=60) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    stdout = "".join(out for out, _ in outputs)
-    for m in migrations():
-        assert stdout.count(f"applied {m.version:03d}_{m.name}\n") == 1, stdout
+    migrate_in_parallel(empty_database_url, processes=3, timeout=60)
 
 
 def test_changed_migration_file_stops_the_run(database_url: str) -> None:

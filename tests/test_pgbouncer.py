@@ -28,7 +28,17 @@ from outbox._sql import migrations
 from tests.pgbouncer import PgBouncer, needs_pgbouncer, running, version
 from tests.service.live import CONSUME, PUBLISH
 from tests.service.live import running as serving
-from tests.support import Answer, Received, Receiver, WorkerFactory, deliveries, subscribe, wait_until, zaak_event
+from tests.support import (
+    Answer,
+    Received,
+    Receiver,
+    WorkerFactory,
+    deliveries,
+    migrate_in_parallel,
+    subscribe,
+    wait_until,
+    zaak_event,
+)
 from worker.runtime.pooler import through_pooler_sync
 
 pytestmark = needs_pgbouncer
@@ -138,20 +148,7 @@ def test_pgbouncer_refuses_a_search_path_in_the_startup_options(bouncer: PgBounc
 
 def test_migrate_through_pgbouncer_twice_in_parallel(bouncer: PgBouncer, empty_database_url: str) -> None:
     url = bouncer.url(empty_database_url)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "worker", "--database-url", url, "migrate"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    stdout = "".join(out for out, _ in outputs)
-    for m in migrations():  # each file once, whichever run applied it
-        assert stdout.count(f"applied {m.version:03d}_{m.name}\n") == 1, stdout
+    migrate_in_parallel(url, processes=2)
     with psycopg.connect(empty_database_url) as conn:
         recorded = conn.execute("SELECT version FROM outbox.schema_migrations ORDER BY version").fetchall()
         # No advisory lock outlived its transaction on a pooled server connection.
