@@ -913,6 +913,16 @@ SELECT p.n AS pending, b.n AS blocked, w.n AS delivering, u.n AS unrouted,
                (SELECT enqueued_at FROM {schema}.events WHERE routed_at IS NULL ORDER BY position LIMIT 1) AS oldest
           FROM {schema}.events WHERE routed_at IS NULL) AS u;
 
+-- name: metrics_partitions
+-- `outbox run --metrics-port`: how far ahead of now each time-partitioned table has ranged leaves (the upper
+-- bound of its last leaf; negative: new rows go to its DEFAULT leaf; no ranged leaf at all: 0). Reads the
+-- catalogue only (pg_inherits, pg_class), never the tables.
+SELECT t.parent, extract(epoch FROM coalesce(max(l.upper_bound), now()) - now()) AS ahead
+  FROM unnest(ARRAY['events', 'deliveries_delivered', 'deliveries_failed', 'delivery_attempts']) AS t(parent)
+  LEFT JOIN LATERAL {schema}.partition_leaves(t.parent) AS l ON true
+ GROUP BY t.parent
+ ORDER BY t.parent;
+
 -- name: catalogue_version
 -- Hosts, at most every OUTBOX_CATALOGUE_TTL seconds: has the catalogue changed since it was loaded?
 SELECT version FROM {schema}.catalogue_version;

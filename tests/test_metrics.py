@@ -10,12 +10,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
+from worker.daemon import partitions
 from worker.daemon.metrics import Connect, Metrics
 
 
@@ -193,6 +195,39 @@ async def test_an_empty_outbox_reports_zeros(metrics: Metrics, database_url: str
         "outbox_oldest_pending_age_seconds 0.0",
     ):
         assert line in lines
+
+
+PARTITIONED = ("deliveries_delivered", "deliveries_failed", "delivery_attempts", "events")
+
+
+async def test_partitions_ahead_says_how_far_the_leaves_reach_past_now(metrics: Metrics, database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        partitions.ensure(conn, "outbox", timedelta(days=1))
+    await refresh(metrics, database_url)
+    body = await scrape(metrics)
+    assert "# TYPE outbox_partitions_ahead_seconds gauge" in body.splitlines()
+    for table in PARTITIONED:
+        # ensure_partitions makes leaves up to at least now + 2 days, in whole days: less than 3 days ahead.
+        assert 2 * 86400 - 60 <= value(body, f'outbox_partitions_ahead_seconds{{table="{table}"}}') < 3 * 86400
+
+
+async def test_partitions_ahead_goes_negative_when_nobody_made_leaves(metrics: Metrics, database_url: str) -> None:
+    """Leaves last made five days ago (workers down since): the gauge says how far behind, below zero;
+    a table without any ranged leaf says 0."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for table in PARTITIONED:
+            for (leaf,) in conn.execute(
+                "SELECT leaf::text FROM outbox.partition_leaves(%s) WHERE upper_bound IS NOT NULL", (table,)
+            ).fetchall():
+                conn.execute(f"DROP TABLE {leaf}")
+        await refresh(metrics, database_url)
+        assert value(await scrape(metrics), 'outbox_partitions_ahead_seconds{table="events"}') == 0.0
+        partitions.ensure(conn, "outbox", timedelta(days=1), at=datetime.now(UTC) - timedelta(days=5))
+    await refresh(metrics, database_url)
+    body = await scrape(metrics)
+    for table in PARTITIONED:
+        # Made up to (five days ago + 2 days), in whole days.
+        assert -3 * 86400 - 60 <= value(body, f'outbox_partitions_ahead_seconds{{table="{table}"}}') <= -2 * 86400 + 60
 
 
 # -- what the daemon reports ------------------------------------------------------------------------

@@ -7,9 +7,9 @@ GET /healthz   200 "ok" while the database answered the worker's last attempt an
 GET /readyz    200 once the worker made a successful pass (the schema is migrated) and until it stops.
 
 Counters and the in-flight gauge describe this process. The backlog gauges describe the whole schema
-and every worker reports the same numbers: aggregate them with max(), not sum(). They come from one
-cheap query (`metrics_snapshot`) run in the background every few seconds, so a scrape never waits on
-the database; when a refresh fails the last snapshot stays, and its age shows in
+and every worker reports the same numbers: aggregate them with max(), not sum(). They come from two
+cheap queries (`metrics_snapshot`, `metrics_partitions`) run in the background every few seconds, so a
+scrape never waits on the database; when a refresh fails the last snapshot stays, and its age shows in
 `outbox_metrics_snapshot_timestamp_seconds`. Labels carry subscription ids only, never URLs or secrets.
 """
 
@@ -148,6 +148,13 @@ class Metrics:
         self.listener_connected = Gauge(
             "outbox_listener_connected", "1 when this worker's LISTEN connection is up.", registry=r
         )
+        self.partitions_ahead = Gauge(
+            "outbox_partitions_ahead_seconds",
+            "How far past now the last ranged partition leaf of each time-partitioned table reaches (the "
+            "leaves every worker makes ahead; negative: new rows go to its DEFAULT leaf). Same on every worker.",
+            ["table"],
+            registry=r,
+        )
         self.snapshot_timestamp = Gauge(
             "outbox_metrics_snapshot_timestamp_seconds",
             "Unix time of the last successful backlog snapshot (0: none yet); stale means the gauges are.",
@@ -238,6 +245,9 @@ class Metrics:
         self.paused.set(int(paused))
         # Clamped: a row routed in the instant between our now() and our snapshot can be "younger than now".
         self.oldest_pending_age.set(max(0.0, float(oldest_age)) if oldest_age is not None else 0.0)
+        cursor = await conn.execute(query("metrics_partitions", self.schema))
+        for table, ahead in await cursor.fetchall():
+            self.partitions_ahead.labels(table=table).set(float(ahead))
         self.snapshot_timestamp.set(time.time())
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
