@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 from psycopg import pq
 
+from outbox import _tracing
 from outbox._catalogue import admit, admit_async
 from outbox._errors import NoTransactionError, UnsupportedConnectionError
 from outbox._event import DEFAULT_MAX_EVENT_BYTES, CloudEvent
@@ -56,15 +57,15 @@ def _settings(schema: str | None, max_event_bytes: int | None) -> tuple[str, int
     return schema, max_event_bytes
 
 
-def _document(event: CloudEvent, max_event_bytes: int) -> str:
+def _document(event: CloudEvent, max_event_bytes: int, trace: _tracing.Enqueue | None = None) -> str:
     if not isinstance(event, CloudEvent):
         raise TypeError(f"enqueue takes an outbox.CloudEvent, not {type(event).__name__}")
-    return event.serialize(max_event_bytes)
+    return event._serialize(max_event_bytes, trace.attributes if trace is not None else None)
 
 
-def _documents(events: Iterable[CloudEvent], max_event_bytes: int) -> list[str]:
+def _documents(events: Iterable[CloudEvent], max_event_bytes: int, trace: _tracing.Enqueue | None = None) -> list[str]:
     # Every event is validated and serialized before the first byte is sent.
-    return [_document(event, max_event_bytes) for event in events]
+    return [_document(event, max_event_bytes, trace) for event in events]
 
 
 def _check_transaction(status: pq.TransactionStatus, autocommit: bool) -> None:
@@ -133,15 +134,24 @@ def enqueue(
     catalogue has disabled is not written and None is returned.
     """
     schema, max_event_bytes = _settings(schema, max_event_bytes)
-    document = _document(event, max_event_bytes)
-    pg = _connection(conn)
-    if not admit(pg, schema, [event])[0]:
-        return None
-    with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
-        # Never a named prepared statement, whatever the host's prepare_threshold: PgBouncer's transaction
-        # pooling would send the next call to a server without it. insert_event's PL/pgSQL caches its plan.
-        cur.execute(query("insert_event", schema), (document,), prepare=False)
-        result = cur.fetchone()
+    trace = _tracing.begin(schema, (event,))  # None unless the host traces (outbox/_tracing.py)
+    failure: BaseException | None = None
+    try:
+        document = _document(event, max_event_bytes, trace)
+        pg = _connection(conn)
+        if not admit(pg, schema, [event])[0]:
+            return None
+        with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
+            # Never a named prepared statement, whatever the host's prepare_threshold: PgBouncer's transaction
+            # pooling would send the next call to a server without it. insert_event's PL/pgSQL caches its plan.
+            cur.execute(query("insert_event", schema), (document,), prepare=False)
+            result = cur.fetchone()
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        if trace is not None:
+            trace.end(failure)
     assert result is not None
     return int(result[0])
 
@@ -160,17 +170,26 @@ def enqueue_many(
     """
     schema, max_event_bytes = _settings(schema, max_event_bytes)
     events = list(events)
-    documents = _documents(events, max_event_bytes)
-    if not documents:
+    if not events:
         return []
-    pg = _connection(conn)
-    admitted = admit(pg, schema, events)
-    written = _admitted(documents, admitted)
-    positions: list[int] = []
-    if written:
-        with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
-            cur.execute(query("insert_events", schema), (written, notify_channel(schema)), prepare=False)
-            positions = [int(r[0]) for r in cur.fetchall()]
+    trace = _tracing.begin(schema, events)  # one span for the batch; every event gains its context
+    failure: BaseException | None = None
+    try:
+        documents = _documents(events, max_event_bytes, trace)
+        pg = _connection(conn)
+        admitted = admit(pg, schema, events)
+        written = _admitted(documents, admitted)
+        positions: list[int] = []
+        if written:
+            with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
+                cur.execute(query("insert_events", schema), (written, notify_channel(schema)), prepare=False)
+                positions = [int(r[0]) for r in cur.fetchall()]
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        if trace is not None:
+            trace.end(failure)
     return _aligned(positions, admitted)
 
 
@@ -225,14 +244,23 @@ async def enqueue_async(
 ) -> int | None:
     """`enqueue` for asyncio: psycopg AsyncConnection, SQLAlchemy AsyncSession/AsyncConnection."""
     schema, max_event_bytes = _settings(schema, max_event_bytes)
-    document = _document(event, max_event_bytes)
-    pg = await _async_psycopg_connection(conn)
-    _check_transaction(pg.info.transaction_status, pg.autocommit)
-    if not (await admit_async(pg, schema, [event]))[0]:
-        return None
-    async with psycopg.AsyncCursor(pg) as cur:  # server-side binding, as in `enqueue`
-        await cur.execute(query("insert_event", schema), (document,), prepare=False)
-        result = await cur.fetchone()
+    trace = _tracing.begin(schema, (event,))
+    failure: BaseException | None = None
+    try:
+        document = _document(event, max_event_bytes, trace)
+        pg = await _async_psycopg_connection(conn)
+        _check_transaction(pg.info.transaction_status, pg.autocommit)
+        if not (await admit_async(pg, schema, [event]))[0]:
+            return None
+        async with psycopg.AsyncCursor(pg) as cur:  # server-side binding, as in `enqueue`
+            await cur.execute(query("insert_event", schema), (document,), prepare=False)
+            result = await cur.fetchone()
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        if trace is not None:
+            trace.end(failure)
     assert result is not None
     return int(result[0])
 
@@ -247,16 +275,25 @@ async def enqueue_many_async(
     """`enqueue_many` for asyncio."""
     schema, max_event_bytes = _settings(schema, max_event_bytes)
     events = list(events)
-    documents = _documents(events, max_event_bytes)
-    if not documents:
+    if not events:
         return []
-    pg = await _async_psycopg_connection(conn)
-    _check_transaction(pg.info.transaction_status, pg.autocommit)
-    admitted = await admit_async(pg, schema, events)
-    written = _admitted(documents, admitted)
-    positions: list[int] = []
-    if written:
-        async with psycopg.AsyncCursor(pg) as cur:  # server-side binding (%b), as in `enqueue_many`
-            await cur.execute(query("insert_events", schema), (written, notify_channel(schema)), prepare=False)
-            positions = [int(r[0]) for r in await cur.fetchall()]
+    trace = _tracing.begin(schema, events)
+    failure: BaseException | None = None
+    try:
+        documents = _documents(events, max_event_bytes, trace)
+        pg = await _async_psycopg_connection(conn)
+        _check_transaction(pg.info.transaction_status, pg.autocommit)
+        admitted = await admit_async(pg, schema, events)
+        written = _admitted(documents, admitted)
+        positions: list[int] = []
+        if written:
+            async with psycopg.AsyncCursor(pg) as cur:  # server-side binding (%b), as in `enqueue_many`
+                await cur.execute(query("insert_events", schema), (written, notify_channel(schema)), prepare=False)
+                positions = [int(r[0]) for r in await cur.fetchall()]
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        if trace is not None:
+            trace.end(failure)
     return _aligned(positions, admitted)

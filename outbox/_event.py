@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from outbox._errors import InvalidEventError
+from outbox._tracing import TRACEPARENT, TRACESTATE, traceparent_fault, tracestate_fault
 
 SPECVERSION = "1.0"
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
@@ -45,6 +46,9 @@ _NO_SPACE = re.compile(r"^\S+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=(\"[^\"]*\"|[\w.+-]+))*$")
 _INT32 = (-(2**31), 2**31 - 1)
+_TRACESTATE_ALONE = "is only allowed together with traceparent (the Distributed Tracing extension)"
+# A valid traceparent, for checking a tracestate on its own (event_problems).
+_SOME_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 ExtensionValue = str | int | bool
 
@@ -81,13 +85,22 @@ def _check_string(name: str, value: object) -> str:
     return value
 
 
+# The Distributed Tracing extension's attributes: strings in the W3C Trace Context formats.
+_TRACE_FORMATS = {TRACEPARENT: traceparent_fault, TRACESTATE: tracestate_fault}
+
+
 def _check_extension(name: str, value: object) -> ExtensionValue:
     if not _EXTENSION_NAME.match(name):
         raise InvalidEventError(name, "extension attribute names must be lowercase a-z0-9, at most 20 characters")
     if isinstance(value, str):
         if _CONTROL.search(value):
             raise InvalidEventError(name, "must not contain control characters (CR, LF, NUL, ...)")
+        trace_format = _TRACE_FORMATS.get(name)
+        if trace_format is not None and (fault := trace_format(value)) is not None:
+            raise InvalidEventError(name, fault)
         return value
+    if name in _TRACE_FORMATS:
+        raise InvalidEventError(name, "must be a string (the Distributed Tracing extension)")
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -130,10 +143,13 @@ def event_problems(document: object) -> list[InvalidEventError]:
     for key, value in present.items():
         if key in ("data", "data_base64"):
             continue
+        alone = {**valid, TRACEPARENT: _SOME_TRACEPARENT} if key == TRACESTATE else valid
         try:
-            CloudEvent.from_dict({**valid, key: value})
+            CloudEvent.from_dict({**alone, key: value})
         except InvalidEventError as exc:
             faults.append(exc)
+    if TRACESTATE in present and TRACEPARENT not in present:
+        faults.append(InvalidEventError(TRACESTATE, _TRACESTATE_ALONE))
     data = {key: present[key] for key in ("data", "data_base64") if key in present}
     try:
         CloudEvent.from_dict({**valid, **data})
@@ -202,6 +218,8 @@ class CloudEvent:
         self._extensions: dict[str, ExtensionValue] = {
             name: _check_extension(name, value) for name, value in extensions.items() if value is not None
         }
+        if TRACESTATE in self._extensions and TRACEPARENT not in self._extensions:
+            raise InvalidEventError(TRACESTATE, _TRACESTATE_ALONE)
 
     # -- the JSON event format -------------------------------------------------
 
@@ -242,6 +260,8 @@ class CloudEvent:
         event._extensions = {
             name: _check_extension(name, value) for name, value in present.items() if name not in _RESERVED
         }
+        if TRACESTATE in event._extensions and TRACEPARENT not in event._extensions:
+            raise InvalidEventError(TRACESTATE, _TRACESTATE_ALONE)
         return event
 
     @classmethod
@@ -263,10 +283,13 @@ class CloudEvent:
             document["data"] = self._data
         return document
 
-    def _json_bytes(self) -> bytes:
+    def _json_bytes(self, trace: dict[str, str] | None = None) -> bytes:
         # orjson: several times faster than the json module, and enqueue's cost is the host's cost.
+        document = self.to_dict()
+        if trace is not None and TRACEPARENT not in self._extensions:  # the event's own context wins
+            document.update(trace)
         try:
-            return orjson.dumps(self.to_dict())
+            return orjson.dumps(document)
         except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
             raise InvalidEventError("data", f"must be JSON-serializable ({exc})") from None
 
@@ -279,7 +302,12 @@ class CloudEvent:
 
     def serialize(self, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str:
         """`to_json`, refusing events larger than `max_bytes` once UTF-8 encoded."""
-        raw = self._json_bytes()
+        return self._serialize(max_bytes)
+
+    def _serialize(self, max_bytes: int, trace: dict[str, str] | None = None) -> str:
+        """`serialize`, with the Distributed Tracing attributes `trace` unless the event has its own
+        `traceparent` (enqueue: the host's trace context, outbox/_tracing.py)."""
+        raw = self._json_bytes(trace)
         if len(raw) > max_bytes:
             raise InvalidEventError("event", f"serialized size {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
         return raw.decode()

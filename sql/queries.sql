@@ -1022,7 +1022,9 @@ UPDATE {schema}.api_clients SET secret = %s, secret_encrypted = %s WHERE client_
 -- `outbox serve`: the events of one or more POSTs to /cloudevents in one statement (the documents as
 -- one JSON array: one parameter to send, parsed once, each element kept as its own text; with each
 -- event its request's number in the group). A (source, id) already taken in is a replay when its
--- digest (SHA-256 of the event as jsonb text: member order and white space do not count) is the stored
+-- digest (SHA-256 of the event as jsonb text: member order and white space do not count; without the
+-- Distributed Tracing attributes traceparent and tracestate, which a traced producer's retry changes; a
+-- key stored before that rule may hold the whole event's digest, also a replay) is the stored
 -- one, or unknown (a key from before 014): skipped, the request still succeeds. With another digest,
 -- or repeated in the group with another digest, its request is refused whole: none of its events is
 -- stored, and the statement returns the conflicting keys with the request's number. Positions are
@@ -1035,7 +1037,7 @@ UPDATE {schema}.api_clients SET secret = %s, secret_encrypted = %s WHERE client_
 -- worker is idle and something was stored.
 WITH input AS (
     SELECT t.source, t.id, t.document, t.request, t.ord,
-           sha256(convert_to(t.document::jsonb::text, 'UTF8')) AS digest
+           sha256(convert_to((t.document::jsonb - 'traceparent' - 'tracestate')::text, 'UTF8')) AS digest
       FROM ROWS FROM (unnest(%b::text[]), unnest(%b::text[]), json_array_elements(%s::json), unnest(%b::int[]))
            WITH ORDINALITY AS t (source, id, document, request, ord)
 ),
@@ -1046,7 +1048,10 @@ ranked AS (
 ),
 conflicts AS (
     SELECT source, id, request FROM ranked
-     WHERE CASE WHEN known THEN known_digest <> digest ELSE first_digest <> digest END
+     WHERE CASE WHEN known
+                THEN known_digest <> digest  -- and not a key stored with the whole event's digest (before tracing)
+                     AND known_digest <> sha256(convert_to(document::jsonb::text, 'UTF8'))
+                ELSE first_digest <> digest END
 ),
 numbered AS (
     -- nextval is evaluated after the sort (PostgreSQL postpones volatile output expressions past it).

@@ -28,7 +28,7 @@ from worker.cli.subscriptions import secret_box, secrets, subscriptions
 from worker.daemon import maintenance
 from worker.daemon.runner import StartupError, run_worker
 from worker.daemon.settings import SettingsError, WorkerSettings
-from worker.runtime import logs
+from worker.runtime import logs, tracing
 from worker.runtime.database import DEFAULT_DATA_DIR, database_url
 from worker.runtime.env_files import EnvFileError, load_env_files
 from worker.service.settings import ServeSettings
@@ -254,6 +254,16 @@ def _settings_or_exit(model: type[Settings], obj: Context, flags: dict[str, Any]
         sys.exit(2)
 
 
+def _tracing_or_exit(service_name: str) -> None:
+    """Traces when OTEL_EXPORTER_OTLP_ENDPOINT asks for them (worker/runtime/tracing.py); else nothing
+    (the SDK is not even imported). Asked for but impossible: one `error:` line and exit 2."""
+    try:
+        tracing.configure(service_name)
+    except tracing.TracingError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
 def _setting_flags(
     model: type[BaseSettings], names: tuple[str, ...]
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -317,6 +327,7 @@ def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
     """The worker daemon: route, claim, deliver, record, retry. SIGTERM/SIGINT stop it cleanly."""
     settings = _settings_or_exit(WorkerSettings, obj, flags)
     logs.setup(log_level)
+    _tracing_or_exit("outbox-run")
     with database_url(settings.database_url, obj.data_dir) as url:
         runner = asyncio.run
         try:  # libuv's event loop: a good deal less CPU per request than asyncio's own
@@ -335,6 +346,8 @@ def run_command(obj: Context, /, log_level: str, **flags: Any) -> None:
         except StartupError as exc:  # e.g. the metrics port is taken: one line, not a traceback
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        finally:
+            tracing.shutdown()  # the spans still in hand, a few seconds at most
 
 
 # The service settings operators tune most; every setting is also an OUTBOX_* variable.
@@ -357,12 +370,15 @@ def serve_command(obj: Context, /, log_level: str, **flags: Any) -> None:
 
     settings = _settings_or_exit(ServeSettings, obj, flags)
     logs.setup(log_level)
+    _tracing_or_exit("outbox-serve")
     with database_url(settings.database_url, obj.data_dir) as url:
         try:
             serve(settings, url)
         except StartupError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        finally:
+            tracing.shutdown()
 
 
 @cli.command("demo")

@@ -34,6 +34,7 @@ from worker.delivery.outcome import Outcome, from_error, from_status
 from worker.delivery.safety import AddressPolicy, DestinationRefused
 from worker.delivery.tls import tls_context
 from worker.delivery.transport import MAX_ANSWER, TLS_EXTENSION, Answer, WebhookTransport
+from worker.runtime import tracing
 
 _USER_AGENT = USER_AGENT.encode()
 # The bare media types: JSON is UTF-8 by definition (RFC 8259 §8.1), and receivers built with the
@@ -191,19 +192,23 @@ class Sender:
         attempted_at = datetime.now(UTC)
         start = time.perf_counter()
         allowed_rate = None
+        traced = None if tracing.tracer is None else tracing.delivering(target, claims)  # off: this one check
         try:
             async with asyncio.timeout(self.deadline):
                 if target.subscription.preflight:
                     allowed_rate = await self._preflight(target)
-                response = await self._request(target, claims)
+                response = await self._request(target, claims, traced)
         except Exception as exc:  # every failure must become a recorded attempt
             duration = (time.perf_counter() - start) * 1000
             error = _error_class(exc)
-            return [
+            failed = [
                 Result(c, from_error(error, c.attempts, self.settings), attempted_at, duration, error=error,
                        allowed_rate=allowed_rate)
                 for c in claims
             ]  # fmt: skip
+            if traced is not None:
+                tracing.delivered(traced, failed)
+            return failed
         duration = (time.perf_counter() - start) * 1000
         body_kept = _clean_body(response.body)
         retry_after = response.header(b"retry-after")
@@ -211,12 +216,15 @@ class Sender:
         if response.connect_ms is not None:
             target.connected(response.connect_ms)
         sent = request_parts(target.subscription, claims)[0]["Content-Type"] if response.status == 415 else None
-        return [
+        results = [
             Result(c, from_status(response.status, retry_after, c.attempts, self.settings, sent, body_kept),
                    attempted_at, duration, status_code=response.status, body=body_kept,
                    allowed_rate=allowed_rate, connect_ms=response.connect_ms, usual_connect_ms=usual)
             for c in claims
         ]  # fmt: skip
+        if traced is not None:
+            tracing.delivered(traced, results)
+        return results
 
     async def post(self, target: Target, claims: list[Claimed]) -> Answer:
         """One request as a delivery makes it (credentials, headers, signature), without its
@@ -224,7 +232,7 @@ class Sender:
         async with asyncio.timeout(self.deadline):
             return await self._request(target, claims)
 
-    async def _request(self, target: Target, claims: list[Claimed]) -> Answer:
+    async def _request(self, target: Target, claims: list[Claimed], traced: tracing.Delivery | None = None) -> Answer:
         headers, body = request_parts(target.subscription, claims)
         if target.headers:
             headers = {**target.headers, **headers}
@@ -234,19 +242,23 @@ class Sender:
         if target.signer is not None:
             message_id = f"outbox-{claims[0].id}" + (f"-{claims[-1].id}" if len(claims) > 1 else "")
             headers.update(target.signer.headers(message_id, int(time.time()), body))
-        response = await self._send(target, headers, body)
+        response = await self._send(target, headers, body, traced)
         if response.status == 401 and target.oauth2 is not None:
             # The token may have been revoked before it expired: one fresh token, one more try.
             target.oauth2.invalidate(headers["Authorization"])
             await self._authenticate(target, headers)
-            response = await self._send(target, headers, body)
+            response = await self._send(target, headers, body, traced)
         return response
 
-    async def _send(self, target: Target, headers: dict[str, str], body: bytes) -> Answer:
+    async def _send(
+        self, target: Target, headers: dict[str, str], body: bytes, traced: tracing.Delivery | None = None
+    ) -> Answer:
         # Straight to the transport, without httpx.Request/Response objects: building them was a
         # quarter of the worker's CPU per delivery (py-spy), and the worker is CPU-bound.
         raw = [(b"Host", target.host), (b"Content-Length", str(len(body)).encode()), (b"User-Agent", _USER_AGENT)]
         raw += [(name.encode(), value.encode()) for name, value in headers.items()]
+        if traced is not None:  # W3C Trace Context: the receiver's spans join the delivery's trace
+            raw += traced.headers
         return await self.transport.send(target.url, b"POST", raw, body, target.timeouts, target.tls)
 
     async def _authenticate(self, target: Target, headers: dict[str, str]) -> None:

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from worker.runtime import tracing
+
 logger = logging.getLogger("outbox.worker")
 
 
@@ -39,6 +41,10 @@ def setup(level: str = "INFO") -> None:
 
 
 def log(level: int, event: str, **fields: Any) -> None:
+    """One line; while the daemon traces (worker/runtime/tracing.py), with the active span's trace_id and
+    span_id."""
+    if tracing.tracer is not None:
+        fields.update(tracing.log_fields())
     logger.log(level, event, extra={"fields": fields})
 
 

@@ -35,6 +35,8 @@ from outbox._catalogue import admit_async
 from outbox._errors import InvalidEventError
 from outbox._event import CloudEvent, event_problems
 from outbox._sql import notify_channel, query
+from outbox._tracing import TRACEPARENT, TRACESTATE
+from worker.runtime import tracing
 from worker.service.auth import require
 from worker.service.limits import read_body
 from worker.service.problems import DATABASE_DOWN, ApiProblem, InvalidParam, invalid, responses, unavailable
@@ -88,7 +90,11 @@ def _json(body: bytes, what: str) -> Any:
         raise invalid([InvalidParam(name=what, code="parse_error", reason=f"is not JSON: {exc}")]) from None
 
 
-def _event(document: object, prefix: str, max_bytes: int) -> tuple[CloudEvent, bytes]:
+def _event(
+    document: object, prefix: str, max_bytes: int, trace: dict[str, str] | None = None
+) -> tuple[CloudEvent, bytes]:
+    if trace is not None and isinstance(document, dict) and TRACEPARENT not in document and TRACESTATE not in document:
+        document = {**document, **trace}  # the request's trace context; an event's own wins
     try:
         event = CloudEvent.from_dict(document)  # type: ignore[arg-type]
     except InvalidEventError:
@@ -138,16 +144,21 @@ def _binary(headers: Mapping[str, str], body: bytes, kind: str) -> dict[str, Any
 
 
 def parse(
-    headers: Mapping[str, str], body: bytes, max_event_bytes: int, max_batch: int
+    headers: Mapping[str, str],
+    body: bytes,
+    max_event_bytes: int,
+    max_batch: int,
+    trace: dict[str, str] | None = None,
 ) -> tuple[list[CloudEvent], list[bytes], bool]:
     """The events of a request (header names in lowercase), each validated, and whether it was a batch;
-    or the problem to answer."""
+    or the problem to answer. Events without a traceparent of their own gain `trace` (the Distributed
+    Tracing extension: the request's trace context, `tracing.stamp`)."""
     kind, parameters = _media_type(headers.get("content-type"))
     charset = parameters.get("charset", "utf-8")
     if kind in (STRUCTURED, BATCHED) and charset not in ("utf-8", "utf8"):
         raise _unsupported(f"{kind}; charset={charset}")
     if kind == STRUCTURED:
-        event, raw = _event(_json(body, "event"), "", max_event_bytes)
+        event, raw = _event(_json(body, "event"), "", max_event_bytes, trace)
         return [event], [raw], False
     if kind == BATCHED:
         documents = _json(body, "batch")
@@ -163,7 +174,7 @@ def parse(
         params: list[InvalidParam] = []
         for i, document in enumerate(documents):
             try:
-                event, raw = _event(document, f"[{i}].", max_event_bytes)
+                event, raw = _event(document, f"[{i}].", max_event_bytes, trace)
             except ApiProblem as problem:
                 if problem.status != 400:
                     raise
@@ -175,7 +186,7 @@ def parse(
             raise invalid(params, "Events of the batch break the NL GOV CloudEvents profile; none was stored.")
         return events, stored, True
     if "ce-specversion" in headers:
-        event, raw = _event(_binary(headers, body, kind), "", max_event_bytes)
+        event, raw = _event(_binary(headers, body, kind), "", max_event_bytes, trace)
         return [event], [raw], False
     raise _unsupported(kind)
 
@@ -408,7 +419,10 @@ async def post_cloudevents(
 async def take_in(service: Service, headers: Mapping[str, str], body: bytes) -> tuple[bytes, str]:
     """Validate and store a request's events; the 201 answer's body and media type."""
     settings = service.settings
-    events, documents, batched = parse(headers, body, settings.max_event_bytes, settings.max_batch_events)
+    trace = tracing.stamp(headers) if tracing.tracer is not None or "traceparent" in headers else None
+    events, documents, batched = parse(headers, body, settings.max_event_bytes, settings.max_batch_events, trace)
+    if tracing.tracer is not None:
+        tracing.took_in(events, batched)
     try:
         await service.writer.store(events, documents, batched)
     except DATABASE_DOWN:
@@ -434,16 +448,33 @@ class IntakeFastPath:
             return
         service = self.state_of.state.service
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        if tracing.tracer is None:
+            await self._answer(service, headers, scope, receive, send)
+            return
+        span = tracing.Intake(headers, self.path, scope)
+        status = None
+        try:
+            status = await self._answer(service, headers, scope, receive, send)
+        except BaseException as exc:
+            span.end(status, exc)
+            raise
+        span.end(status)
+
+    async def _answer(
+        self, service: Service, headers: dict[str, str], scope: Scope, receive: Receive, send: Send
+    ) -> int:
+        """Answer the request; returns the status sent."""
         try:
             await service.authenticator.authorize(headers.get("authorization"), (PUBLISH, ADMIN))
             body = await read_body(receive, headers, service.settings)
             answer, media_type = await take_in(service, headers, body)
         except ApiProblem as problem:
             await problem.response(service.settings.public_url or "")(scope, receive, send)
-            return
+            return int(problem.status)
         except DATABASE_DOWN:  # e.g. looking up the client
-            await unavailable().response(service.settings.public_url or "")(scope, receive, send)
-            return
+            down = unavailable()
+            await down.response(service.settings.public_url or "")(scope, receive, send)
+            return int(down.status)
         await send(
             {
                 "type": "http.response.start",
@@ -455,3 +486,4 @@ class IntakeFastPath:
             }
         )
         await send({"type": "http.response.body", "body": answer})
+        return 201
