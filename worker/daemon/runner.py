@@ -41,7 +41,7 @@ from worker.daemon.adaptive import adapt_parameters, maximum_requests, urgent
 from worker.daemon.settings import WorkerSettings
 from worker.delivery.http import Claimed, Result, Sender, Target
 from worker.delivery.outcome import Outcome
-from worker.runtime import pooler
+from worker.runtime import pooler, tracing
 from worker.runtime.logs import log, redact
 from worker.store.secret_box import SecretBox
 from worker.store.subscriptions import from_row, seal_unsealed_async
@@ -374,6 +374,7 @@ class Worker:
         """Route new events and claim due deliveries in one transaction of two flights (pipelined),
         then start a task per claimed delivery. Returns (events routed, deliveries claimed)."""
         token = uuid.uuid4()
+        started = tracing.now()  # 0 while tracing is off
         schema, batch = self.schema, self.settings.batch_size
         key_lock = key_lock_prefix(schema)
         self._cycles += 1
@@ -443,11 +444,13 @@ class Worker:
                   for d_id, attempts, sub_id, event, key, rescued in rows]  # fmt: skip
         taken = Counter(c.subscription_id for c in claims)
         self._saturated = len(claims) >= limit > 0 or any(taken[s] >= cap for s, cap in caps_used.items())
-        self._start(claims)
+        self._start(claims, started)
         return routed, len(rows)
 
-    def _start(self, claims: list[Claimed]) -> None:
-        """A task per request (one claim, or a batch in batched mode)."""
+    def _start(self, claims: list[Claimed], started: int = 0, path: str = "normal") -> None:
+        """A task per request (one claim, or a batch in batched mode); the claim's span when tracing."""
+        if tracing.tracer is not None and claims:
+            tracing.claimed(claims, started, path, self.settings.worker_id)
         for target, group in self._requests(claims):
             self._per_subscription[group[0].subscription_id] += len(group)
             task = asyncio.create_task(self._deliver(target, group))
@@ -498,6 +501,7 @@ class Worker:
             in_flight=self._per_subscription,
         )  # fmt: skip
         token = uuid.uuid4()
+        started = tracing.now()
         params = fast_path.parameters(
             current, events, routes, claim, token=token, lease=self.settings.lease_seconds,
             adaptive=self.settings.adaptive_concurrency, initial=float(self._initial_limit),
@@ -526,7 +530,7 @@ class Worker:
         claims = [Claimed(d_id, attempts, sub_id, texts[position], token, key)
                   for _, d_id, position, sub_id, key, status, attempts in made if status == "delivering"]  # fmt: skip
         self._saturated = False
-        self._start(claims)
+        self._start(claims, started, "fast")
         if any(row[5] == "pending" for row in made):
             self._want_pass()  # made pending but not claimed here (no slot, rate limit, 429 hold): a pass claims it
         return True
