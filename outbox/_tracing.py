@@ -129,5 +129,7 @@ def begin(schema: str, events: Sequence[Any]) -> Enqueue | None:
             if isinstance(value, str):
                 attributes[f"cloudevents.event_{name}"] = value
     span = _tracer.start_span("outbox enqueue", kind=trace.SpanKind.PRODUCER, attributes=attributes)
+    if not span.get_span_context().is_valid:  # the host's span is from a provider that is not the global one
+        return Enqueue(attributes_of(span_context))
     token = context.attach(trace.set_span_in_context(span))
     return Enqueue(attributes_of(span.get_span_context()), span, token)
