@@ -393,6 +393,7 @@ def test_a_producers_traceparent_at_intake_is_the_parent_and_the_delivery_joins(
         assert by_event["e2"].trace_id == "0af7651916cd43dd8448eb211c80319c"
         e3 = next(e for e in stored_events(database_url) if e["id"] == "e3")
         assert e3["traceparent"].split("-")[1] not in (intake.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736")  # own root
+        assert collector.wait_for("GET /readyz")  # FastAPI's own server spans, for every other route
         for got in receiver.received:
             span = by_event[got.event["id"]]
             assert got.headers["traceparent"].startswith(f"00-{span.trace_id}-{span.span_id}-")
@@ -485,3 +486,21 @@ def test_disabled_sdk_means_off() -> None:
     assert not tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"})
     assert tracing.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x/v1/traces"})
     assert not tracing.wanted({})
+
+
+def test_log_lines_carry_the_active_spans_ids(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker.runtime import logs, tracing
+
+    context = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(1))
+    with caplog.at_level("INFO", logger="outbox.worker"):
+        with trace.use_span(NonRecordingSpan(context)):
+            logs.log(20, "off")  # tracing off: nothing added
+            monkeypatch.setattr(tracing, "tracer", object())
+            logs.log(20, "on", n=1)
+        logs.log(20, "no span")
+    fields = {r.getMessage(): r.fields for r in caplog.records}  # type: ignore[attr-defined]
+    assert fields["off"] == {}
+    assert fields["on"] == {"n": 1, "trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"}
+    assert fields["no span"] == {}
