@@ -4,7 +4,9 @@ GET /metrics   the registry below, in the format the scraper asks for (Prometheu
 GET /healthz   200 "ok" while the database answered the worker's last attempt and its LISTEN connection
                is up; else 503 with a one-line JSON reason. Mind that as a Kubernetes liveness probe it
                restarts every worker during a database outage, which helps nothing: alert on it instead.
-GET /readyz    200 once the worker made a successful pass (the schema is migrated) and until it stops.
+GET /readyz    200 once the worker made a successful pass (the schema is migrated) and until it stops,
+               except while the database is unreachable (503 "database unreachable": no primary, e.g.
+               during a failover; ready again with the first statement the new primary answers).
 
 Counters and the in-flight gauge describe this process. The backlog gauges describe the whole schema
 and every worker reports the same numbers: aggregate them with max(), not sum(). They come from two
@@ -344,6 +346,8 @@ class Metrics:
             return _unavailable("stopping")
         if not self.health.ready:
             return _unavailable("starting: no successful pass yet")
+        if not self.health.database_ok:  # e.g. during a failover: the worker waits for a primary
+            return _unavailable("database unreachable")
         return PlainTextResponse("ok")
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from outbox import Subscription
@@ -43,13 +43,16 @@ from worker.delivery.http import Claimed, Result, Sender, Target
 from worker.delivery.outcome import Outcome
 from worker.runtime import pooler, tracing
 from worker.runtime.logs import log, redact
+from worker.runtime.writable import READ_ONLY, WritablePool, read_write
 from worker.store.secret_box import SecretBox
 from worker.store.subscriptions import from_row, seal_unsealed_async
 
 if TYPE_CHECKING:
     from worker.daemon.metrics import Metrics
 
-DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+# A read-only server (a standby, or one that became read-only) is no database for the worker: its
+# connection is closed by WritablePool and the retry looks for the primary again.
+DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, *READ_ONLY)
 BEGIN, COMMIT = query("begin", "outbox"), query("commit", "outbox")
 # What list_subscriptions reads from the shared pace row: not part of a subscription's version.
 PACE_COLUMNS = ("pace", "held", "concurrency_limit", "failing_since")
@@ -147,7 +150,8 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        self._pool = AsyncConnectionPool(
+        # target_session_attrs=read-write unless the URL chooses (a multi-host URL: the primary is found)
+        self._pool = WritablePool(
             self._url,
             min_size=2,
             max_size=4,
@@ -922,7 +926,7 @@ class Worker:
         url = self.settings.direct_database_url or self._url
         while not self._stopping.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True, **read_write(url)) as conn:
                     if await pooler.through_pooler(conn):
                         # A transaction pooler hands the LISTEN's server to other clients and its pid is
                         # not the server's (idle_workers): without a direct URL, poll.

@@ -13,7 +13,6 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 from starlette.types import ASGIApp
 
@@ -21,6 +20,7 @@ from outbox._event import _INT32, _MEDIA_TYPE, _RFC3339
 from outbox._sql import query
 from worker.runtime import pooler
 from worker.runtime.logs import log
+from worker.runtime.writable import WritablePool
 from worker.service import console, event_types, problems, registration
 from worker.service.abonnement import router as abonnement_router
 from worker.service.auth import Authenticator
@@ -28,6 +28,7 @@ from worker.service.intake import IntakeFastPath, IntakeWriter
 from worker.service.intake import router as intake_router
 from worker.service.kanaal import router as kanaal_router
 from worker.service.limits import BodyLimit, ClientRate
+from worker.service.problems import DATABASE_DOWN
 from worker.service.settings import ServeSettings
 from worker.service.subscriptions_api import router as subscriptions_router
 from worker.store import clients as client_store
@@ -49,7 +50,7 @@ class Service:
     """What every request may use; on `app.state.service`."""
 
     settings: ServeSettings
-    pool: AsyncConnectionPool[Any]
+    pool: WritablePool
     box: SecretBox
     authenticator: Authenticator
     writer: IntakeWriter
@@ -81,12 +82,15 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
             # (it would reach other clients) nor prepared statements (docs/deploy/pgbouncer.md).
             await pooler.configure(conn, "SET jit = off")
 
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        # Read-write connections only (target_session_attrs=read-write unless the URL chooses); while the
+        # database is away a request waits at most a second for a connection: a quick 503, not a hang.
+        pool = WritablePool(
             url,
             min_size=min(2, settings.pool_size),
             max_size=settings.pool_size,
             open=False,
             timeout=10.0,
+            down_timeout=1.0,
             configure=configure,
             # One statement per write: its own transaction, one round trip.
             kwargs={"autocommit": True},
@@ -147,9 +151,16 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         try:
             async with service.pool.connection(timeout=2.0) as conn:
                 await conn.execute(query("schema_version", service.schema))
+                # Ready means able to write: a server that turned read-only (a standby) is left like one that
+                # refused a write (WritablePool closes the connection; libpq then looks for a primary).
+                row = await (await conn.execute("SHOW transaction_read_only")).fetchone()
+                if row is not None and row[0] == "on":
+                    raise psycopg.errors.ReadOnlySqlTransaction("the server is read-only")
+        except DATABASE_DOWN as exc:  # no primary (down, failing over, or only a standby answers)
+            _not_ready(exc)
+            return PlainTextResponse("not ready: database unreachable\n", 503)
         except Exception as exc:  # any failure means "not ready"; the reason goes to the log, not to the caller
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log(logging.WARNING, "not ready", reason=reason)
+            _not_ready(exc)
             return PlainTextResponse("not ready: the database does not answer, or its schema is not migrated\n", 503)
         return PlainTextResponse("ready\n")
 
@@ -179,6 +190,11 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _not_ready(exc: Exception) -> None:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log(logging.WARNING, "not ready", reason=reason)
 
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

@@ -216,7 +216,8 @@ def unavailable() -> ApiProblem:
     )
 
 
-DATABASE_DOWN = (psycopg.OperationalError, PoolTimeout)
+# A read-only server (a standby) is no database for writing either: WritablePool closes that connection.
+DATABASE_DOWN = (psycopg.OperationalError, PoolTimeout, psycopg.errors.ReadOnlySqlTransaction)
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
