@@ -194,6 +194,18 @@ def test_a_propagated_context_without_an_sdk_is_carried_as_it_is(
     assert "tracestate" not in second
 
 
+async def test_the_async_entry_points_carry_the_context_too(
+    aconn: psycopg.AsyncConnection[Any], database_url: str
+) -> None:
+    context = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(1))
+    with trace.use_span(NonRecordingSpan(context)):
+        await outbox.enqueue_async(aconn, zaak_event("a1"))
+        await outbox.enqueue_many_async(aconn, [zaak_event("a2"), zaak_event("a3")])
+    await outbox.enqueue_async(aconn, zaak_event("a4"))
+    await aconn.commit()
+    assert [e.get("traceparent") for e in stored_events(database_url)] == [TRACEPARENT] * 3 + [None]
+
+
 HOST = """
 import json, sys, psycopg, outbox
 from opentelemetry import trace
@@ -272,7 +284,8 @@ def test_a_host_span_at_enqueue_goes_through_claim_and_delivery_in_one_trace(
 def test_an_event_without_a_trace_gains_no_attribute_but_its_delivery_is_a_root_span(
     database_url: str, receiver: Receiver, start_worker: WorkerFactory, collector: Collector
 ) -> None:
-    subscribe(database_url, receiver.url, content_mode="binary")
+    # A subscription's own traceparent header gives way to the delivery span's.
+    subscribe(database_url, receiver.url, content_mode="binary", headers={"Traceparent": TRACEPARENT, "X-Tenant": "u"})
     worker = start_worker(otel_env(collector))
     worker.wait_logged("worker started")
     with psycopg.connect(database_url) as conn:
@@ -286,6 +299,8 @@ def test_an_event_without_a_trace_gains_no_attribute_but_its_delivery_is_a_root_
     got = receiver.received[0]
     assert "ce-traceparent" not in got.headers  # binary mode: the event's attributes, and it has none
     assert got.headers["traceparent"].startswith(f"00-{deliver.trace_id}-{deliver.span_id}-")
+    assert got.headers.getlist("traceparent") == [got.headers["traceparent"]]
+    assert got.headers["x-tenant"] == "u"
     assert "traceparent" not in stored_events(database_url)[0]
     assert worker.terminate() == 0
 

@@ -102,6 +102,8 @@ class Target:
         self.host = self.url.netloc  # the Host header, as httpx.Request would send it
         # The subscription's own headers (Subscriptions API protocolsettings.headers; reserved names refused).
         self.headers = dict(subscription.headers)
+        # A traceparent/tracestate of its own gives way to the delivery span's while the worker traces.
+        self.trace_headers = any(name.lower() in ("traceparent", "tracestate") for name in self.headers)
         # Without the sender's, a transport that refuses every non-public address.
         self.token_transport = token_transport or WebhookTransport(
             max_idle_per_host=1, max_body=MAX_ANSWER, policy=AddressPolicy()
@@ -258,6 +260,8 @@ class Sender:
         raw = [(b"Host", target.host), (b"Content-Length", str(len(body)).encode()), (b"User-Agent", _USER_AGENT)]
         raw += [(name.encode(), value.encode()) for name, value in headers.items()]
         if traced is not None:  # W3C Trace Context: the receiver's spans join the delivery's trace
+            if target.trace_headers:
+                raw = [h for h in raw if h[0].lower() not in (b"traceparent", b"tracestate")]
             raw += traced.headers
         return await self.transport.send(target.url, b"POST", raw, body, target.timeouts, target.tls)
 
