@@ -38,7 +38,7 @@ import psycopg
 import pytest
 
 import outbox
-from tests.replication import ReplicatedPostgres
+from tests.replication import Cluster, ReplicatedPostgres
 from tests.service.live import token
 from tests.support import Receiver, WorkerProcess, free_port, subscribe, wait_until, zaak_event
 from worker.store import clients as client_store
@@ -342,6 +342,14 @@ def test_failover_to_a_promoted_standby_loses_nothing_and_keeps_order(
             "redelivered_events": sum(1 for n in counts.values() if n > 1),
             "redeliveries": sum(n - 1 for n in counts.values() if n > 1),
             "host_errors": len(ledger.errors),
+            # results the recorder kept through the outage but the new primary refused (the claim was lost
+            # with the worker's unflushed commits, or its lease expired): those deliveries were redone
+            "results_refused_after_failover": sum(
+                int(line.get("count", 0))
+                for worker in workers
+                for line in worker.logs()
+                if str(line.get("event", "")).startswith("results refused")
+            ),
         }
     )
     for worker in workers:  # one line per state change, not one per attempt
@@ -352,7 +360,7 @@ def test_failover_to_a_promoted_standby_loses_nothing_and_keeps_order(
     print("\nfailover figures:", json.dumps(figures, indent=2))
 
 
-def statements_on(cluster: Any) -> list[tuple[Any, ...]]:
+def statements_on(cluster: Cluster) -> list[tuple[Any, ...]]:
     """Sessions of other clients on `cluster` that ran a statement (a libpq read-write check runs none)."""
     with cluster.connect() as conn:
         return conn.execute(
@@ -406,7 +414,7 @@ def test_a_standby_that_is_not_promoted_is_never_picked(postgres: ReplicatedPost
     assert "database reachable again" not in events
 
 
-def read_only_errors(cluster: Any) -> Counter[str]:
+def read_only_errors(cluster: Cluster) -> Counter[str]:
     """Per server process (pid), how many statements the server refused as writes in read-only mode."""
     counts: Counter[str] = Counter()
     for line in cluster.log.read_text().splitlines():
