@@ -41,6 +41,7 @@ import outbox
 from tests.replication import Cluster, ReplicatedPostgres
 from tests.service.live import token
 from tests.support import Receiver, WorkerProcess, free_port, subscribe, wait_until, zaak_event
+from worker.runtime.writable import read_write
 from worker.store import clients as client_store
 from worker.store.secret_box import SecretBox
 
@@ -482,3 +483,13 @@ def test_a_connection_that_turns_read_only_is_left_and_another_host_tried(
     assert events.count("database reachable again") == 1
     line = next(line for line in worker.logs() if line.get("event") == "database unreachable, retrying")
     assert line["error"] == "ReadOnlySqlTransaction"
+
+
+def test_the_outbox_asks_for_a_read_write_server_unless_the_url_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGTARGETSESSIONATTRS", raising=False)
+    assert read_write("postgresql://u@db1:5432,db2:5432/app") == {"target_session_attrs": "read-write"}
+    assert read_write("host=db1,db2 dbname=app") == {"target_session_attrs": "read-write"}
+    assert read_write("postgresql://u@db1,db2/app?target_session_attrs=any") == {}
+    assert read_write("host=db1 target_session_attrs=primary") == {}
+    monkeypatch.setenv("PGTARGETSESSIONATTRS", "any")
+    assert read_write("postgresql://u@db1/app") == {}

@@ -66,6 +66,8 @@ class WritablePool(AsyncConnectionPool[psycopg.AsyncConnection[Any]]):
         self.down_timeout = down_timeout
         self.database_down = False
 
+    # psycopg_pool's own (private, 3.2-3.3) step that opens a connection and reschedules itself on failure:
+    # the first attempt of each replacement gets the capped backoff. Were it renamed, only the cap is lost.
     async def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
         await super()._add_connection(attempt or _CappedBackoff(timeout=self.reconnect_timeout), growing)
 
