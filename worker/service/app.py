@@ -257,6 +257,18 @@ CLOUDEVENT_SCHEMA: dict[str, Any] = {
         "sequencetype": _optional(_TEXT),
         "data": {"description": "any JSON value"},
         "data_base64": _optional({"type": "string", "contentEncoding": "base64"}),
+        # The Distributed Tracing extension (docs/operate/tracing.md); ids not all zeros, version ff refused.
+        "traceparent": _optional(
+            {
+                "type": "string",
+                "pattern": r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-\S*)?$",
+                "description": "W3C Trace Context traceparent; set from the request's traceparent "
+                "header (or the intake span) when the event has none",
+            }
+        ),
+        "tracestate": _optional(
+            {"type": "string", "description": "W3C Trace Context tracestate, only with traceparent"}
+        ),
     },
     "propertyNames": {"pattern": r"^([a-z0-9]{1,20}|data_base64)$"},
     "additionalProperties": {
