@@ -6,6 +6,7 @@ libpq skips a standby and tries the next host. A connection that turns out read-
 server became a standby or read-only after it was opened: `ReadOnlySqlTransaction`, SQLSTATE 25006,
 also "cannot execute … during recovery") counts as "database unavailable" and is closed, never put back
 in the pool: the next connection looks for the primary again instead of failing on the same one forever.
+A connection found broken or read-only makes the pool replace all the connections it opened before.
 """
 
 from __future__ import annotations
@@ -75,14 +76,23 @@ class WritablePool(AsyncConnectionPool[psycopg.AsyncConnection[Any]]):
     async def connection(self, timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         if self.database_down and self.down_timeout is not None:
             timeout = min(self.timeout if timeout is None else timeout, self.down_timeout)
+        suspect = False  # the others in the pool are no better: the server went away or turned read-only
         try:
             async with super().connection(timeout) as conn:
                 try:
                     yield conn
                 except READ_ONLY:
+                    suspect = True
                     await conn.close()  # closed, the pool drops it and opens another (another host)
+                    raise
+                except UNAVAILABLE:
+                    suspect = conn.broken
                     raise
         except UNAVAILABLE:
             self.database_down = True
+            if suspect:
+                # Replace every connection opened before (those lent out when they come back): not one
+                # stale connection after another, each failing once the database is back.
+                await self.drain()
             raise
         self.database_down = False
