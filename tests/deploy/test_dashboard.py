@@ -10,8 +10,11 @@ TYPE, and every label they match on must be one of its labels.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,3 +183,50 @@ def test_a_counter_is_read_with_rate_or_increase_and_a_gauge_never(exposed: str)
             family = samples[name]
             counted = re.search(rf"\b(?:rate|increase|irate)\(\s*{name}\b", expr) is not None
             assert counted == (family.type in ("counter", "histogram")), f"{where}: {name} ({family.type}) in {expr}"
+
+
+# -- the queries as PromQL, and the picture's renderer -----------------------------------------------------
+
+VARIABLES = {"$__rate_interval": "5m", "$job": ".*", "$subscription": ".*"}
+
+
+def substituted(expr: str) -> str:
+    for name, value in sorted(VARIABLES.items(), key=lambda item: -len(item[0])):
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"a variable the dashboard does not define: {expr}"
+    return expr
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    """Each query, its variables replaced as Grafana would, as a recording rule: `promtool check rules`
+    parses it (promtool: Debian's prometheus package, as for tests/deploy/test_alerts.py)."""
+    from tests.deploy.test_alerts import promtool
+
+    rules = [
+        {"record": f"dashboard:panel_{p['id']}_{t['refId']}", "expr": substituted(t["expr"])}
+        for p in dashboard()["panels"]
+        for t in p["targets"]
+    ]
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    checked = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in checked.stdout
+
+
+def test_the_renderer_draws_every_panel() -> None:
+    """docs/tools/render_dashboard.py's drawing, on made-up series (the load itself takes minutes)."""
+    spec = importlib.util.spec_from_file_location("render_dashboard", ROOT / "docs" / "tools" / "render_dashboard.py")
+    assert spec is not None and spec.loader is not None
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    board = dashboard()
+    series = [("a · 12345678", [(1000.0 + 2 * i, float(i % 7)) for i in range(60)]), ("b", [(1000.0, math.nan)])]
+    document = render.page(board, {p["id"]: series for p in board["panels"]}, "now")
+    for p in board["panels"]:
+        assert f"<h2>{p['title']}</h2>" in document
+    assert "not by Grafana" in document
+    assert render.format_value(90, "s") == "1.5 min" and render.format_value(0.25, "s") == "250 ms"
+    assert (
+        render.legend("{{subscription}}", {"subscription": "abcdef0123"}, {"abcdef0123": "fast"}) == "fast · abcdef01"
+    )
