@@ -15,6 +15,7 @@ Spans (docs/operate/tracing.md):
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 # The daemon's Tracer while it exports traces; None: tracing is off (checked on every hot path).
 tracer: Any = None
 _provider: Any = None
+_exporter: Any = None
 
 
 class TracingError(Exception):
@@ -48,12 +50,12 @@ def configure(service_name: str, environ: Mapping[str, str] = os.environ) -> boo
     """Set up the SDK when the environment asks for traces (True), else nothing (False). Raises
     TracingError when it asks for what cannot be had: the extra not installed, another exporter
     or protocol than OTLP over HTTP with protobuf."""
-    global tracer, _provider
+    global tracer, _provider, _exporter
     if not wanted(environ):
         return False
-    exporter = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
-    if exporter != "otlp":
-        raise TracingError(f"OTEL_TRACES_EXPORTER: only otlp (or none) is supported, got {exporter!r}")
+    kind = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if kind != "otlp":
+        raise TracingError(f"OTEL_TRACES_EXPORTER: only otlp (or none) is supported, got {kind!r}")
     protocol = (
         environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
     ).strip()
@@ -79,11 +81,12 @@ def configure(service_name: str, environ: Mapping[str, str] = os.environ) -> boo
     resource = resource.merge(Resource({"service.version": __version__}))
     try:
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # the sampler: OTEL_TRACES_SAMPLER
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # OTEL_BSP_*, OTEL_EXPORTER_OTLP_*
+        exporter = OTLPSpanExporter()  # OTEL_EXPORTER_OTLP_*
+        provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_*
     except Exception as exc:  # e.g. an OTEL_* value the SDK cannot read
         raise TracingError(f"tracing: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     trace.set_tracer_provider(provider)
-    _provider = provider
+    _provider, _exporter = provider, exporter
     tracer = provider.get_tracer("nlgov-outbox", __version__)
     return True
 
@@ -97,16 +100,24 @@ def _version() -> str:
         return "0"
 
 
-def shutdown(timeout: float = 3.0) -> None:
-    """Export what is left (at most `timeout` seconds), then stop: at the daemon's exit."""
-    global tracer, _provider
-    provider, _provider, tracer = _provider, None, None
+def shutdown(timeout: float = 2.0) -> None:
+    """Export what is left, then stop: at the daemon's exit, in at most `timeout` seconds (and one more
+    for a hung connection), so SIGTERM still exits promptly when the collector is away: the exporter
+    would retry for OTEL_EXPORTER_OTLP_TIMEOUT (10 s). What is not exported by then is dropped."""
+    global tracer, _provider, _exporter
+    provider, exporter = _provider, _exporter
+    _provider = _exporter = tracer = None
     if provider is None:
         return
-    try:
-        provider.force_flush(int(timeout * 1000))
-    finally:
+
+    def close() -> None:
+        if not provider.force_flush(int(timeout * 1000)):
+            exporter.shutdown()  # ends its retries at once
         provider.shutdown()
+
+    closing = threading.Thread(target=close, name="tracing-shutdown", daemon=True)
+    closing.start()
+    closing.join(timeout + 1)
 
 
 def now() -> int:
