@@ -523,3 +523,16 @@ def test_log_lines_carry_the_active_spans_ids(
     assert fields["off"] == {}
     assert fields["on"] == {"n": 1, "trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"}
     assert fields["no span"] == {}
+
+
+def test_without_tracing_in_serve_the_producers_headers_are_carried_as_they_came() -> None:
+    from worker.runtime import tracing
+
+    assert tracing.tracer is None
+    assert tracing.stamp({"traceparent": TRACEPARENT, "tracestate": "k=v"}) == {
+        "traceparent": TRACEPARENT,
+        "tracestate": "k=v",
+    }
+    assert tracing.stamp({"traceparent": TRACEPARENT, "tracestate": "Bad State"}) == {"traceparent": TRACEPARENT}
+    assert tracing.stamp({"traceparent": TRACEPARENT.upper()}) is None  # malformed: ignored (W3C)
+    assert tracing.stamp({"tracestate": "k=v"}) is None
