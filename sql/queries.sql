@@ -385,7 +385,7 @@ UPDATE {schema}.deliveries d
   FROM picked p, {schema}.events ev
  WHERE d.id = p.id AND d.status IN ('pending', 'delivering')  -- deliveries_live only
    AND ev.position = d.event_position AND ev.enqueued_at = d.event_enqueued_at  -- the event's leaf only
-RETURNING d.id, d.attempts, d.subscription_id, ev.event::text, d.ordering_key, p.rescued;
+RETURNING d.id, d.attempts, d.subscription_id, ev.event::text, d.ordering_key, p.rescued, d.event_enqueued_at;
 
 -- name: lock_concurrency
 -- Before the claim: one worker at a time claims for a subscription that has due deliveries, so the

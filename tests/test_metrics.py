@@ -261,6 +261,25 @@ async def test_observe_counts_outcomes_and_durations_per_subscription(metrics: M
     assert "outbox_deliveries_in_flight 0.0" in (await scrape(metrics)).splitlines()
 
 
+async def test_delivery_latency_runs_from_the_events_enqueued_at_to_its_2xx(metrics: Metrics) -> None:
+    sub = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    metrics.observe(sub, "delivered", 0.01, now - timedelta(seconds=2))
+    metrics.observe(sub, "delivered", 0.01, now - timedelta(minutes=20))  # waited through retries
+    metrics.observe(sub, "retry", 0.01, now - timedelta(seconds=2))  # not delivered: not a latency
+    metrics.observe(sub, "delivered", 0.01, now + timedelta(seconds=5))  # the database's clock ahead: 0, not < 0
+    body = await scrape(metrics)
+    lines = body.splitlines()
+    assert f'outbox_delivery_latency_seconds_count{{subscription="{sub}"}} 3.0' in lines
+    assert f'outbox_delivery_latency_seconds_bucket{{le="0.005",subscription="{sub}"}} 1.0' in lines
+    assert f'outbox_delivery_latency_seconds_bucket{{le="1.0",subscription="{sub}"}} 1.0' in lines
+    assert f'outbox_delivery_latency_seconds_bucket{{le="2.5",subscription="{sub}"}} 2.0' in lines
+    assert f'outbox_delivery_latency_seconds_bucket{{le="900.0",subscription="{sub}"}} 2.0' in lines
+    assert f'outbox_delivery_latency_seconds_bucket{{le="3600.0",subscription="{sub}"}} 3.0' in lines
+    metrics.keep_only(set())
+    assert "outbox_delivery_latency_seconds_count" not in await scrape(metrics)
+
+
 async def test_a_removed_subscription_leaves_the_metrics(metrics: Metrics) -> None:
     kept, removed = str(uuid.uuid4()), str(uuid.uuid4())
     metrics.observe(kept, "delivered", 0.1)

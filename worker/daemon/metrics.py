@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import psycopg
@@ -48,6 +49,9 @@ OUTCOMES: Final = ("delivered", "retry", "failed", "retired")
 BACKLOG_STATES: Final = ("pending", "blocked", "delivering")
 # Webhook receivers answer in milliseconds to tens of seconds (the request timeout caps it).
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Commit → delivery spans milliseconds (an idle worker) to hours (a receiver that was down): retries included.
+LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                          900.0, 3600.0, 14400.0, 86400.0)  # fmt: skip
 
 Connect = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
 """Lends a connection for one refresh, e.g. the worker pool's `connection` method."""
@@ -109,6 +113,14 @@ class Metrics:
             "Duration of the HTTP attempts of this process, by subscription.",
             ["subscription"],
             buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "outbox_delivery_latency_seconds",
+            "From an event's enqueued_at (its transaction's now(), by the database's clock) to the 2xx answer that "
+            "delivered it, by subscription: the wait, every retry and the last request.",
+            ["subscription"],
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.backlog = Gauge(
@@ -187,8 +199,15 @@ class Metrics:
 
     # -- what the daemon reports ---------------------------------------------------------------
 
-    def observe(self, subscription_id: str | uuid.UUID, outcome: str, duration_seconds: float | None) -> None:
-        """One finished attempt. `duration_seconds` None: no HTTP request was made (e.g. abandoned)."""
+    def observe(
+        self,
+        subscription_id: str | uuid.UUID,
+        outcome: str,
+        duration_seconds: float | None,
+        enqueued_at: datetime | None = None,
+    ) -> None:
+        """One finished attempt. `duration_seconds` None: no HTTP request was made (e.g. abandoned).
+        `enqueued_at`: the event's, for the commit → delivery histogram when it was delivered."""
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
         subscription = str(subscription_id)
@@ -200,6 +219,10 @@ class Metrics:
         self.deliveries.labels(subscription=subscription, outcome=outcome).inc()
         if duration_seconds is not None:
             self.attempt_duration.labels(subscription=subscription).observe(max(0.0, duration_seconds))
+        if outcome == "delivered" and enqueued_at is not None:
+            # Clocks of two machines: a skew shows as a shift, never as a negative wait.
+            latency = (datetime.now(UTC) - enqueued_at).total_seconds()
+            self.delivery_latency.labels(subscription=subscription).observe(max(0.0, latency))
 
     def keep_only(self, subscription_ids: set[str]) -> None:
         """Drop the series of subscriptions that no longer exist (removed), so they do not stay
@@ -210,6 +233,8 @@ class Metrics:
                     self.deliveries.remove(subscription, kind)
             with contextlib.suppress(KeyError):
                 self.attempt_duration.remove(subscription)
+            with contextlib.suppress(KeyError):
+                self.delivery_latency.remove(subscription)
         self._known_subscriptions &= subscription_ids
         for subscription in set(self._limited) - subscription_ids:
             with contextlib.suppress(KeyError):

@@ -444,8 +444,8 @@ class Worker:
             return len(events), claimed
 
         routed, rows = await self._db(step, forever=False)
-        claims = [Claimed(d_id, attempts, sub_id, event, token, key, rescued)
-                  for d_id, attempts, sub_id, event, key, rescued in rows]  # fmt: skip
+        claims = [Claimed(d_id, attempts, sub_id, event, token, key, rescued, enqueued_at)
+                  for d_id, attempts, sub_id, event, key, rescued, enqueued_at in rows]  # fmt: skip
         taken = Counter(c.subscription_id for c in claims)
         self._saturated = len(claims) >= limit > 0 or any(taken[s] >= cap for s, cap in caps_used.items())
         self._start(claims, started)
@@ -530,8 +530,8 @@ class Worker:
         self.fast_paths += 1
         if self._metrics is not None:
             self._metrics.fast_path.labels(outcome="taken").inc()
-        texts = {position: text for position, text, _ in events}
-        claims = [Claimed(d_id, attempts, sub_id, texts[position], token, key)
+        texts = {position: (text, enqueued_at) for position, text, enqueued_at in events}
+        claims = [Claimed(d_id, attempts, sub_id, texts[position][0], token, key, enqueued_at=texts[position][1])
                   for _, d_id, position, sub_id, key, status, attempts in made if status == "delivering"]  # fmt: skip
         self._saturated = False
         self._start(claims, started, "fast")
@@ -721,7 +721,7 @@ class Worker:
             self._metrics.set_in_flight(len(self._in_flight))
             for r in results:
                 duration = None if r.error == "abandoned" else r.duration_ms / 1000
-                self._metrics.observe(r.claimed.subscription_id, r.outcome.kind, duration)
+                self._metrics.observe(r.claimed.subscription_id, r.outcome.kind, duration, r.claimed.enqueued_at)
         self.attempts += len(results)
         self._results.extend(results)
         self._results_ready.set()

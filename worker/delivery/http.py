@@ -56,6 +56,7 @@ class Claimed:
     token: UUID
     key: str | None = None  # the ordering key
     rescued: bool = False  # claimed again after a lease expired
+    enqueued_at: datetime | None = None  # the event's, by the database's clock: the commit → delivery histogram
 
 
 @dataclass(frozen=True)
