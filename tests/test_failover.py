@@ -445,6 +445,15 @@ def test_a_connection_that_turns_read_only_is_left_and_another_host_tried(
                 outbox.enqueue(conn, zaak_event("before"))
             wait_until(lambda: len(receiver.received) == 1, message="the first delivery")
             assert statements_on(standby) == []
+            status = subprocess.run(  # the operator's commands take the same URL (read-write added too)
+                [sys.executable, "-m", "worker", "status", "--json"],
+                env={**os.environ, "OUTBOX_DATABASE_URL": url},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert status.returncode == 0, status.stderr
 
             # The primary turns read-only under the open connections (as a demoted server would be).
             with primary.connect() as conn:

@@ -31,6 +31,7 @@ from worker.daemon.settings import SettingsError, WorkerSettings
 from worker.runtime import logs, tracing
 from worker.runtime.database import DEFAULT_DATA_DIR, database_url
 from worker.runtime.env_files import EnvFileError, load_env_files
+from worker.runtime.writable import read_write
 from worker.service.settings import ServeSettings
 from worker.store import catalogue as catalogue_store
 from worker.store import deliveries as deliveries_store
@@ -50,7 +51,8 @@ class Context:
         with database_url(self.database_url, self.data_dir) as url:
             try:
                 # No prepared statements: the URL may go through PgBouncer (docs/deploy/pgbouncer.md).
-                conn = psycopg.connect(url, connect_timeout=10, prepare_threshold=None)
+                # target_session_attrs=read-write unless the URL chooses: a multi-host URL finds the primary.
+                conn = psycopg.connect(url, connect_timeout=10, prepare_threshold=None, **read_write(url))
             except psycopg.OperationalError as exc:
                 raise click.ClickException(f"cannot connect to the database: {_first_line(exc)}") from None
             try:
