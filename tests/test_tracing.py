@@ -412,7 +412,13 @@ def test_a_producers_traceparent_at_intake_is_the_parent_and_the_delivery_joins(
         assert by_event["e2"].trace_id == "0af7651916cd43dd8448eb211c80319c"
         e3 = next(e for e in stored_events(database_url) if e["id"] == "e3")
         assert e3["traceparent"].split("-")[1] not in (intake.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736")  # own root
-        assert collector.wait_for("GET /readyz")  # FastAPI's own server spans, for every other route
+        # FastAPI's own server spans, for the other routes: not for the health probes (worker/service/app.py).
+        listing = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/abonnement", headers={"Authorization": headers["Authorization"]}
+        )
+        assert listing.status_code == 403, listing.text  # a producer's client may not read abonnementen
+        assert collector.wait_for("GET /api/v1/abonnement")
+        assert collector.named("GET /readyz") == [] and collector.named("GET /healthz") == []
         for got in receiver.received:
             span = by_event[got.event["id"]]
             assert got.headers["traceparent"].startswith(f"00-{span.trace_id}-{span.span_id}-")

@@ -92,9 +92,7 @@ class WritablePool(AsyncConnectionPool[psycopg.AsyncConnection[Any]]):
             self.database_down = True
             if suspect:
                 # Replace every connection opened before (those lent out when they come back): not one
-                # stale connection after another, each failing once the database is back. drain() is
-                # psycopg_pool 3.3's; 3.2's check() at least drops the broken idle ones.
-                drain = getattr(self, "drain", None)
-                await (drain() if drain is not None else self.check())
+                # stale connection after another, each failing once the database is back.
+                await self.drain()
             raise
         self.database_down = False

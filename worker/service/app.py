@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,14 @@ def asgi_app(settings: ServeSettings, url: str) -> ASGIApp:
     return IntakeFastPath(app, app, f"{API_PREFIX}/cloudevents")
 
 
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    """Requests FastAPI's native telemetry leaves out: the health probes."""
+    return scope.get("path") in UNTRACED_PATHS
+
+
 def create_app(settings: ServeSettings, url: str) -> FastAPI:
     """The application for `outbox serve` (and tests), on the database at `url`."""
     box = settings.box
@@ -130,6 +138,9 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         openapi_url=f"{API_PREFIX}/schema/openapi.json",
         docs_url=f"{API_PREFIX}/schema/docs",
         redoc_url=None,
+        # FastAPI's own spans (once `outbox serve` set a tracer provider, docs/operate/tracing.md): a SERVER span
+        # per API request, none for the probes that come every few seconds, and no spans per dependency.
+        telemetry={"operation_spans": False, "exclude": _untraced},
     )
     problems.install(app)
     app.add_middleware(BodyLimit, settings=settings, other_limit=1024 * 1024)
