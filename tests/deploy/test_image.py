@@ -96,6 +96,10 @@ def test_the_image_says_its_version_runs_as_non_root_and_carries_oci_labels(
     assert labels["org.opencontainers.image.licenses"] == "EUPL-1.2"
     entrypoint = engine.run("image", "inspect", outbox_image, "--format", "{{json .Config.Entrypoint}}").stdout
     assert json.loads(entrypoint) == ["outbox"]
+    # The otel extra is in: OTEL_EXPORTER_OTLP_ENDPOINT alone turns tracing on in a deployment.
+    probe = "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter; print('otel')"
+    otel = engine.run("run", "--rm", "--read-only", "--entrypoint", "/opt/outbox/bin/python", outbox_image, "-c", probe)
+    assert otel.stdout.strip() == "otel", otel.stderr
 
 
 def test_worker_and_service_in_containers_deliver_what_the_host_and_a_producer_sent(
@@ -228,7 +232,7 @@ def test_the_image_builds_without_the_ca_secret_from_a_mirror(engine: Engine, im
             "--disable-pip-version-check",
             "--dest",
             str(wheels),
-            ".",
+            ".[otel]",
             "hatchling",
             "pip",
         ],
