@@ -1163,8 +1163,8 @@ SELECT x.id, x.callback_url, x.paused_reason, {schema}.announce(
                'disabledAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
   FROM disabled x
   LEFT JOIN LATERAL (SELECT d.last_status_code, d.last_error FROM {schema}.deliveries d
-                      WHERE d.subscription_id = x.id AND d.status IN ('pending', 'failed')
-                        AND d.last_error IS NOT NULL
+                      WHERE d.subscription_id = x.id AND d.status IN ('pending', 'delivering', 'failed')
+                        AND d.last_error IS NOT NULL  -- 'delivering': claimed again, it keeps its last answer
                       ORDER BY d.updated_at DESC LIMIT 1) AS l ON true;
 
 -- ==== the console (/console/) and `outbox operators` (017) ====
