@@ -411,6 +411,50 @@ def test_mtls_the_pem_asgi_py_makes_from_der(certificates: dict[str, str]) -> No
     assert verify(config, Inbound.of(BODY, {}, tls(pem))).method == "mtls"
 
 
+def pkioverheid_like_certificate() -> str:
+    """A self-signed certificate with a subject as PKIoverheid issues them: C, O with a comma, the OIN."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Gemeente Voorbeeld, afdeling ICT"),
+            x509.NameAttribute(x509.ObjectIdentifier("2.5.4.97"), "NTRNL-00000001234567890000"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, "00000001234567890000"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "webhooks.voorbeeld.nl"),
+        ]
+    )
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now.replace(year=now.year + 1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_mtls_a_dutch_government_subject_with_oin_and_escaped_comma() -> None:
+    pem = pkioverheid_like_certificate()
+    dn = (
+        "CN=webhooks.voorbeeld.nl,serialNumber=00000001234567890000,"
+        "organizationIdentifier=NTRNL-00000001234567890000,O=Gemeente Voorbeeld\\, afdeling ICT,C=NL"
+    )
+    assert verify(parse_config({"method": "mtls", "subjects": [dn]}), Inbound.of(BODY, {}, tls(pem))).principal == dn
+    other_oin = dn.replace("serialNumber=00000001234567890000", "serialNumber=00000009999999990000")
+    failure = refused(parse_config({"method": "mtls", "subjects": [other_oin]}), Inbound.of(BODY, {}, tls(pem)))
+    assert failure.code == CERTIFICATE_MISMATCH
+    assert "serialNumber=00000001234567890000" in failure.reason  # the operator sees whom it refused
+
+
 # -- none -------------------------------------------------------------------------------------------------
 
 
@@ -478,6 +522,8 @@ def test_config_faults_are_all_named_by_field() -> None:
         "password: must be at least 16 characters, without control characters",
     )
     assert problems({"method": "sha1-hmac"})[0].startswith("method: must be one of standard-webhooks, hmac")
+    assert problems({"method": ["hmac"]})[0].startswith("method: must be one of")
+    assert problems(["method", "none"]) == ("verification: must be a JSON object",)  # type: ignore[arg-type]
 
 
 def test_config_types_are_strict() -> None:

@@ -343,6 +343,18 @@ class ApiKeyConfig(_Config):
 
 
 _SAN_KINDS = ("DNS", "URI", "email", "IP")
+# Names RFC 4514 text may use beyond cryptography's own (CN, L, ST, O, OU, C, STREET, DC, UID): PKIoverheid
+# certificates carry the OIN in serialNumber (older) or organizationIdentifier (eIDAS: NTRNL-<OIN>).
+_DN_NAMES = {
+    "serialNumber": x509.NameOID.SERIAL_NUMBER,
+    "organizationIdentifier": x509.ObjectIdentifier("2.5.4.97"),
+    "emailAddress": x509.NameOID.EMAIL_ADDRESS,
+}
+_DN_TEXT = {oid: name for name, oid in _DN_NAMES.items()}
+
+
+def _dn(text: str) -> x509.Name:
+    return x509.Name.from_rfc4514_string(text, _DN_NAMES)
 
 
 def _san(value: str) -> str:
@@ -372,7 +384,7 @@ class MtlsConfig(_Config):
     def _subjects(cls, values: list[str]) -> list[str]:
         for value in values:
             try:
-                name = x509.Name.from_rfc4514_string(value)
+                name = _dn(value)
             except ValueError:
                 raise ValueError("each must be a distinguished name as RFC 4514 writes it (CN=…,O=…,C=NL)") from None
             if not len(name):
@@ -433,7 +445,7 @@ def parse_config(document: Mapping[str, Any]) -> VerificationConfig:
     method = document.get("method")
     if method is None:
         raise InvalidVerificationConfig([f"method: is required, one of {', '.join(METHODS)}"])
-    if method not in CONFIGS:
+    if not isinstance(method, str) or method not in CONFIGS:
         raise InvalidVerificationConfig([f"method: must be one of {', '.join(METHODS)}"])
     try:
         return _ADAPTER.validate_python(dict(document))
@@ -734,7 +746,7 @@ class MtlsVerifier:
     __slots__ = ("_sans", "_subjects")
 
     def __init__(self, config: MtlsConfig) -> None:
-        self._subjects = [(text, x509.Name.from_rfc4514_string(text)) for text in config.subjects]
+        self._subjects = [(text, _dn(text)) for text in config.subjects]
         self._sans = config.sans
 
     def __repr__(self) -> str:
@@ -761,7 +773,7 @@ class MtlsVerifier:
                 return Verified(self.method, principal=san)
         raise VerificationFailed(
             CERTIFICATE_MISMATCH,
-            f"client certificate {certificate.subject.rfc4514_string()} is not a configured subject or SAN",
+            f"client certificate {certificate.subject.rfc4514_string(_DN_TEXT)} is not a configured subject or SAN",
         )
 
 
