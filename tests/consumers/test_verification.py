@@ -596,6 +596,19 @@ def test_no_secret_in_any_error_or_repr(certificates: dict[str, str]) -> None:
         with pytest.raises(InvalidVerificationConfig) as caught:
             parse_config(document)
         texts += [str(caught.value), repr(caught.value), *caught.value.problems]
+    # the models used directly (as a FastAPI body model would be): pydantic's own errors hide the input
+    from pydantic import BaseModel, ValidationError
+
+    from worker.consumers.verification import BearerConfig, StandardWebhooksConfig
+
+    documents: tuple[tuple[type[BaseModel], dict[str, Any]], ...] = (
+        (StandardWebhooksConfig, {"method": "standard-webhooks", "secrets": [SECRET, SECRET], "x": OLD_SECRET}),
+        (BearerConfig, {"method": "bearer", "tokens": [TOKEN, 5]}),
+    )
+    for model, document in documents:
+        with pytest.raises(ValidationError) as raised:
+            model.model_validate(document)
+        texts.append(str(raised.value))
     for text in texts:
         for secret in secrets:
             assert secret not in text, text
