@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: image test-deploy test test-shuffled lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-retention bench-throughput bench-soak bench-slow-receiver clean
+.PHONY: image test-deploy test test-shuffled lint typecheck pytest install demo bench-enqueue bench-claim bench-route bench-intake bench-retention bench-throughput bench-soak bench-slow-receiver bench-mapping-languages clean
 
 install: $(STAMP)
 
@@ -60,6 +60,10 @@ bench-soak: $(STAMP)
 
 bench-slow-receiver: $(STAMP)
 	$(BIN)/python bench/slow_receiver.py
+
+bench-mapping-languages: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/mapping_languages.py
 
 # The OCI image nlgov-outbox:VERSION, with podman or docker (whichever answers). IMAGE_BUILD_ARGS passes more,
 # e.g. IMAGE_BUILD_ARGS="--build-arg BASE=localhost/pybase --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt".
