@@ -261,3 +261,33 @@ def test_try_mapping_answers_with_the_event_or_the_problems() -> None:
         "problems": [{"field": "body", "rule": failure(payment(), b"nope").problems[0].rule}],
     }
     json.dumps(try_mapping(payment(), {"id": "x"}))  # the answer is JSON as it is
+
+
+def test_an_engine_panic_is_an_evaluation_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled expression used from a thread other than its own makes pyo3 panic (a BaseException):
+    the module never does that itself (it compiles per thread), but should the engine panic, it is a failure
+    of this payload, not of the server."""
+    import jsonatapy
+
+    from worker.consumers import mapping as module
+
+    foreign = jsonatapy.compile("body")  # bound to this thread
+    monkeypatch.setattr(module, "_compile", lambda expression, version: foreign)
+    seen: list[Any] = []
+    worker = threading.Thread(target=lambda: seen.append(try_mapping(Mapping(expression="body"), b"{}")))
+    worker.start()
+    worker.join()
+    assert seen[0]["code"] == EVALUATION_ERROR
+    assert seen[0]["problems"][0]["field"] == "expression"
+
+
+def test_other_base_exceptions_are_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.consumers import mapping as module
+
+    class Compiled:
+        def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "_compile", lambda expression, version: Compiled())
+    with pytest.raises(KeyboardInterrupt):
+        apply(Mapping(expression="body"), b"{}")
