@@ -134,9 +134,7 @@ def enqueue(
     catalogue has disabled is not written and None is returned.
     """
     schema, max_event_bytes = _settings(schema, max_event_bytes)
-    trace = _tracing.begin(schema, (event,))  # None unless the host traces (outbox/_tracing.py)
-    failure: BaseException | None = None
-    try:
+    with _tracing.enqueueing(schema, (event,)) as trace:  # None unless the host traces (outbox/_tracing.py)
         document = _document(event, max_event_bytes, trace)
         pg = _connection(conn)
         if not admit(pg, schema, [event])[0]:
@@ -146,12 +144,6 @@ def enqueue(
             # pooling would send the next call to a server without it. insert_event's PL/pgSQL caches its plan.
             cur.execute(query("insert_event", schema), (document,), prepare=False)
             result = cur.fetchone()
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        if trace is not None:
-            trace.end(failure)
     assert result is not None
     return int(result[0])
 
@@ -172,9 +164,7 @@ def enqueue_many(
     events = list(events)
     if not events:
         return []
-    trace = _tracing.begin(schema, events)  # one span for the batch; every event gains its context
-    failure: BaseException | None = None
-    try:
+    with _tracing.enqueueing(schema, events) as trace:  # one span for the batch; every event gains its context
         documents = _documents(events, max_event_bytes, trace)
         pg = _connection(conn)
         admitted = admit(pg, schema, events)
@@ -184,12 +174,6 @@ def enqueue_many(
             with psycopg.Cursor(pg) as cur:  # server-side binding (%b), whatever the connection's cursor_factory
                 cur.execute(query("insert_events", schema), (written, notify_channel(schema)), prepare=False)
                 positions = [int(r[0]) for r in cur.fetchall()]
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        if trace is not None:
-            trace.end(failure)
     return _aligned(positions, admitted)
 
 
@@ -244,9 +228,7 @@ async def enqueue_async(
 ) -> int | None:
     """`enqueue` for asyncio: psycopg AsyncConnection, SQLAlchemy AsyncSession/AsyncConnection."""
     schema, max_event_bytes = _settings(schema, max_event_bytes)
-    trace = _tracing.begin(schema, (event,))
-    failure: BaseException | None = None
-    try:
+    with _tracing.enqueueing(schema, (event,)) as trace:
         document = _document(event, max_event_bytes, trace)
         pg = await _async_psycopg_connection(conn)
         _check_transaction(pg.info.transaction_status, pg.autocommit)
@@ -255,12 +237,6 @@ async def enqueue_async(
         async with psycopg.AsyncCursor(pg) as cur:  # server-side binding, as in `enqueue`
             await cur.execute(query("insert_event", schema), (document,), prepare=False)
             result = await cur.fetchone()
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        if trace is not None:
-            trace.end(failure)
     assert result is not None
     return int(result[0])
 
@@ -277,9 +253,7 @@ async def enqueue_many_async(
     events = list(events)
     if not events:
         return []
-    trace = _tracing.begin(schema, events)
-    failure: BaseException | None = None
-    try:
+    with _tracing.enqueueing(schema, events) as trace:
         documents = _documents(events, max_event_bytes, trace)
         pg = await _async_psycopg_connection(conn)
         _check_transaction(pg.info.transaction_status, pg.autocommit)
@@ -290,10 +264,4 @@ async def enqueue_many_async(
             async with psycopg.AsyncCursor(pg) as cur:  # server-side binding (%b), as in `enqueue_many`
                 await cur.execute(query("insert_events", schema), (written, notify_channel(schema)), prepare=False)
                 positions = [int(r[0]) for r in await cur.fetchall()]
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        if trace is not None:
-            trace.end(failure)
     return _aligned(positions, admitted)

@@ -96,8 +96,32 @@ class Enqueue:
             span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}"))
         span.end()
 
+    def __enter__(self) -> Enqueue:
+        return self
 
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        self.end(error)
+
+
+class _Untraced:
+    """`enqueueing`'s context when the host does not trace: gives None, ends nothing."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        return None
+
+
+_UNTRACED = _Untraced()
 _tracer: Any = None
+
+
+def enqueueing(schema: str, events: Sequence[Any]) -> Enqueue | _Untraced:
+    """`begin` as a context: the trace (or None) inside, its span ended with the error that left, if any."""
+    return begin(schema, events) or _UNTRACED
 
 
 def begin(schema: str, events: Sequence[Any]) -> Enqueue | None:
