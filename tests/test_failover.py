@@ -171,21 +171,14 @@ class Load:
 
     def _producer(self) -> None:
         n = 0
-        with httpx.Client(base_url=f"http://127.0.0.1:{self.serve_port}", timeout=15) as http:
+        with httpx.Client(timeout=15) as http:
             while not self._stop.is_set():
                 key = f"{PRODUCER}-key{n % 2}"
                 event = zaak_event(key, n).to_dict()
                 event["source"] = SOURCE
                 self.ledger.tried(key, event["id"])
                 try:
-                    answer = http.post(
-                        "/api/v1/cloudevents",
-                        content=json.dumps(event),
-                        headers={
-                            "Content-Type": "application/cloudevents+json",
-                            "Authorization": f"Bearer {token(PRODUCER, self.secret)}",
-                        },
-                    )
+                    answer = post_event(http, self.serve_port, self.secret, event)
                 except httpx.TransportError as exc:
                     self.ledger.failed(PRODUCER, exc)
                 else:
@@ -196,6 +189,19 @@ class Load:
                         time.sleep(0.1)
                 n += 1
                 time.sleep(0.03)
+
+
+def post_event(http: httpx.Client | None, port: int, secret: str, event: dict[str, Any]) -> httpx.Response:
+    """POST one structured CloudEvent of the producer's source to `outbox serve`, as the producer's client."""
+    request = {
+        "url": f"http://127.0.0.1:{port}/api/v1/cloudevents",
+        "content": json.dumps({**event, "source": SOURCE}),
+        "headers": {
+            "Content-Type": "application/cloudevents+json",
+            "Authorization": f"Bearer {token(PRODUCER, secret)}",
+        },
+    }
+    return http.post(**request) if http is not None else httpx.post(**request, timeout=30)
 
 
 def add_producer(url: str) -> str:
@@ -265,15 +271,7 @@ def test_failover_to_a_promoted_standby_loses_nothing_and_keeps_order(
             assert "database unreachable" in readyz(serve.port)[1]
             # A POST to serve: a 503 problem, quickly.
             began = time.monotonic()
-            answer = httpx.post(
-                f"http://127.0.0.1:{serve.port}/api/v1/cloudevents",
-                content=json.dumps({**zaak_event("outage-post").to_dict(), "source": SOURCE}),
-                headers={
-                    "Content-Type": "application/cloudevents+json",
-                    "Authorization": f"Bearer {token(PRODUCER, secret)}",
-                },
-                timeout=30,
-            )
+            answer = post_event(None, serve.port, secret, zaak_event("outage-post").to_dict())
             figures["serve_post_503_seconds"] = round(time.monotonic() - began, 3)
             assert answer.status_code == 503, answer.text
             assert answer.headers["content-type"].startswith("application/problem+json")
@@ -395,15 +393,7 @@ def test_a_standby_that_is_not_promoted_is_never_picked(postgres: ReplicatedPost
             with pytest.raises(psycopg.OperationalError, match="read-only"), psycopg.connect(url) as conn:
                 outbox.enqueue(conn, zaak_event("outage"))
             assert time.monotonic() - began < CONNECT_TIMEOUT + 1
-            answer = httpx.post(
-                f"http://127.0.0.1:{serve.port}/api/v1/cloudevents",
-                content=json.dumps({**zaak_event("outage-post").to_dict(), "source": SOURCE}),
-                headers={
-                    "Content-Type": "application/cloudevents+json",
-                    "Authorization": f"Bearer {token(PRODUCER, secret)}",
-                },
-                timeout=30,
-            )
+            answer = post_event(None, serve.port, secret, zaak_event("outage-post").to_dict())
             assert answer.status_code == 503
             assert postgres.standby.in_recovery()
             assert readyz(port) == (503, json.dumps({"status": "unavailable", "reason": "database unreachable"}) + "\n")
@@ -461,15 +451,7 @@ def test_a_connection_that_turns_read_only_is_left_and_another_host_tried(
                 conn.execute("SELECT pg_reload_conf()")
             wait_until(lambda: readyz(port)[0] == 503, timeout=20, message="the worker not ready")
             wait_until(lambda: readyz(serve.port)[0] == 503, timeout=20, message="serve not ready")
-            answer = httpx.post(
-                f"http://127.0.0.1:{serve.port}/api/v1/cloudevents",
-                content=json.dumps({**zaak_event("read-only-post").to_dict(), "source": SOURCE}),
-                headers={
-                    "Content-Type": "application/cloudevents+json",
-                    "Authorization": f"Bearer {token(PRODUCER, secret)}",
-                },
-                timeout=30,
-            )
+            answer = post_event(None, serve.port, secret, zaak_event("read-only-post").to_dict())
             assert answer.status_code == 503, answer.text
             time.sleep(3)  # the worker keeps trying: on new connections, which libpq refuses (read-only)
             with primary.connect() as conn:
