@@ -279,7 +279,9 @@ SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0));
 -- name: unrouted_events
 -- Committed events without deliveries yet, oldest first (events_unrouted_idx of each leaf, merged), with
 -- their enqueued_at: the deliveries carry it, so their joins to events name the leaf.
-SELECT position, event::text, enqueued_at FROM {schema}.events WHERE routed_at IS NULL ORDER BY position LIMIT %s;
+-- target_subscription: a 'source' consumer's event goes to that subscription only (020).
+SELECT position, event::text, enqueued_at, target_subscription
+  FROM {schema}.events WHERE routed_at IS NULL ORDER BY position LIMIT %s;
 
 -- name: lock_keys
 -- Per-key advisory locks for (subscription, ordering key) pairs, taken in one fixed order so two
@@ -1414,3 +1416,245 @@ SELECT d.event_position, d.event_enqueued_at, d.id, d.subscription_id, s.callbac
   JOIN {schema}.subscriptions s ON s.id = d.subscription_id
  WHERE d.event_position = ANY (%(positions)s::int8[]) AND d.event_enqueued_at = ANY (%(enqueued)s::timestamptz[])
  ORDER BY d.id;
+
+
+-- ==== Consumers: inbound webhooks (issue 22; sql/020) ====
+
+-- name: insert_mapping
+-- A new mapping with its first version. Returns nothing when the id is taken.
+WITH m AS (
+    INSERT INTO {schema}.mappings (id, description) VALUES (%(id)s, %(description)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+INSERT INTO {schema}.mapping_versions (mapping_id, version, expression, headers)
+SELECT id, 1, %(expression)s, %(headers)s FROM m
+RETURNING mapping_id, version;
+
+-- name: add_mapping_version
+-- A mapping's next version (the row lock on mappings orders concurrent changes); returns it, or nothing
+-- when there is no such mapping. The description changes only when given.
+WITH m AS (
+    UPDATE {schema}.mappings
+       SET current_version = current_version + 1, updated_at = now(),
+           description = CASE WHEN %(set_description)s THEN %(description)s ELSE description END
+     WHERE id = %(id)s
+    RETURNING id, current_version
+)
+INSERT INTO {schema}.mapping_versions (mapping_id, version, expression, headers)
+SELECT id, current_version, %(expression)s, %(headers)s FROM m
+RETURNING mapping_id, version;
+
+-- name: mapping
+-- One mapping at its current version, or at the version asked for (%(version)s, NULL: current).
+SELECT m.id, m.description, v.version, v.expression, v.headers, m.current_version, m.created_at, v.created_at,
+       (SELECT coalesce(array_agg(c.name ORDER BY c.name), '{{}}') FROM {schema}.consumers c WHERE c.mapping_id = m.id)
+  FROM {schema}.mappings m
+  JOIN {schema}.mapping_versions v ON v.mapping_id = m.id AND v.version = coalesce(%(version)s, m.current_version)
+ WHERE m.id = %(id)s;
+
+-- name: list_mappings
+-- Every mapping at its current version, by id, with the consumers that use it.
+SELECT m.id, m.description, v.version, v.expression, v.headers, m.current_version, m.created_at, v.created_at,
+       (SELECT coalesce(array_agg(c.name ORDER BY c.name), '{{}}') FROM {schema}.consumers c WHERE c.mapping_id = m.id)
+  FROM {schema}.mappings m
+  JOIN {schema}.mapping_versions v ON v.mapping_id = m.id AND v.version = m.current_version
+ ORDER BY m.id;
+
+-- name: mapping_history
+-- A mapping's versions, newest first.
+SELECT version, expression, headers, created_at
+  FROM {schema}.mapping_versions WHERE mapping_id = %(id)s ORDER BY version DESC;
+
+-- name: delete_mapping
+-- Removes a mapping and its versions; a consumer that uses it makes this fail (foreign key), so the
+-- caller asks `mapping_users` first.
+DELETE FROM {schema}.mappings WHERE id = %(id)s RETURNING id;
+
+-- name: insert_consumer
+-- A new consumer; nothing when its name or endpoint is taken (the caller says which).
+INSERT INTO {schema}.consumers (name, endpoint, mapping_id, target_type, target_id, is_enabled, verification,
+                                secrets, secrets_encrypted, max_body_bytes, rate_limit, rate_burst)
+VALUES (%(name)s, %(endpoint)s, %(mapping_id)s, %(target_type)s, %(target_id)s, %(is_enabled)s, %(verification)s,
+        %(secrets)s, %(secrets_encrypted)s, %(max_body_bytes)s, %(rate_limit)s, %(rate_burst)s)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: update_consumer
+-- Every field of a consumer at once (the caller merged the change into what it read).
+UPDATE {schema}.consumers
+   SET name = %(name)s, endpoint = %(endpoint)s, mapping_id = %(mapping_id)s, target_type = %(target_type)s,
+       target_id = %(target_id)s, is_enabled = %(is_enabled)s, verification = %(verification)s,
+       secrets = %(secrets)s, secrets_encrypted = %(secrets_encrypted)s, max_body_bytes = %(max_body_bytes)s,
+       rate_limit = %(rate_limit)s, rate_burst = %(rate_burst)s, updated_at = now()
+ WHERE id = %(id)s
+RETURNING id;
+
+-- name: set_consumer_enabled
+UPDATE {schema}.consumers SET is_enabled = %(enabled)s, updated_at = now() WHERE id = %(id)s RETURNING id;
+
+-- name: delete_consumer
+-- Removes a consumer with its receipts, failures and rate bucket.
+DELETE FROM {schema}.consumers WHERE id = %(id)s RETURNING id;
+
+-- name: event_type_slug_exists
+SELECT 1 FROM {schema}.event_types WHERE slug = %s;
+
+-- name: subscription_exists
+SELECT 1 FROM {schema}.subscriptions WHERE id = %s::uuid;
+
+-- name: consumer_taken
+-- Which of a name and an endpoint another consumer than %(id)s holds (for the error of an add or update).
+SELECT name = %(name)s, endpoint = %(endpoint)s
+  FROM {schema}.consumers
+ WHERE (name = %(name)s OR endpoint = %(endpoint)s) AND id IS DISTINCT FROM %(id)s::uuid;
+
+-- name: list_consumers
+-- Every consumer by name, with its failures waiting for a replay.
+SELECT c.id, c.name, c.endpoint, c.mapping_id, c.target_type, c.target_id, c.is_enabled, c.verification,
+       c.secrets, c.secrets_encrypted, c.max_body_bytes, c.rate_limit, c.rate_burst, c.created_at, c.updated_at,
+       (SELECT count(*) FROM {schema}.consumer_failures f WHERE f.consumer_id = c.id AND f.replayed_at IS NULL)
+  FROM {schema}.consumers c
+ ORDER BY c.name;
+
+-- name: consumer_by_key
+-- One consumer by id (when %(key)s is one), name or endpoint.
+SELECT c.id, c.name, c.endpoint, c.mapping_id, c.target_type, c.target_id, c.is_enabled, c.verification,
+       c.secrets, c.secrets_encrypted, c.max_body_bytes, c.rate_limit, c.rate_burst, c.created_at, c.updated_at,
+       (SELECT count(*) FROM {schema}.consumer_failures f WHERE f.consumer_id = c.id AND f.replayed_at IS NULL)
+  FROM {schema}.consumers c
+ WHERE c.id = %(id)s::uuid OR c.name = %(key)s OR c.endpoint = %(key)s
+ ORDER BY c.id = %(id)s::uuid DESC, c.name = %(key)s DESC
+ LIMIT 1;
+
+-- name: hook_consumer
+-- `outbox serve`, for /hooks/{endpoint}: the consumer with its mapping's current version.
+SELECT c.id, c.name, c.endpoint, c.mapping_id, c.target_type, c.target_id, c.is_enabled, c.verification,
+       c.secrets, c.secrets_encrypted, c.max_body_bytes, c.rate_limit, c.rate_burst, c.created_at, c.updated_at,
+       0::bigint, v.version, v.expression, v.headers
+  FROM {schema}.consumers c
+  LEFT JOIN {schema}.mappings m ON m.id = c.mapping_id
+  LEFT JOIN {schema}.mapping_versions v ON v.mapping_id = m.id AND v.version = m.current_version
+ WHERE c.endpoint = %(endpoint)s;
+
+-- name: consumer_events
+-- `outbox serve`: the mapped events of one or more consumer requests in one statement (group commit, as
+-- intake_events). Per request: its consumer, the verified webhook id (NULL: the method has none), the
+-- event's (source, id), the event as stored, and its target subscription (NULL: route by subscriptions).
+-- A request whose webhook id the consumer has recorded is a replay; an event whose (source, id) was
+-- taken in before (by a consumer or by /cloudevents) is a duplicate: neither stores anything, and both
+-- are answered as a success (a sender's retry). A new webhook id is recorded with the event it names,
+-- whether that event is new or a duplicate. Concurrent statements with the same keys wait on each
+-- other's rows (ON CONFLICT) and then store nothing. Returns per request whether its event was stored
+-- and the event a replayed webhook id named when it was recorded.
+WITH input AS (
+    SELECT t.*, sha256(convert_to((t.document::jsonb - 'traceparent' - 'tracestate')::text, 'UTF8')) AS digest
+      FROM ROWS FROM (unnest(%b::uuid[]), unnest(%b::text[]), unnest(%b::text[]), unnest(%b::text[]),
+                      json_array_elements(%s::json), unnest(%b::uuid[]))
+           WITH ORDINALITY AS t (consumer_id, webhook_id, source, id, document, target, ord)
+),
+receipts AS (
+    INSERT INTO {schema}.consumer_receipts (consumer_id, webhook_id, event_source, event_id)
+    SELECT consumer_id, webhook_id, source, id FROM input
+     WHERE webhook_id IS NOT NULL
+     ORDER BY consumer_id, webhook_id
+    ON CONFLICT DO NOTHING
+    RETURNING consumer_id, webhook_id
+),
+fresh AS (
+    SELECT i.* FROM input i
+     WHERE i.webhook_id IS NULL
+        OR EXISTS (SELECT 1 FROM receipts r WHERE r.consumer_id = i.consumer_id AND r.webhook_id = i.webhook_id)
+),
+numbered AS (
+    SELECT f.source, f.id, f.document, f.digest, f.target, f.ord, nextval(%s::regclass) AS position
+      FROM fresh f
+     WHERE NOT EXISTS (SELECT 1 FROM {schema}.intake_ids k WHERE k.source = f.source AND k.id = f.id)
+     ORDER BY f.ord
+),
+keys AS (
+    INSERT INTO {schema}.intake_ids (source, id, position, digest)
+    SELECT source, id, position, digest FROM numbered
+     ORDER BY source, id
+    ON CONFLICT DO NOTHING
+    RETURNING position, received_at
+),
+stored AS (
+    INSERT INTO {schema}.events (position, event, enqueued_at, target_subscription)
+    SELECT n.position, n.document, k.received_at, n.target FROM numbered n JOIN keys k ON k.position = n.position
+    RETURNING position
+),
+woken AS (
+    SELECT pg_notify(%s, '') WHERE EXISTS (SELECT 1 FROM stored) AND EXISTS (SELECT 1 FROM {schema}.idle_workers)
+)
+SELECT i.ord, EXISTS (SELECT 1 FROM numbered n JOIN keys k ON k.position = n.position WHERE n.ord = i.ord),
+       r.event_source, r.event_id
+  FROM input i
+  LEFT JOIN woken ON true
+  LEFT JOIN {schema}.consumer_receipts r
+         ON r.consumer_id = i.consumer_id AND r.webhook_id = i.webhook_id
+        AND NOT EXISTS (SELECT 1 FROM receipts n WHERE n.consumer_id = i.consumer_id AND n.webhook_id = i.webhook_id)
+ ORDER BY i.ord;
+
+-- name: take_consumer_request
+-- `outbox serve`: one request from the consumer's token bucket (consumer_rates), as take_client_request.
+INSERT INTO {schema}.consumer_rates AS r (consumer_id, tokens, at, taken)
+VALUES (%(consumer)s, %(burst)s::float8 - 1, clock_timestamp(), true)
+ON CONFLICT (consumer_id) DO UPDATE
+   SET (tokens, at, taken) = (
+           SELECT CASE WHEN f.tokens >= 1 THEN f.tokens - 1 ELSE f.tokens END, f.now, f.tokens >= 1
+             FROM (SELECT least(%(burst)s::float8,
+                                r.tokens + %(rate)s::float8 * greatest(0, extract(epoch FROM c.now - r.at))::float8)
+                          AS tokens,
+                          c.now
+                     FROM (SELECT clock_timestamp() AS now) c) f)
+RETURNING taken, tokens;
+
+-- name: insert_consumer_failure
+-- A request that passed verification and failed the mapping, the profile, the catalogue or its target.
+INSERT INTO {schema}.consumer_failures (consumer_id, code, problems, mapping_version, body, headers, webhook_id)
+VALUES (%(consumer_id)s, %(code)s, %(problems)s, %(mapping_version)s, %(body)s, %(headers)s, %(webhook_id)s)
+RETURNING id, received_at;
+
+-- name: consumer_failures
+-- A consumer's failures, newest first (a keyset page: before %(before)s, NULL: from the newest);
+-- %(open)s: only those not replayed.
+SELECT id, consumer_id, received_at, code, problems, mapping_version, octet_length(body), headers, webhook_id,
+       replayed_at, event_source, event_id
+  FROM {schema}.consumer_failures
+ WHERE consumer_id = %(consumer_id)s
+   AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)
+   AND (NOT %(open)s OR replayed_at IS NULL)
+ ORDER BY id DESC
+ LIMIT %(limit)s;
+
+-- name: consumer_failure
+-- One failure with its body, for showing and replaying.
+SELECT id, consumer_id, received_at, code, problems, mapping_version, body, headers, webhook_id,
+       replayed_at, event_source, event_id
+  FROM {schema}.consumer_failures
+ WHERE id = %(id)s;
+
+-- name: failure_replayed
+-- A replay stored (or found) the failure's event. Only once: a replay that lost a race changes nothing.
+UPDATE {schema}.consumer_failures
+   SET replayed_at = now(), event_source = %(source)s, event_id = %(event_id)s
+ WHERE id = %(id)s AND replayed_at IS NULL
+RETURNING id;
+
+-- name: failure_failed_again
+-- A replay that failed again: the failure now says why, with the version it was tried with.
+UPDATE {schema}.consumer_failures
+   SET code = %(code)s, problems = %(problems)s, mapping_version = %(mapping_version)s
+ WHERE id = %(id)s AND replayed_at IS NULL
+RETURNING id;
+
+-- name: delete_consumer_failures
+-- Removes failures of a consumer (all, or those with the given ids).
+DELETE FROM {schema}.consumer_failures
+ WHERE consumer_id = %(consumer_id)s AND (%(ids)s::int8[] IS NULL OR id = ANY (%(ids)s::int8[]));
+
+-- name: purge_consumer_receipts
+-- Webhook ids recorded before the cutoff (twice the longest tolerance window ago): their timestamps
+-- are refused by now, so the id is no longer needed to tell a replay.
+DELETE FROM {schema}.consumer_receipts WHERE received_at < %s;
