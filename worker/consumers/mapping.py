@@ -257,12 +257,14 @@ def _evaluate(mapping: Mapping, document: dict[str, Any]) -> Any:
 _JSON_KINDS: Final = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
 
 
-def _event(result: Any) -> CloudEvent:
+def _event(
+    result: Any, defaults: abc.Mapping[str, Any] | None = None, required: tuple[str, ...] = REQUIRED
+) -> CloudEvent:
     if not isinstance(result, dict):
         what = _JSON_KINDS.get(type(result), "nothing" if result is None else type(result).__name__)
         raise MappingFailed(NOT_AN_OBJECT, [Problem("result", f"must be a JSON object, the expression gave {what}")])
-    document = {"specversion": "1.0", **result}
-    problems = [Problem(name, "is required") for name in REQUIRED if document.get(name) is None]
+    document = {"specversion": "1.0", **(defaults or {}), **result}
+    problems = [Problem(name, "is required") for name in required if document.get(name) is None]
     missing = {problem.field for problem in problems}
     problems += [
         Problem(fault.attribute, fault.rule) for fault in event_problems(document) if fault.attribute not in missing
@@ -275,11 +277,23 @@ def _event(result: Any) -> CloudEvent:
     raise MappingFailed(INVALID_EVENT, problems)
 
 
-def apply(mapping: Mapping, payload: bytes | Any, headers: Headers | None = None) -> CloudEvent:
+def apply(
+    mapping: Mapping,
+    payload: bytes | Any,
+    headers: Headers | None = None,
+    defaults: abc.Mapping[str, Any] | None = None,
+) -> CloudEvent:
     """The CloudEvent `mapping` makes of `payload` (raw body bytes, or already parsed JSON) and the chosen
-    `headers` (a mapping, `Inbound.headers`, or an ASGI header list); `MappingFailed` otherwise."""
+    `headers` (a mapping, `Inbound.headers`, or an ASGI header list); `MappingFailed` otherwise. `defaults`
+    are attributes the result may leave out (a consumer's target event type gives `type` and `source`)."""
     document = {"body": _parsed(payload), "headers": _chosen_headers(mapping.headers, headers)}
-    return _event(_evaluate(mapping, document))
+    return _event(_evaluate(mapping, document), defaults)
+
+
+def as_event(payload: bytes, defaults: abc.Mapping[str, Any] | None = None) -> CloudEvent:
+    """A consumer without a mapping: the body is the event itself (the JSON event format), checked as a
+    mapping's result is (`MappingFailed` with `malformed_json`, `not_an_object` or `invalid_event`)."""
+    return _event(_parsed(payload), defaults, required=("id", "source", "type"))
 
 
 def try_mapping(
