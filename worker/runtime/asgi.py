@@ -60,6 +60,9 @@ class _Protocol(HttpToolsProtocol):
             self.scope["extensions"] = {"tls": self._tls}
 
 
+HttpProtocol = _Protocol  # for `outbox serve`, which runs uvicorn itself
+
+
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)

@@ -19,15 +19,17 @@ from starlette.types import ASGIApp
 from outbox._event import _INT32, _MEDIA_TYPE, _RFC3339
 from outbox._sql import query
 from worker.runtime import pooler
+from worker.runtime.asgi import AsgiServer
 from worker.runtime.logs import log
 from worker.runtime.writable import WritablePool
-from worker.service import console, event_types, problems, registration
+from worker.service import console, event_types, hooks, problems, registration
 from worker.service.abonnement import router as abonnement_router
 from worker.service.auth import Authenticator
 from worker.service.intake import IntakeFastPath, IntakeWriter
 from worker.service.intake import router as intake_router
 from worker.service.kanaal import router as kanaal_router
 from worker.service.limits import BodyLimit, ClientRate
+from worker.service.metrics import ServeMetrics
 from worker.service.problems import DATABASE_DOWN
 from worker.service.settings import ServeSettings
 from worker.service.subscriptions_api import router as subscriptions_router
@@ -41,8 +43,9 @@ DESCRIPTION = """The Notificaties API of the NL GOV CloudEvents outbox.
 Producers POST cloud events to `/cloudevents` (structured, binary or batched content mode); client
 applications register abonnementen (`/abonnement`, the ZGW Notificaties API) or, over the same
 subscriptions, CloudEvents subscriptions (`/subscriptions`); the event catalogue is at
-`/event-types`. Every operation needs a ZGW JWT (HS256) signed with the client's secret; errors are
-RFC 9457 problem documents (`application/problem+json`) with `invalidParams` for invalid fields."""
+`/event-types`. Every operation needs a ZGW JWT (HS256) signed with the client's secret, except
+`/hooks/{endpoint}`: external systems call a consumer there, verified by the consumer's own method. Errors
+are RFC 9457 problem documents (`application/problem+json`) with `invalidParams` for invalid fields."""
 
 
 @dataclass
@@ -66,9 +69,10 @@ class Service:
 
 def asgi_app(settings: ServeSettings, url: str) -> ASGIApp:
     """What uvicorn serves: the application, with POST /cloudevents (the busiest path by far) answered in
-    front of it, outside FastAPI's per-request middleware, routing and dependency resolution."""
+    front of it, outside FastAPI's per-request middleware, routing and dependency resolution; so are consumers'
+    POST /hooks/{endpoint} (each consumer has its own body limit)."""
     app = create_app(settings, url)
-    return IntakeFastPath(app, app, f"{API_PREFIX}/cloudevents")
+    return hooks.HooksFastPath(IntakeFastPath(app, app, f"{API_PREFIX}/cloudevents"), app)
 
 
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz"})
@@ -119,13 +123,22 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
             pace=ClientRate(pool, settings.db_schema, settings.rate_limit, settings.rate_burst).take,
         )
         writer = IntakeWriter(pool, settings.db_schema, writers=max(1, settings.pool_size // 2))
-        app.state.service = Service(settings, pool, box, authenticator, writer)
+        service = app.state.service = Service(settings, pool, box, authenticator, writer)
+        app.state.hooks = hooks.Hooks(service, app.state.metrics)
+        metrics_server = None
+        if settings.metrics_port is not None:
+            metrics_server = AsgiServer(app.state.metrics.app(), shutdown_timeout=1)
+            await metrics_server.start(settings.metrics_host, settings.metrics_port)
+            log(logging.INFO, "metrics server started", host=settings.metrics_host, port=metrics_server.port)
         log(logging.INFO, "service started", host=settings.host, port=settings.port, schema=settings.db_schema)
         if not box.encrypts:
             log(logging.WARNING, "client and subscription secrets are stored unencrypted: set OUTBOX_SECRET_KEY")
         try:
             yield
         finally:
+            if metrics_server is not None:
+                await metrics_server.stop()
+            await app.state.hooks.aclose()
             await writer.aclose()
             await pool.close(timeout=5.0)
             log(logging.INFO, "service stopped")
@@ -142,6 +155,7 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         # per API request, none for the probes that come every few seconds, and no spans per dependency.
         telemetry={"operation_spans": False, "exclude": _untraced},
     )
+    app.state.metrics = ServeMetrics()
     problems.install(app)
     app.add_middleware(BodyLimit, settings=settings, other_limit=1024 * 1024)
     app.include_router(intake_router, prefix=API_PREFIX)
@@ -149,6 +163,7 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
     app.include_router(subscriptions_router, prefix=API_PREFIX)
     app.include_router(kanaal_router, prefix=API_PREFIX)
     app.include_router(event_types.router, prefix=API_PREFIX)
+    app.include_router(hooks.router)
     app.include_router(problems.pages)
     console.install(app)
 

@@ -86,6 +86,13 @@ class _Deadline:
 async def read_body(receive: Receive, headers: Mapping[str, str], settings: ServeSettings) -> bytes:
     """The intake's body (header names in lowercase), within its content mode's limit and the deadlines."""
     limit, setting = intake_limit(headers.get("content-type"), settings)
+    return await read_limited(receive, headers, limit, setting, settings)
+
+
+async def read_limited(
+    receive: Receive, headers: Mapping[str, str], limit: int, setting: str, settings: ServeSettings
+) -> bytes:
+    """A body within `limit` bytes (`setting` names it in the 413) and the deadlines."""
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(limit, setting)

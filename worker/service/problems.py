@@ -64,6 +64,10 @@ PAGES: dict[str, Page] = {
     "invalid-jwt-signature": Page(401, "Invalid token.", "The JWT's signature does not match the client's "
                                   "secret; it may have been rotated. " + _RESEND),
     "jwt-invalid": Page(401, "Invalid token.", "The JWT is not valid (the detail says why). " + _RESEND),
+    "webhook_unverified": Page(401, "The webhook request is not verified.", "A consumer's webhook request "
+                               "failed its verification (the detail names the header or rule: a signature that "
+                               "does not match, a stale timestamp, a wrong token). Nothing was stored. Check the "
+                               "secret the sender signs with and its clock."),
     "permission_denied": Page(403, "You do not have permission to perform this action.",
                               "The client lacks the scope this operation needs (the detail names it). Ask "
                               "the operator to grant it."),
@@ -84,6 +88,13 @@ PAGES: dict[str, Page] = {
                       "size limit (the detail names it). Nothing was stored."),
     "unsupported_media_type": Page(415, "Unsupported media type.", "The Content-Type is not one this "
                                    "operation takes (the detail lists them). Nothing was stored."),
+    "unprocessable": Page(422, "The payload cannot be turned into an event.", "A consumer's webhook payload "
+                          "fails its mapping, the NL GOV CloudEvents profile or the event catalogue's schema "
+                          "(`invalidParams` names each fault). Nothing was stored; the request is kept for the "
+                          "operator, who can replay it once the mapping is fixed."),
+    "target_missing": Page(503, "The consumer's target is gone.", "The catalogue entry or subscription a "
+                           "consumer delivers to does not exist. Nothing was stored; the request is kept for the "
+                           "operator. Try again later."),
     "throttled": Page(429, "Too many requests.", "The client is over its request rate (OUTBOX_RATE_LIMIT, "
                       "counted over every process of the service). Try again after Retry-After seconds."),
     "secret_key": Page(500, "Stored secrets cannot be opened.", "A stored secret cannot be decrypted with "

@@ -4,10 +4,12 @@ uvicorn's graceful shutdown on SIGTERM/SIGINT (stop accepting, finish in-flight 
 from __future__ import annotations
 
 import socket
+import ssl
 from types import FrameType
 
 import uvicorn
 
+from worker.runtime.asgi import HttpProtocol
 from worker.service.app import asgi_app
 from worker.service.settings import ServeSettings
 
@@ -40,16 +42,33 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve(settings: ServeSettings, url: str) -> None:
     sock = listen(settings.host, settings.port)
+    if settings.tls_cert_file is not None:
+        try:  # a certificate that does not load is one line at start, not a failure per connection
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
+            if settings.tls_client_ca_file is not None:
+                context.load_verify_locations(str(settings.tls_client_ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise StartupError(f"OUTBOX_TLS_CERT_FILE/OUTBOX_TLS_KEY_FILE: cannot be loaded ({exc})") from None
     try:
         import uvloop  # noqa: F401 (libuv's loop: less CPU per request)
 
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
+    tls: dict[str, object] = {}
+    if settings.tls_cert_file is not None:
+        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
+        if settings.tls_client_ca_file is not None:
+            # Asked for, not required: only consumers with mTLS verification need one (and refuse without).
+            tls |= {"ssl_ca_certs": str(settings.tls_client_ca_file), "ssl_cert_reqs": ssl.CERT_OPTIONAL}
     config = uvicorn.Config(
         asgi_app(settings, url),
         loop=loop,
-        http="httptools",
+        # httptools, plus the ASGI TLS extension (the client certificate) that mTLS consumers verify.
+        http=HttpProtocol,
+        **tls,  # type: ignore[arg-type]
         lifespan="on",
         access_log=False,
         log_config=None,

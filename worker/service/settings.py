@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -59,6 +60,21 @@ class ServeSettings(BaseSettings):
         (), description="non-public networks callbacks may point to, e.g. 10.1.0.0/16,::1"
     )
     shutdown_grace: float = Field(30.0, ge=0, le=3600, description="on SIGTERM, wait this long for requests")
+    # Consumers (/hooks/{endpoint}) and TLS termination (needed for their mTLS verification).
+    consumer_cache_ttl: float = Field(
+        2.0, ge=0, le=3600, description="seconds a process keeps a consumer's definition before reading it again"
+    )
+    tls_cert_file: Path | None = Field(None, description="serve HTTPS with this PEM certificate (chain)")
+    tls_key_file: Path | None = Field(None, description="the certificate's PEM private key")
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle client certificates are verified against (asked for, not required: "
+        "consumers with mTLS verification refuse a request without one)",
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65_535, description="serve Prometheus /metrics on this port (its own listener)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address of the /metrics listener")
     # The console (/console/): sessions and sign-in lockout.
     console_session_idle: float = Field(
         1800.0, ge=60, le=86_400, description="a console session ends after this many seconds without a request"
@@ -96,6 +112,14 @@ class ServeSettings(BaseSettings):
         check_schema_name(self.db_schema)
         if self.secret_key is not None:
             SecretBox.from_setting(self.secret_key.get_secret_value())  # raises SecretKeyError, a ValueError
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("OUTBOX_TLS_CERT_FILE and OUTBOX_TLS_KEY_FILE: give both, or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("OUTBOX_TLS_CLIENT_CA_FILE: needs OUTBOX_TLS_CERT_FILE and OUTBOX_TLS_KEY_FILE (TLS)")
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"OUTBOX_{name.upper()}: {path} is not a readable file")
         if self.max_batch_bytes < self.max_event_bytes:
             raise ValueError(
                 f"OUTBOX_MAX_BATCH_BYTES: must be at least OUTBOX_MAX_EVENT_BYTES ({self.max_event_bytes}), "
