@@ -21,6 +21,7 @@ from outbox._operations import retry_failed
 from outbox._sql import DEFAULT_SCHEMA, check_schema_name, migrations
 from worker.cli import status as status_report
 from worker.cli.clients import clients
+from worker.cli.consumers import consumers, mappings
 from worker.cli.deliveries import deliveries, events, filter_options, parse_filter
 from worker.cli.event_types import event_types
 from worker.cli.operators import operators
@@ -169,6 +170,8 @@ cli.add_command(clients)
 cli.add_command(operators)
 cli.add_command(deliveries)
 cli.add_command(events)
+cli.add_command(consumers)
+cli.add_command(mappings)
 
 
 # -- operations ---------------------------------------------------------------------
@@ -228,7 +231,8 @@ def retry_command(obj: Context, /, all_failed: bool, delivery_id: int | None, dr
 def purge_command(obj: Context, older_than: str, failed_older_than: str | None, batch_size: int) -> None:
     """Retention: drop the partition leaves of delivered deliveries and events older than DURATION,
     of failed deliveries older than --failed-older-than, of attempts older than the longer of the
-    two; delete the few rows outside those leaves. Live deliveries and the events they need stay."""
+    two; delete the few rows outside those leaves. Live deliveries and the events they need stay.
+    Consumers' webhook ids (replay protection) go after twice the longest tolerance window (2 h)."""
     ages = {}
     for hint, text in (("--older-than", older_than), ("--failed-older-than", failed_older_than)):
         if text is None:

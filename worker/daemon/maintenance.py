@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from outbox._sql import query
+from worker.consumers.verification import MAX_TOLERANCE
 from worker.runtime.clock import as_utc, utcnow
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -27,6 +28,9 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Failed deliveries are kept this many times as long as delivered ones unless told otherwise: they
 # are what an operator still has to look at (and `outbox retry`).
 FAILED_RETENTION_FACTOR = 4
+# Consumers' webhook ids are kept twice the longest tolerance window: past it the timestamp check refuses a
+# replay by itself (sql/020), whatever retention the operator chose for events.
+RECEIPT_RETENTION = timedelta(seconds=2 * MAX_TOLERANCE)
 _LOCK_TRIES = 3
 
 
@@ -50,6 +54,7 @@ class PurgeReport:
     events: int = 0
     intake_ids: int = 0
     events_kept: int = 0  # events of dropped leaves still needed: moved to events_default
+    receipts: int = 0  # consumers' webhook ids older than RECEIPT_RETENTION
 
     def lines(self) -> list[str]:
         out = [f"dropped {name}" for name in self.dropped]
@@ -60,6 +65,9 @@ class PurgeReport:
         )
         if self.events_kept:
             out.append(f"kept {self.events_kept} events still needed by deliveries (moved to events_default)")
+        if self.receipts:
+            hours = RECEIPT_RETENTION.total_seconds() / 3600
+            out.append(f"deleted {self.receipts} consumer receipts (webhook ids older than {hours:g} h)")
         return out
 
 
@@ -73,7 +81,8 @@ def purge(
 ) -> PurgeReport:
     """Remove delivered deliveries and events older than `older_than`, failed deliveries older than
     `failed_older_than` (default FAILED_RETENTION_FACTOR × `older_than`), attempts older than the
-    longer of the two, and the intake keys of events gone. A blocked, pending or delivering delivery
+    longer of the two, the intake keys of events gone, and consumers' webhook ids older than
+    RECEIPT_RETENTION. A blocked, pending or delivering delivery
     is never removed, nor the event it (or any kept delivery) needs. Every step is its own transaction
     (`conn` must not be inside one). Ages count back from `now` (default: the clock now), in UTC."""
     if failed_older_than is None:
@@ -97,6 +106,9 @@ def purge(
         _ddl(conn, schema, report, leaf, "retire_events_partition")
     report.events = _batches(conn, schema, "purge_event_leftovers", delivered_cutoff, batch_size)
     report.intake_ids = _batches(conn, schema, "purge_intake_ids", delivered_cutoff, batch_size)
+    # 4. Consumer receipts: a fixed age, not the operator's; `outbox serve` deletes them too, so few are left.
+    with conn.transaction():
+        report.receipts = conn.execute(query("purge_consumer_receipts", schema), (now - RECEIPT_RETENTION,)).rowcount
     return report
 
 

@@ -331,7 +331,7 @@ def _row(definition: model.ConsumerDefinition, box: SecretBox) -> dict[str, Any]
         "endpoint": definition.endpoint,
         "mapping_id": definition.mapping_id,
         "target_type": definition.target_type,
-        "target_id": definition.target_id,
+        "target_id": _target_id(definition),
         "is_enabled": definition.is_enabled,
         "verification": Jsonb(clear),
         "secrets": stored,
@@ -346,6 +346,9 @@ def merged(current: Consumer, change: AbcMapping[str, Any], box: SecretBox) -> d
     """The whole definition after a change of some fields. A `verification` with the same method and a
     secret field left out keeps the stored secrets (write-only fields: a change need not repeat them)."""
     document = {**current.definition(), **{k: v for k, v in change.items() if k != "verification"}}
+    given = change.get("verification")
+    if given is not None and not isinstance(given, AbcMapping):
+        return {**document, "verification": given}  # not an object: parse_consumer names it
     opened = current.verification(box)
     clear, secrets = split_secrets(opened)
     verification = dict(change.get("verification") or {**clear, **secrets})
@@ -368,9 +371,16 @@ def _targets_problems(
     return problems
 
 
+def _target_id(definition: model.ConsumerDefinition) -> str:
+    """A subscription id in PostgreSQL's form: Python's UUID() also takes forms `::uuid` refuses (urn:uuid:…)."""
+    if definition.target_type == model.SOURCE:
+        return str(uuid.UUID(definition.target_id))
+    return definition.target_id
+
+
 def _target_query(definition: model.ConsumerDefinition) -> tuple[str, tuple[Any, ...]]:
     name = "event_type_slug_exists" if definition.target_type == model.EVENT_TYPE else "subscription_exists"
-    return name, (definition.target_id,)
+    return name, (_target_id(definition),)
 
 
 def _taken_problems(rows: Sequence[tuple[bool, bool]], definition: model.ConsumerDefinition) -> list[model.Problem]:
@@ -589,6 +599,17 @@ def _failure_params(
         "headers": Jsonb(dict(headers)),
         "webhook_id": webhook_id,
     }
+
+
+def keep_failure(
+    conn: psycopg.Connection[Any], schema: str, consumer: Consumer, code: str,
+    problems: Sequence[AbcMapping[str, str]], body: bytes, headers: AbcMapping[str, str], webhook_id: str | None,
+) -> int:  # fmt: skip
+    """Keeps a request that failed after verification (the service's path is `keep_failure_async`)."""
+    params = _failure_params(consumer, code, problems, body, headers, webhook_id)
+    row = conn.execute(query("insert_consumer_failure", schema), params).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 async def keep_failure_async(
