@@ -25,10 +25,12 @@ from worker.runtime.writable import WritablePool
 from worker.service import console, event_types, hooks, problems, registration
 from worker.service.abonnement import router as abonnement_router
 from worker.service.auth import Authenticator
+from worker.service.consumers_api import router as consumers_router
 from worker.service.intake import IntakeFastPath, IntakeWriter
 from worker.service.intake import router as intake_router
 from worker.service.kanaal import router as kanaal_router
 from worker.service.limits import BodyLimit, ClientRate
+from worker.service.mappings_api import router as mappings_router
 from worker.service.metrics import ServeMetrics
 from worker.service.problems import DATABASE_DOWN
 from worker.service.settings import ServeSettings
@@ -163,6 +165,8 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
     app.include_router(subscriptions_router, prefix=API_PREFIX)
     app.include_router(kanaal_router, prefix=API_PREFIX)
     app.include_router(event_types.router, prefix=API_PREFIX)
+    app.include_router(consumers_router, prefix=API_PREFIX)
+    app.include_router(mappings_router, prefix=API_PREFIX)
     app.include_router(hooks.router)
     app.include_router(problems.pages)
     console.install(app)

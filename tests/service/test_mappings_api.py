@@ -1,0 +1,186 @@
+"""/api/v1/mappings: versioned JSONata mappings over HTTP, for outbox.beheer only; every refusal names its fields,
+and /mappings/try shows the event a mapping makes, or why it fails, with nothing stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import psycopg
+
+from tests.service.live import ADMIN, CONSUME, PUBLISH, LiveService
+
+PATH = "/api/v1/mappings"
+SOURCE = "urn:nld:oin:00000001234567890000:systeem:psp"
+TYPE = "nl.example.betalingen.betaling-ontvangen"
+EXPRESSION = f"""{{
+  "type": "{TYPE}",
+  "source": "{SOURCE}",
+  "id": body.id,
+  "subject": body.zaak,
+  "time": body.paidAt,
+  "data": {{"betaling": body.id, "event": headers."x-psp-event"}}
+}}"""
+PAYLOAD = {"id": "tr_000001", "zaak": "ZAAK-2026-0042", "paidAt": "2026-12-07T10:00:00Z"}
+
+
+def _mapping(**changes: Any) -> dict[str, Any]:
+    return {"id": "psp-payment", "description": "PSP betaling", "expression": EXPRESSION, "headers": ["X-PSP-Event"],
+            **changes}  # fmt: skip
+
+
+def _names(response: httpx.Response, status: int = 400) -> set[str]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    return {param["name"] for param in response.json()["invalidParams"]}
+
+
+def _stored(service: LiveService) -> list[tuple[Any, ...]]:
+    with psycopg.connect(service.database_url) as conn:
+        return conn.execute(
+            "SELECT m.id, m.current_version, array_agg(v.version ORDER BY v.version) FROM outbox.mappings m "
+            "JOIN outbox.mapping_versions v ON v.mapping_id = m.id GROUP BY m.id ORDER BY m.id"
+        ).fetchall()
+
+
+def test_an_admin_creates_reads_versions_and_removes_a_mapping(service: LiveService) -> None:
+    admin = service.add_client("beheer", ADMIN)
+    url = f"{service.base_url}{PATH}/psp-payment"
+
+    created = admin.post(PATH, json=_mapping())
+    assert created.status_code == 201, created.text
+    assert created.headers["location"] == url
+    first = created.json()
+    assert {k: first[k] for k in ("url", "versionUrl", "id", "description", "version", "currentVersion")} == {
+        "url": url, "versionUrl": f"{url}?version=1", "id": "psp-payment", "description": "PSP betaling",
+        "version": 1, "currentVersion": 1,
+    }  # fmt: skip
+    assert first["expression"] == EXPRESSION
+    assert first["headers"] == ["x-psp-event"]  # header names are kept in lower case
+    assert first["consumers"] == []
+    assert admin.get(f"{PATH}/psp-payment").json() == first
+    assert admin.get(PATH).json() == [first]
+
+    changed = admin.put(f"{PATH}/psp-payment", json={"expression": EXPRESSION.replace("body.zaak", "body.ref")})
+    assert changed.status_code == 200, changed.text
+    second = changed.json()
+    assert (second["version"], second["currentVersion"], second["versionUrl"]) == (2, 2, f"{url}?version=2")
+    assert second["description"] == "PSP betaling"  # left out: unchanged
+    assert second["headers"] == []  # given whole: a version is the expression and its headers
+    assert admin.get(f"{PATH}/psp-payment", params={"version": 1}).json()["expression"] == EXPRESSION
+    assert [v["version"] for v in admin.get(f"{PATH}/psp-payment/versions").json()] == [2, 1]
+    assert _stored(service) == [("psp-payment", 2, [1, 2])]
+
+    described = admin.put(f"{PATH}/psp-payment", json={"expression": "{}", "description": None})
+    assert described.json()["description"] is None and described.json()["version"] == 3
+
+    assert admin.get(f"{PATH}/psp-payment", params={"version": 4}).status_code == 404
+    assert admin.delete(f"{PATH}/psp-payment").status_code == 204
+    assert _stored(service) == []
+    for method, path in (("GET", "/psp-payment"), ("DELETE", "/psp-payment"), ("GET", "/psp-payment/versions"),
+                         ("GET", "/Not A Slug"), ("PUT", "/psp-payment")):  # fmt: skip
+        answer = admin.request(method, PATH + path, json={"expression": "{}"})
+        assert answer.status_code == 404, (method, path, answer.text)
+        assert answer.json()["code"] == "not_found"
+
+
+def test_one_400_names_every_invalid_field_and_stores_nothing(service: LiveService) -> None:
+    admin = service.add_client("beheer", ADMIN)
+    faulty = _mapping(id="Not A Slug", expression="{ 'a': ", headers=["not a header"], colour="red")
+    assert _names(admin.post(PATH, json=faulty)) == {"id", "expression", "headers", "colour"}
+    answer = admin.post(PATH, json={"id": 7, "expression": ["x"], "headers": "x-a", "description": "a\x00b"})
+    assert _names(answer) == {"id", "expression", "headers", "description"}
+    assert _names(admin.post(PATH, json={})) == {"id", "expression"}
+    assert _names(admin.post(PATH, content=b"{not json", headers={"Content-Type": "application/json"})) == {
+        "nonFieldErrors"
+    }
+    assert admin.post(PATH, content=b"{}", headers={"Content-Type": "text/plain"}).status_code == 415
+    assert _stored(service) == []
+
+    assert admin.post(PATH, json=_mapping()).status_code == 201
+    assert _names(admin.put(f"{PATH}/psp-payment", json={"expression": "$$$(", "id": "x"})) == {"expression", "id"}
+    assert _stored(service) == [("psp-payment", 1, [1])]
+    compile_error = admin.put(f"{PATH}/psp-payment", json={"expression": "("}).json()["invalidParams"]
+    assert [(p["name"], p["code"]) for p in compile_error] == [("expression", "expression_error")]
+
+
+def test_a_taken_id_and_a_mapping_in_use_are_409s_naming_them(service: LiveService) -> None:
+    admin = service.add_client("beheer", ADMIN)
+    assert admin.post(PATH, json=_mapping()).status_code == 201
+    taken = admin.post(PATH, json=_mapping(description="again"))
+    assert _names(taken, 409) == {"id"}
+    assert taken.json()["code"] == "conflict"
+
+    entry = {"name": "Betaling ontvangen", "slug": "betaling-ontvangen", "type": TYPE}
+    assert admin.post("/api/v1/event-types", json=entry).status_code == 201
+    consumer = {"name": "PSP", "endpoint": "psp", "mappingId": "psp-payment", "targetType": "event-type",
+                "targetId": "betaling-ontvangen", "verification": {"method": "none"}}  # fmt: skip
+    assert admin.post("/api/v1/consumers", json=consumer).status_code == 201
+    assert admin.get(f"{PATH}/psp-payment").json()["consumers"] == ["PSP"]
+    in_use = admin.delete(f"{PATH}/psp-payment")
+    assert _names(in_use, 409) == {"consumers"}
+    assert "PSP" in in_use.json()["detail"]
+    assert _stored(service) == [("psp-payment", 1, [1])]
+
+
+def test_only_outbox_beheer_may_read_or_change_mappings(service: LiveService) -> None:
+    others = service.add_client("abonnee", CONSUME, PUBLISH)
+    admin = service.add_client("beheer", ADMIN)
+    assert admin.post(PATH, json=_mapping()).status_code == 201
+    calls = [("GET", PATH), ("POST", PATH), ("GET", f"{PATH}/psp-payment"), ("PUT", f"{PATH}/psp-payment"),
+             ("DELETE", f"{PATH}/psp-payment"), ("GET", f"{PATH}/psp-payment/versions"), ("POST", f"{PATH}/try")]  # fmt: skip
+    for method, path in calls:
+        anonymous = service.anonymous.request(method, path, json=_mapping())
+        assert anonymous.status_code == 401, (method, path)
+        assert anonymous.json()["code"] == "not_authenticated"
+        refused = others.request(method, path, json=_mapping())
+        assert refused.status_code == 403, (method, path)
+        assert refused.json()["code"] == "permission_denied"
+    assert _stored(service) == [("psp-payment", 1, [1])]
+
+
+def _try(admin: Any, expression: str = EXPRESSION, **request: Any) -> dict[str, Any]:
+    body = {"mapping": {"expression": expression, "headers": ["x-psp-event"]}, "payload": PAYLOAD, **request}
+    if "body" in request:  # the raw body instead of the payload
+        del body["payload"]
+    answer = admin.post(f"{PATH}/try", json=body)
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def test_try_shows_the_event_or_each_kind_of_failure_and_stores_nothing(service: LiveService) -> None:
+    admin = service.add_client("beheer", ADMIN)
+    good = _try(admin, headers={"X-PSP-Event": "payment.paid", "Authorization": "Bearer not-for-the-mapping"})
+    assert good == {
+        "event": {
+            "specversion": "1.0", "id": "tr_000001", "source": SOURCE, "type": TYPE, "subject": "ZAAK-2026-0042",
+            "time": "2026-12-07T10:00:00Z", "data": {"betaling": "tr_000001", "event": "payment.paid"},
+        }
+    }  # fmt: skip
+
+    def failure(expression: str = EXPRESSION, **request: Any) -> tuple[str, set[str]]:
+        result = _try(admin, expression, **request)
+        assert set(result) == {"code", "problems"}, result
+        assert all(set(p) == {"name", "code", "reason"} and p["code"] == result["code"] for p in result["problems"])
+        return result["code"], {p["name"] for p in result["problems"]}
+
+    assert failure("{ 'a': ") == ("expression_error", {"expression"})
+    assert failure(body='{"id": ') == ("malformed_json", {"body"})
+    assert failure("$number('x')") == ("evaluation_error", {"expression"})
+    assert failure("[1, 2]") == ("not_an_object", {"result"})
+    assert failure(EXPRESSION.replace("body.paidAt", "'yesterday'").replace('"subject": body.zaak,', "")) == (
+        "invalid_event", {"subject", "time"},
+    )  # fmt: skip
+    assert failure("($f := function($x) { $f($x) }; $f(1))")[0] in ("evaluation_error", "timeout")
+    # the raw body as text is read as the sender's bytes
+    text = _try(admin, body='{"id": "tr_2", "zaak": "Z-1", "paidAt": "2026-12-07T10:00:00Z"}')
+    assert text["event"]["id"] == "tr_2"
+
+    both = admin.post(f"{PATH}/try", json={"mapping": {"expression": "{}"}, "payload": {}, "body": "{}"})
+    assert _names(both) == {"payload"}
+    assert _names(admin.post(f"{PATH}/try", json={"mapping": {"expression": "{}"}})) == {"payload"}
+    assert _names(admin.post(f"{PATH}/try", json={"mapping": {"headers": 1}, "payload": {}})) == {
+        "mapping.expression", "mapping.headers",
+    }  # fmt: skip
+    assert _stored(service) == []
