@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.service.console import catalogue, deliveries, events, overview, signin, subscriptions
+from worker.service.console import catalogue, consumers, deliveries, events, overview, signin, subscriptions
 from worker.service.console.pages import PREFIX, ConsoleError, SignInNeeded, render
 from worker.service.console.security import ConsoleHeaders, current_session
 
@@ -25,6 +25,7 @@ ROUTERS = (
     deliveries.router,
     events.router,
     catalogue.router,
+    consumers.router,
 )
 
 
