@@ -48,6 +48,12 @@ def test_first_run_applies_all_second_is_a_no_op(empty_database_url: str) -> Non
         "failure_streaks",
         "operators",
         "operator_sessions",
+        "mappings",
+        "mapping_versions",
+        "consumers",
+        "consumer_receipts",
+        "consumer_failures",
+        "consumer_rates",
         "signin_failures",
         "console_audit",
     }

@@ -24,11 +24,11 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import orjson
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -474,11 +474,16 @@ The body is the external system's own JSON payload; the consumer's mapping turns
         ],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"description": "the external system's payload"}}},
+            "content": {
+                "application/json": {"schema": {"type": "object", "description": "the external system's payload"}}
+            },
         },
     },
 )
-async def post_hook(request: Request, endpoint: str) -> Response:
+async def post_hook(
+    request: Request,
+    endpoint: Annotated[str, Path(pattern=model.SLUG.pattern, max_length=100, description="the consumer's endpoint")],
+) -> Response:
     """Normally answered by `HooksFastPath` in front of FastAPI (`asgi_app`); the same pipeline here."""
     hooks: Hooks = request.app.state.hooks
     body, status = await hooks.take(request.scope, request.receive)
