@@ -42,15 +42,15 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve(settings: ServeSettings, url: str) -> None:
     sock = listen(settings.host, settings.port)
-    if settings.tls_cert_file is not None:
+    if settings.tls_certificate is not None:
         try:  # a certificate that does not load is one line at start, not a failure per connection
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
-            if settings.tls_client_ca_file is not None:
-                context.load_verify_locations(str(settings.tls_client_ca_file))
+            context.load_cert_chain(str(settings.tls_certificate), str(settings.tls_key))
+            if settings.tls_client_ca is not None:
+                context.load_verify_locations(str(settings.tls_client_ca))
         except (ssl.SSLError, OSError) as exc:
             sock.close()
-            raise StartupError(f"OUTBOX_TLS_CERT_FILE/OUTBOX_TLS_KEY_FILE: cannot be loaded ({exc})") from None
+            raise StartupError(f"OUTBOX_TLS_CERTIFICATE/OUTBOX_TLS_KEY: cannot be loaded ({exc})") from None
     try:
         import uvloop  # noqa: F401 (libuv's loop: less CPU per request)
 
@@ -58,11 +58,11 @@ def serve(settings: ServeSettings, url: str) -> None:
     except ImportError:
         loop = "asyncio"
     tls: dict[str, object] = {}
-    if settings.tls_cert_file is not None:
-        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
-        if settings.tls_client_ca_file is not None:
+    if settings.tls_certificate is not None:
+        tls = {"ssl_certfile": str(settings.tls_certificate), "ssl_keyfile": str(settings.tls_key)}
+        if settings.tls_client_ca is not None:
             # Asked for, not required: only consumers with mTLS verification need one (and refuse without).
-            tls |= {"ssl_ca_certs": str(settings.tls_client_ca_file), "ssl_cert_reqs": ssl.CERT_OPTIONAL}
+            tls |= {"ssl_ca_certs": str(settings.tls_client_ca), "ssl_cert_reqs": ssl.CERT_OPTIONAL}
     config = uvicorn.Config(
         asgi_app(settings, url),
         loop=loop,

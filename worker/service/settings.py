@@ -60,13 +60,14 @@ class ServeSettings(BaseSettings):
         (), description="non-public networks callbacks may point to, e.g. 10.1.0.0/16,::1"
     )
     shutdown_grace: float = Field(30.0, ge=0, le=3600, description="on SIGTERM, wait this long for requests")
-    # Consumers (/hooks/{endpoint}) and TLS termination (needed for their mTLS verification).
+    # Consumers (/hooks/{endpoint}) and TLS termination (needed for their mTLS verification). Paths, named
+    # without _FILE: OUTBOX_X_FILE means "read OUTBOX_X from this file" (runtime/env_files.py).
     consumer_cache_ttl: float = Field(
         2.0, ge=0, le=3600, description="seconds a process keeps a consumer's definition before reading it again"
     )
-    tls_cert_file: Path | None = Field(None, description="serve HTTPS with this PEM certificate (chain)")
-    tls_key_file: Path | None = Field(None, description="the certificate's PEM private key")
-    tls_client_ca_file: Path | None = Field(
+    tls_certificate: Path | None = Field(None, description="serve HTTPS with this PEM certificate (chain)")
+    tls_key: Path | None = Field(None, description="the certificate's PEM private key")
+    tls_client_ca: Path | None = Field(
         None,
         description="PEM CA bundle client certificates are verified against (asked for, not required: "
         "consumers with mTLS verification refuse a request without one)",
@@ -112,11 +113,11 @@ class ServeSettings(BaseSettings):
         check_schema_name(self.db_schema)
         if self.secret_key is not None:
             SecretBox.from_setting(self.secret_key.get_secret_value())  # raises SecretKeyError, a ValueError
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("OUTBOX_TLS_CERT_FILE and OUTBOX_TLS_KEY_FILE: give both, or neither")
-        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
-            raise ValueError("OUTBOX_TLS_CLIENT_CA_FILE: needs OUTBOX_TLS_CERT_FILE and OUTBOX_TLS_KEY_FILE (TLS)")
-        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ValueError("OUTBOX_TLS_CERTIFICATE and OUTBOX_TLS_KEY: give both, or neither")
+        if self.tls_client_ca is not None and self.tls_certificate is None:
+            raise ValueError("OUTBOX_TLS_CLIENT_CA: needs OUTBOX_TLS_CERTIFICATE and OUTBOX_TLS_KEY (TLS)")
+        for name in ("tls_certificate", "tls_key", "tls_client_ca"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"OUTBOX_{name.upper()}: {path} is not a readable file")
