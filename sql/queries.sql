@@ -1658,3 +1658,10 @@ DELETE FROM {schema}.consumer_failures
 -- Webhook ids recorded before the cutoff (twice the longest tolerance window ago): their timestamps
 -- are refused by now, so the id is no longer needed to tell a replay.
 DELETE FROM {schema}.consumer_receipts WHERE received_at < %s;
+
+-- name: sealed_consumer_secrets
+-- `outbox secrets rotate`: every consumer's sealed verification secrets, locked until the re-encryption commits.
+SELECT id, name, secrets, secrets_encrypted FROM {schema}.consumers WHERE secrets IS NOT NULL ORDER BY id FOR UPDATE;
+
+-- name: reseal_consumer_secrets
+UPDATE {schema}.consumers SET secrets = %s, secrets_encrypted = %s WHERE id = %s;

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from standardwebhooks import Webhook
 
 from outbox._catalogue import EventType
@@ -421,3 +422,30 @@ def test_what_consumers_take_in_is_delivered_by_the_worker_as_nl_gov_cloudevents
     assert everyone.violations == [] and only.violations == []  # NL GOV CloudEvents, by the reference receiver
     delivered = everyone.received[0]["event"]
     assert delivered["type"] == TYPE and delivered["source"] == SOURCE and delivered["specversion"] == "1.0"
+
+
+def test_verification_secrets_are_sealed_at_rest_and_survive_a_key_rotation(
+    catalogue: None, start_service: StartService, database_url: str
+) -> None:
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    with connect(database_url) as conn:
+        store.add(
+            conn,
+            SCHEMA,
+            {
+                "name": "PSP",
+                "endpoint": "psp",
+                "mappingId": "psp-payment",
+                "targetType": "event-type",
+                "targetId": "betaling-ontvangen",
+                "verification": {"method": "standard-webhooks", "secrets": [WHSEC]},
+            },
+            SecretBox.from_setting(old_key),
+        )
+        sealed, encrypted = conn.execute("SELECT secrets, secrets_encrypted FROM outbox.consumers").fetchone()
+        assert encrypted and WHSEC not in sealed and WHSEC.removeprefix("whsec_") not in sealed
+        assert store.reseal_all(conn, SCHEMA, SecretBox.from_setting(f"{new_key},{old_key}")) == 1
+        assert conn.execute("SELECT secrets FROM outbox.consumers").fetchone() != (sealed,)
+    service = start_service(secret_key=new_key)
+    body = json.dumps(payment()).encode()
+    assert service.anonymous.post("/hooks/psp", content=body, headers=signed(body)).status_code == 202

@@ -26,6 +26,7 @@ from worker.delivery.targets import target_problems
 from worker.delivery.tls import tls_context
 from worker.delivery.verification import VerificationRefused, Verified, verify
 from worker.store import clients as client_store
+from worker.store import consumers as consumer_store
 from worker.store import subscriptions as subscription_store
 from worker.store.secret_box import KEY_VARIABLE, SecretBox, SecretKeyError, new_key
 
@@ -594,9 +595,11 @@ def secrets_rotate(obj: Context) -> None:
         try:
             count = subscription_store.rotate_secrets(conn, obj.schema, box)
             clients = client_store.reseal_all(conn, obj.schema, box)
+            consumers = consumer_store.reseal_all(conn, obj.schema, box)
         except SecretKeyError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(
-        f"re-encrypted the secrets of {count} subscription{'s' if count != 1 else ''} "
-        f"and {clients} API client{'s' if clients != 1 else ''}"
+        f"re-encrypted the secrets of {count} subscription{'s' if count != 1 else ''}, "
+        f"{clients} API client{'s' if clients != 1 else ''} "
+        f"and {consumers} consumer{'s' if consumers != 1 else ''}"
     )

@@ -658,3 +658,12 @@ async def failure_async(conn: psycopg.AsyncConnection[Any], schema: str, failure
 
 def purge_receipts(conn: psycopg.Connection[Any], schema: str, cutoff: datetime) -> int:
     return conn.execute(query("purge_consumer_receipts", schema), (cutoff,)).rowcount
+
+
+def reseal_all(conn: psycopg.Connection[Any], schema: str, box: SecretBox) -> int:
+    """Re-encrypt every consumer's verification secrets with the box's first key (`outbox secrets rotate`)."""
+    rows = conn.execute(query("sealed_consumer_secrets", schema)).fetchall()
+    for consumer_id, name, stored, encrypted in rows:
+        sealed, now_encrypted = box.reseal(stored, encrypted, f"consumer {name}")
+        conn.execute(query("reseal_consumer_secrets", schema), (sealed, now_encrypted, consumer_id))
+    return len(rows)
