@@ -442,7 +442,9 @@ def test_verification_secrets_are_sealed_at_rest_and_survive_a_key_rotation(
             },
             SecretBox.from_setting(old_key),
         )
-        sealed, encrypted = conn.execute("SELECT secrets, secrets_encrypted FROM outbox.consumers").fetchone()
+        row = conn.execute("SELECT secrets, secrets_encrypted FROM outbox.consumers").fetchone()
+        assert row is not None
+        sealed, encrypted = row
         assert encrypted and WHSEC not in sealed and WHSEC.removeprefix("whsec_") not in sealed
         assert store.reseal_all(conn, SCHEMA, SecretBox.from_setting(f"{new_key},{old_key}")) == 1
         assert conn.execute("SELECT secrets FROM outbox.consumers").fetchone() != (sealed,)
