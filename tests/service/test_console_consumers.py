@@ -170,7 +170,7 @@ def test_the_list_shows_each_consumer_with_its_webhook_url_and_open_failures(
     assert "event-type: <code>betaling-ontvangen</code>" in page.text
     assert page.text.count('class="badge badge-enabled">enabled<') == 2
     assert '>3<span class="visually-hidden"> open failures of Betaalprovider</span></a>' in page.text
-    assert '<a href="/console/mappings/psp-betaling"><code>psp-betaling</code></a>' in page.text
+    assert '<a href="/console/mappings/psp-betaling">psp-betaling</a>' in page.text
     assert "<td>Betaalprovider</td>" in page.text  # the mapping's user
 
 
@@ -183,6 +183,7 @@ def test_the_consumer_page_shows_the_definition_mapping_and_failures_without_a_s
     assert "<dt>Verification</dt><dd>hmac</dd>" in text
     assert '<dt>Verification: header</dt><dd class="wrap">X-Signature</dd>' in text
     assert '<dt>Verification: prefix</dt><dd class="wrap">sha256=</dd>' in text
+    assert '<dt>Verification: timestampHeader</dt><dd class="wrap">–</dd>' in text  # not set
     assert "<dt>Secrets set</dt><dd>1 " in text
     assert '<a href="/console/event-types/betaling-ontvangen"><code>betaling-ontvangen</code></a>' in page.text
     assert "version 1 (the current one)" in text and "<code>x-request-id</code>" in text

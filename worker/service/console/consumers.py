@@ -90,7 +90,7 @@ def _settings(consumer: store.Consumer) -> list[tuple[str, str]]:
     the secrets out (their count is shown apart)."""
     shown = consumer.public_verification()
     return [
-        (name, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+        (name, "–" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
         for name, value in shown.items()
         if name not in ("method", "secretCount")
     ]
@@ -150,6 +150,7 @@ async def _page(request: Request, session: Session, consumer_id: str) -> Respons
         notice=params.get("notice", ""),
         counts=counts,
         max_replay=MAX_REPLAY,
+        cache_ttl=service.settings.consumer_cache_ttl,
     )
 
 
