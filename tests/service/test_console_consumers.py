@@ -20,7 +20,8 @@ from psycopg.types.json import Jsonb
 from outbox._catalogue import EventType
 from outbox._sql import query
 from tests.service.conftest import StartService
-from tests.service.console_history import add_operator, csrf_of, signed_in
+from tests.service.console_client import ConsoleClient
+from tests.service.console_history import PASSWORD, add_operator, csrf_of, signed_in
 from worker.store import catalogue as catalogue_store
 from worker.store import consumers as store
 from worker.store.secret_box import SecretBox
@@ -423,3 +424,56 @@ def test_a_post_without_the_csrf_token_is_refused(clients: dict[str, httpx.Clien
     assert foreign.status_code == 403
     assert made.consumer("psp").is_enabled is True and made.consumer("psp").open_failures == 3
     assert made.events("pay-1") == []
+
+
+def test_replay_of_all_takes_the_oldest_when_more_are_open_than_one_replay_takes(
+    clients: dict[str, httpx.Client], made: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.service.console import consumers as pages
+
+    monkeypatch.setattr(pages, "MAX_REPLAY", 2)
+    monkeypatch.setattr(pages, "MAX_PAGE", 1)  # the walk over the open ones takes a page per failure
+    operator = clients["operator"]
+    confirm = operator.get(f"/console/consumers/{made.psp.id}/replay?all=1")
+    assert "<strong>2</strong> failures will be replayed: the 2 oldest of the 3 open" in confirm.text
+    made.fix_mapping()
+    answer = operator.post(f"/console/consumers/{made.psp.id}/replay", data={"csrf": csrf_of(confirm.text), "all": "1"})
+    assert "Replayed: 1 stored, 1 duplicate" in operator.get(answer.headers["location"]).text
+    assert [made.failure(n).replayed_at is not None for n in made.failures] == [True, True, False]
+    too_many = {"csrf": csrf_of(confirm.text), "failure": [str(n) for n in made.failures]}
+    refused = operator.post(f"/console/consumers/{made.psp.id}/replay", data=too_many)
+    assert refused.status_code == 400 and made.failure(made.failures[2]).replayed_at is None
+
+
+def test_the_pages_work_without_javascript_and_every_form_carries_the_token(
+    start_service: StartService, database_url: str, made: Made
+) -> None:
+    """Links and forms alone, as a browser with scripts off; nothing inline for the CSP to block."""
+    live = start_service()
+    add_operator(database_url, "olga", "operator")
+    client = ConsoleClient(live.base_url)
+    try:
+        assert client.sign_in("olga", PASSWORD).status == 303
+        token = client.csrf()
+        listing = client.get(client.get("/console/").links["Consumers"])
+        page = client.get(listing.links["Betaalprovider"])
+        for shown in (listing, page):
+            assert shown.inline == [] and all("src" in script for script in shown.scripts)
+            assert all(f.fields.get("csrf") == token for f in shown.forms if f.method == "post")
+        select = page.form("Replay selected…")
+        assert select.method == "get" and select.action == f"/console/consumers/{made.psp.id}/replay"
+        number = made.failures[1]
+        confirm = client.get(f"{select.action}?failure={number}")
+        assert confirm.inline == [] and "<strong>1</strong> of the 1 selected is open" in confirm.html
+        made.fix_mapping()
+        result = client.submit(confirm, "Replay 1 failure")
+        assert result.status == 200 and "Replayed: 1 stored" in result.text
+        failure = client.get(f"/console/consumers/{made.psp.id}/failures/{made.failures[0]}")
+        assert failure.inline == [] and failure.form("Replay").fields.get("csrf") == token
+        replayed = client.submit(failure, "Replay")
+        assert "nothing new was stored" in replayed.text  # pay-1 was stored by the first replay
+        disabled = client.submit(client.get(f"/console/consumers/{made.psp.id}"), "Disable")
+        assert "The consumer is disabled" in disabled.text
+        assert client.submit(disabled, "Enable").status == 200 and made.consumer("psp").is_enabled
+    finally:
+        client.close()
