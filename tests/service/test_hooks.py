@@ -125,7 +125,7 @@ def github(body: bytes, secret: str = GITHUB_SECRET) -> dict[str, str]:
 @pytest.fixture
 def metrics_service(start_service: StartService) -> tuple[LiveService, str]:
     port = free_port()
-    return start_service(metrics_port=port, consumer_cache_ttl=0), f"http://127.0.0.1:{port}/metrics"
+    return start_service(serve_metrics_port=port, consumer_cache_ttl=0), f"http://127.0.0.1:{port}/metrics"
 
 
 def metric(url: str, name: str, **labels: str) -> float:

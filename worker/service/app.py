@@ -128,10 +128,10 @@ def create_app(settings: ServeSettings, url: str) -> FastAPI:
         service = app.state.service = Service(settings, pool, box, authenticator, writer)
         app.state.hooks = hooks.Hooks(service, app.state.metrics)
         metrics_server = None
-        if settings.metrics_port is not None:
+        if settings.serve_metrics_port is not None:
             metrics_server = AsgiServer(app.state.metrics.app(), shutdown_timeout=1)
-            await metrics_server.start(settings.metrics_host, settings.metrics_port)
-            log(logging.INFO, "metrics server started", host=settings.metrics_host, port=metrics_server.port)
+            await metrics_server.start(settings.serve_metrics_host, settings.serve_metrics_port)
+            log(logging.INFO, "metrics server started", host=settings.serve_metrics_host, port=metrics_server.port)
         log(logging.INFO, "service started", host=settings.host, port=settings.port, schema=settings.db_schema)
         if not box.encrypts:
             log(logging.WARNING, "client and subscription secrets are stored unencrypted: set OUTBOX_SECRET_KEY")

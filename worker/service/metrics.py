@@ -1,6 +1,6 @@
-"""`outbox serve`'s Prometheus metrics, served on a listener of their own (`OUTBOX_METRICS_PORT` for serve:
-`--metrics-port`, 127.0.0.1 unless `OUTBOX_METRICS_HOST`), as the worker's are: never on the public port, where
-every endpoint must authenticate.
+"""`outbox serve`'s Prometheus metrics, served on a listener of their own (`OUTBOX_SERVE_METRICS_PORT`, on
+127.0.0.1 unless `OUTBOX_SERVE_METRICS_HOST`), as the worker's are: never on the public port, where every
+endpoint must authenticate.
 
 Per consumer (label `consumer` = its endpoint, a slug the operator chose; unknown endpoints are not counted, so
 a scan cannot grow the label set): requests by `outcome` (`accepted`, `duplicate`, `unauthorized`, `disabled`,

@@ -72,10 +72,11 @@ class ServeSettings(BaseSettings):
         description="PEM CA bundle client certificates are verified against (asked for, not required: "
         "consumers with mTLS verification refuse a request without one)",
     )
-    metrics_port: int | None = Field(
+    # Not OUTBOX_METRICS_PORT: that is the worker's, and one env file often serves both units (deploy/systemd).
+    serve_metrics_port: int | None = Field(
         None, ge=0, le=65_535, description="serve Prometheus /metrics on this port (its own listener)"
     )
-    metrics_host: str = Field("127.0.0.1", description="address of the /metrics listener")
+    serve_metrics_host: str = Field("127.0.0.1", description="address of the /metrics listener")
     # The console (/console/): sessions and sign-in lockout.
     console_session_idle: float = Field(
         1800.0, ge=60, le=86_400, description="a console session ends after this many seconds without a request"
