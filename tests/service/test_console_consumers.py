@@ -434,6 +434,13 @@ def test_replay_of_all_takes_the_oldest_when_more_are_open_than_one_replay_takes
     monkeypatch.setattr(pages, "MAX_REPLAY", 2)
     monkeypatch.setattr(pages, "MAX_PAGE", 1)  # the walk over the open ones takes a page per failure
     operator = clients["operator"]
+    with psycopg.connect(made.database_url, autocommit=True) as conn:
+        elsewhere = keep_failure(conn, made.basic, payment("pay-3"))  # another consumer's: never counted here
+    chosen = [made.failures[0], elsewhere]  # the walk down to the oldest selected passes the other two
+    selected = operator.get(f"/console/consumers/{made.psp.id}/replay", params={"failure": [str(n) for n in chosen]})
+    assert "<strong>1</strong> of the 2 selected is open and will be replayed; the others" in selected.text
+    assert f'name="failure" value="{made.failures[0]}"' in selected.text
+    assert f'name="failure" value="{elsewhere}"' not in selected.text
     confirm = operator.get(f"/console/consumers/{made.psp.id}/replay?all=1")
     assert "<strong>2</strong> failures will be replayed: the 2 oldest of the 3 open" in confirm.text
     made.fix_mapping()

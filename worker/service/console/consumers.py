@@ -312,16 +312,19 @@ async def _oldest_open(conn: psycopg.AsyncConnection[Any], schema: str, consumer
 async def _open_of(
     conn: psycopg.AsyncConnection[Any], schema: str, consumer: store.Consumer, ids: Sequence[int]
 ) -> list[int]:
-    """Which of the selected failures are this consumer's and still open."""
-    found = []
-    for number in ids:
-        try:
-            failure = await store.failure_async(conn, schema, number)
-        except store.FailureNotFound:
-            continue
-        if failure.consumer_id == consumer.id and failure.replayed_at is None:
-            found.append(number)
-    return found
+    """Which of the selected failures are this consumer's and still open: its open ones from the newest selected
+    down to the oldest, in pages without their bodies (a body may be megabytes)."""
+    if not ids:
+        return []
+    wanted, lowest = set(ids), min(ids)
+    found: list[int] = []
+    before = max(ids) + 1
+    while True:
+        rows = await store.failures_async(conn, schema, consumer, before=before, limit=MAX_PAGE, open_only=True)
+        found += [row.id for row in rows if row.id in wanted]
+        if len(rows) < MAX_PAGE or rows[-1].id <= lowest:
+            return sorted(found)
+        before = rows[-1].id
 
 
 @router.get("/consumers/{consumer_id}/replay")
