@@ -65,6 +65,10 @@ bench-mapping-languages: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/mapping_languages.py
 
+# POST /hooks/{endpoint} (issue 22), e.g. `make bench-consumers CONSUMERS_ARGS=--quick`.
+bench-consumers: $(STAMP)
+	$(BIN)/python bench/consumers.py $(CONSUMERS_ARGS)
+
 # The OCI image nlgov-outbox:VERSION, with podman or docker (whichever answers). IMAGE_BUILD_ARGS passes more,
 # e.g. IMAGE_BUILD_ARGS="--build-arg BASE=localhost/pybase --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt".
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
