@@ -46,9 +46,10 @@ _KEPT_NOTE = (
 # -- the verification config in the OpenAPI document: each method's own model, secrets write-only --------
 
 
-def _method_schemas(read: bool) -> list[dict[str, Any]]:
+def _method_schemas(read: bool, patch: bool = False) -> list[dict[str, Any]]:
     """Each method's config schema from its pydantic model (so the document follows the code): as written
-    (secrets write-only, not required: a change may keep them), or as read (no secrets, `secretCount`)."""
+    (secrets write-only, not required: a change may keep them; in a patch `method` neither), or as read (no
+    secrets, `secretCount`)."""
     schemas = []
     for method, config in CONFIGS.items():
         schema = config.model_json_schema(by_alias=True)
@@ -73,7 +74,8 @@ def _method_schemas(read: bool) -> list[dict[str, Any]]:
         else:
             for name in secret:
                 properties[name]["description"] = _KEPT_NOTE
-            schema["required"] = [name for name in schema.get("required", []) if name not in secret]
+            kept = (*secret, "method") if patch else secret
+            schema["required"] = [name for name in schema.get("required", []) if name not in kept]
         schemas.append(schema)
     return schemas
 
@@ -84,9 +86,20 @@ class VerificationWrite(RootModel[dict[str, Any]]):
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         return {
-            "description": "How requests to /hooks/{endpoint} are verified: one method and its settings. In a "
-            "PATCH, `method` may be left out (the stored one), and the given settings replace only themselves.",
-            "anyOf": _method_schemas(read=False),
+            "description": "How requests to /hooks/{endpoint} are verified: one method and its settings.",
+            "oneOf": _method_schemas(read=False),
+        }
+
+
+class VerificationPatch(RootModel[dict[str, Any]]):
+    """A change of the verification config: the stored method's settings, or another method's whole."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {
+            "description": "Without `method`, or with the stored one: the given settings replace only themselves "
+            "(the secrets left out are kept). With another method: that method's settings, whole.",
+            "anyOf": _method_schemas(read=False, patch=True),
         }
 
 
@@ -164,7 +177,7 @@ class ConsumerPatch(BaseModel):
     targetType: Literal["event-type", "source"] = Field(None)  # type: ignore[arg-type]
     targetId: str = Field(None, min_length=1)  # type: ignore[assignment]
     isEnabled: bool = Field(None, description="false: disabled (/hooks/{endpoint} answers 404)")  # type: ignore[assignment]
-    verification: VerificationWrite = Field(None)  # type: ignore[assignment]
+    verification: VerificationPatch = Field(None)  # type: ignore[assignment]
     maxBodyBytes: int = Field(None, json_schema_extra={"minimum": 1, "maximum": model.MAX_BODY_BYTES})  # type: ignore[assignment]
     rateLimit: float | None = Field(None, json_schema_extra={"exclusiveMinimum": 0, "maximum": 100_000})
     rateBurst: int | None = Field(None, json_schema_extra={"minimum": 1, "maximum": 1_000_000})
