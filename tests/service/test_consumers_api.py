@@ -262,6 +262,13 @@ def test_one_400_names_every_invalid_field_and_stores_nothing(service: LiveServi
     missing = beheer.post(PATH, json=_consumer(mappingId="nope", targetId="nope"))
     assert _names(missing) == {"mappingId", "targetId"}
     assert {p["code"] for p in missing.json()["invalidParams"]} == {"does_not_exist"}
+    # ... named with the other faults in the same 400
+    assert _names(beheer.post(PATH, json=_consumer(name=" x", mappingId="nope", targetId="nope"))) == {
+        "name", "mappingId", "targetId",
+    }  # fmt: skip
+    assert _names(beheer.post(PATH, json=_consumer(name=" x", targetType="source", targetId="s"))) == {
+        "name", "targetId",
+    }  # fmt: skip
     no_subscription = _consumer(targetType="source", targetId=f"urn:uuid:{uuid.uuid4()}")
     assert _names(beheer.post(PATH, json=no_subscription)) == {"targetId"}
     assert _names(beheer.post(PATH, content=b"[1]", headers={"Content-Type": "application/json"})) == {"nonFieldErrors"}
@@ -273,6 +280,9 @@ def test_one_400_names_every_invalid_field_and_stores_nothing(service: LiveServi
         "endpoint", "maxBodyBytes", "x",
     }  # fmt: skip
     assert _names(beheer.patch(f"{PATH}/{cid}", json={"targetType": "source"})) == {"targetId"}
+    assert _names(beheer.patch(f"{PATH}/{cid}", json={"maxBodyBytes": -1, "targetId": "nope"})) == {
+        "maxBodyBytes", "targetId",
+    }  # fmt: skip
     assert _names(beheer.patch(f"{PATH}/{cid}", json={"name": None, "verification": []})) == {"name", "verification"}
     assert _names(beheer.put(f"{PATH}/{cid}", json={"name": "x"})) == {"endpoint", "targetType", "targetId",
                                                                       "verification"}  # fmt: skip

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, RootMod
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from outbox._sql import query
 from worker.consumers import intake, model, operations
 from worker.consumers.verification import CONFIGS, SECRET_FIELDS
 from worker.service import registration
@@ -367,6 +368,45 @@ def _rule_faults(document: Mapping[str, Any], flagged: list[InvalidParam]) -> li
     return []
 
 
+async def _reference_faults(
+    request: Request, document: Mapping[str, Any], flagged: list[InvalidParam]
+) -> list[InvalidParam]:
+    """With other faults (the store checks references only of a valid consumer): a mapping or a target that
+    does not exist, so that one 400 names those too."""
+    names = {top(fault.name) for fault in flagged}
+    service = request.app.state.service
+    found: list[InvalidParam] = []
+    async with service.pool.connection() as conn:
+        mapping_id = document.get("mappingId")
+        if "mappingId" not in names and isinstance(mapping_id, str):
+            cursor = await conn.execute(query("mapping", service.schema), {"id": mapping_id, "version": None})
+            if await cursor.fetchone() is None:
+                reason = f"there is no mapping {mapping_id!r}"
+                found.append(InvalidParam(name="mappingId", code="does_not_exist", reason=reason))
+        kind, target = document.get("targetType"), document.get("targetId")
+        if not {"targetType", "targetId"} & names and isinstance(target, str):
+            if kind == model.EVENT_TYPE:
+                cursor = await conn.execute(query("event_type_slug_exists", service.schema), (target,))
+            else:
+                try:  # parse_consumer checks this only of an otherwise valid consumer
+                    subscription = str(uuid.UUID(target))
+                except ValueError:
+                    reason = "must be a subscription id (a UUID) for targetType source"
+                    return [*found, InvalidParam(name="targetId", code="invalid", reason=reason)]
+                cursor = await conn.execute(query("subscription_exists", service.schema), (subscription,))
+            if await cursor.fetchone() is None:
+                what = "event catalogue entry (slug)" if kind == model.EVENT_TYPE else "subscription"
+                reason = f"there is no {what} {target!r}"
+                found.append(InvalidParam(name="targetId", code="does_not_exist", reason=reason))
+    return found
+
+
+async def _checked(request: Request, faults: list[InvalidParam], document: Mapping[str, Any]) -> None:
+    """One 400 naming every fault, the references' included, when there is any."""
+    if faults:
+        raise invalid(faults + await _reference_faults(request, document, faults))
+
+
 def _param(problem: model.Problem) -> InvalidParam:
     return InvalidParam(name=problem.name, code=problem.code, reason=problem.reason or "invalid")
 
@@ -474,8 +514,7 @@ async def create_consumer(request: Request, client: Writer, response: Response) 
     document = await registration.json_object(request)
     faults = declared(ConsumerWrite, document)
     faults += _rule_faults(_without(document, faults), faults)
-    if faults:
-        raise invalid(faults)
+    await _checked(request, faults, _without(document, faults))
     try:
         async with service.pool.connection() as conn:
             created = await store.add_async(conn, service.schema, document, service.box)
@@ -507,9 +546,9 @@ async def replace_consumer(request: Request, id: _ID, client: Writer) -> Consume
     document = await registration.json_object(request)
     faults = declared(ConsumerWrite, document)
     change = {**_PUT_DEFAULTS, **_without(document, faults)}
-    faults += _rule_faults(store.merged(current, change, service.box), faults)
-    if faults:
-        raise invalid(faults)
+    full = store.merged(current, change, service.box)
+    faults += _rule_faults(full, faults)
+    await _checked(request, faults, full)
     return ConsumerResource.of(await _change(request, current, change), service.base_url(request))
 
 
@@ -527,10 +566,9 @@ async def update_consumer(request: Request, id: _ID, client: Writer) -> Consumer
     document = await registration.json_object(request)
     faults = declared(ConsumerPatch, document)
     change = _patched_verification(current, _without(document, faults))
-    if set(change) != {"isEnabled"}:
-        faults += _rule_faults(store.merged(current, change, service.box), faults)
-    if faults:
-        raise invalid(faults)
+    full = store.merged(current, change, service.box) if set(change) != {"isEnabled"} else {}
+    faults += _rule_faults(full, faults) if full else []
+    await _checked(request, faults, full)
     return ConsumerResource.of(await _change(request, current, change), service.base_url(request))
 
 
