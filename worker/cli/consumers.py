@@ -5,16 +5,12 @@ A consumer is OpenConnector's (`name`, `endpoint`, `mappingId`, `targetType`, `t
 definition whole. Secrets never come from the command line itself (it stays in the shell history and the
 process list): they are read from a file or standard input (`--verification`, `--from-json`), or generated
 (`--generate-secret`, printed once). Listings show how many secrets are set, never a value.
-
-The JSONata engine is the `consumers` extra's: the groups say so in one line when it is not installed, and the
-modules that load it are imported only when a command runs.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import json
 import secrets as random_secrets
 import sys
@@ -23,34 +19,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import psycopg
 
 from worker.cli.inputs import read_json
 from worker.cli.subscriptions import secret_box
-from worker.consumers import model
-from worker.consumers.verification import MAX_SECRETS, METHODS, SECRET_FIELDS
+from worker.consumers import intake, model, operations
+from worker.consumers.mapping import InvalidMapping, try_mapping
+from worker.consumers.verification import MAX_SECRETS, METHODS, SECRET_FIELDS, split_secrets
+from worker.store import consumers as store
+from worker.store.consumers import Consumer, Failure, StoredMapping
+from worker.store.secret_box import SecretBox
 
 if TYPE_CHECKING:
     from worker.cli.main import Context
-    from worker.store.consumers import Consumer, Failure, StoredMapping
-    from worker.store.secret_box import SecretBox
 
 # The secret fields that hold a list (rotation: the newest first); basic's password is one value.
 _LIST_SECRETS = ("secrets", "tokens", "keys")
 
 
-def _require_extra() -> None:
-    if importlib.util.find_spec("jsonatapy") is None:
-        raise click.ClickException(
-            "consumers need the JSONata engine: install the consumers extra (pip install 'nlgov-outbox[consumers]')"
-        )
-
-
 @contextlib.contextmanager
 def _refusals() -> Iterator[None]:
     """The store's refusals as one readable line each (the transaction is rolled back first)."""
-    from worker.consumers.mapping import InvalidMapping
-    from worker.store import consumers as store
-
     try:
         yield
     except model.InvalidConsumer as exc:
@@ -127,7 +116,6 @@ def mappings() -> None:
     """JSONata mappings: a consumer's request ({"body", "headers"}) → the CloudEvent it becomes.
 
     Every change adds a version; consumers use the current one, a failure names the one it failed with."""
-    _require_extra()
 
 
 def _expression_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -182,7 +170,6 @@ def mappings_add(
     description: str | None,
 ) -> None:  # fmt: skip
     """Add a mapping (version 1), compiled first: an expression that does not compile is refused."""
-    from worker.store import consumers as store
 
     text = _expression(expression, expression_file)
     if text is None:
@@ -202,7 +189,6 @@ def mappings_update(
 ) -> None:  # fmt: skip
     """Add a version of a mapping: what is not given stays as the current version has it (--header replaces
     the headers); consumers use the new version from their next request."""
-    from worker.store import consumers as store
 
     text = _expression(expression, expression_file)
     if text is None and not headers and description is None:
@@ -221,7 +207,6 @@ def mappings_update(
 @click.pass_obj
 def mappings_list(obj: Context, as_json: bool) -> None:
     """Every mapping at its current version, with the consumers that use it."""
-    from worker.store import consumers as store
 
     with obj.connect() as conn:
         found = store.list_mappings(conn, obj.schema)
@@ -247,7 +232,6 @@ def mappings_list(obj: Context, as_json: bool) -> None:
 @click.pass_obj
 def mappings_show(obj: Context, mapping_id: str, version: int | None, history: bool, as_json: bool) -> None:
     """One mapping: its expression, headers and users."""
-    from worker.store import consumers as store
 
     if history and version is not None:
         raise click.UsageError("say which: --version N or --history, not both")
@@ -271,7 +255,6 @@ def mappings_show(obj: Context, mapping_id: str, version: int | None, history: b
 @click.pass_obj
 def mappings_remove(obj: Context, mapping_id: str) -> None:
     """Remove a mapping with all its versions; refused while a consumer uses it."""
-    from worker.store import consumers as store
 
     with _refusals(), obj.connect() as conn:
         store.remove_mapping(conn, obj.schema, mapping_id)
@@ -290,8 +273,6 @@ def mappings_try(
 ) -> None:
     """The CloudEvent the mapping makes of a payload, or why it cannot (exit 1); stores nothing. The consumer's
     target is not applied: `outbox consumers try` also checks the event type and its schema."""
-    from worker.consumers.mapping import try_mapping
-    from worker.store import consumers as store
 
     pairs = _headers(headers)
     body = _read_bytes(payload, "--payload")
@@ -307,7 +288,6 @@ def mappings_try(
 def consumers() -> None:
     """Inbound webhooks from external systems, served by `outbox serve` at /hooks/{endpoint}: each request is
     verified, mapped to a CloudEvent and taken into the outbox."""
-    _require_extra()
 
 
 # (flag, click settings, JSON field) of the definition's own options, shared by add and update.
@@ -447,7 +427,6 @@ def consumers_add(
     disabled: bool, as_json: bool, **options: Any,
 ) -> None:  # fmt: skip
     """Add a consumer NAME; the definition is checked whole (the mapping and the target must exist)."""
-    from worker.store import consumers as store
 
     _one_stdin(verification=verification, from_json=from_json)
     box = secret_box()
@@ -491,8 +470,6 @@ def consumers_update(
     keep_old_secrets: bool, **options: Any,
 ) -> None:  # fmt: skip
     """Change a consumer: only what is given changes; its secrets are kept unless new ones are given."""
-    from worker.consumers.verification import split_secrets
-    from worker.store import consumers as store
 
     _one_stdin(verification=verification, from_json=from_json)
     if no_mapping and options.get("mapping") is not None:
@@ -543,7 +520,6 @@ def consumers_update(
 @click.pass_obj
 def consumers_list(obj: Context, as_json: bool) -> None:
     """Every consumer: its endpoint, method, target, whether enabled, its open failures."""
-    from worker.store import consumers as store
 
     with obj.connect() as conn:
         found = store.list_all(conn, obj.schema)
@@ -567,7 +543,6 @@ def consumers_list(obj: Context, as_json: bool) -> None:
 @click.pass_obj
 def consumers_show(obj: Context, name: str, as_json: bool) -> None:
     """One consumer (by name, id or endpoint), without its secrets."""
-    from worker.store import consumers as store
 
     with _refusals(), obj.connect() as conn:
         found = store.get(conn, obj.schema, name)
@@ -589,7 +564,6 @@ def _key_change(obj: Context, name: str, action: Callable[..., Consumer], *args:
 @click.pass_obj
 def consumers_remove(obj: Context, name: str) -> None:
     """Remove a consumer with its receipts and kept failures; its endpoint answers 404 from then on."""
-    from worker.store import consumers as store
 
     removed = _key_change(obj, name, store.remove)
     click.echo(f"removed consumer {removed.name} (/hooks/{removed.endpoint})")
@@ -600,7 +574,6 @@ def consumers_remove(obj: Context, name: str) -> None:
 @click.pass_obj
 def consumers_enable(obj: Context, name: str) -> None:
     """Take requests at its endpoint again."""
-    from worker.store import consumers as store
 
     changed = _key_change(obj, name, store.set_enabled, True)
     click.echo(f"enabled consumer {changed.name} (/hooks/{changed.endpoint})")
@@ -611,7 +584,6 @@ def consumers_enable(obj: Context, name: str) -> None:
 @click.pass_obj
 def consumers_disable(obj: Context, name: str) -> None:
     """Answer 404 at its endpoint; nothing is taken in until it is enabled."""
-    from worker.store import consumers as store
 
     changed = _key_change(obj, name, store.set_enabled, False)
     click.echo(f"disabled consumer {changed.name} (/hooks/{changed.endpoint})")
@@ -626,8 +598,6 @@ def consumers_disable(obj: Context, name: str) -> None:
 def consumers_try(obj: Context, name: str, payload: str, headers: tuple[str, ...], as_json: bool) -> None:
     """The CloudEvent the consumer would make of a payload (its mapping, its target's type and schema), or why
     not (exit 1). Stores nothing; the request is not verified."""
-    from worker.consumers import operations
-    from worker.store import consumers as store
 
     pairs = _headers(headers)
     body = _read_bytes(payload, "--payload")
@@ -679,7 +649,6 @@ def consumers_failures(
 ) -> None:  # fmt: skip
     """The requests a consumer kept because they failed the mapping, the schema or the target, newest first:
     those not replayed yet unless --all."""
-    from worker.store import consumers as store
 
     with _refusals(), obj.connect() as conn:
         found = store.get(conn, obj.schema, name)
@@ -715,8 +684,6 @@ def consumers_failures(
 def consumers_replay(obj: Context, name: str, failure_ids: tuple[int, ...], replay_all: bool) -> None:
     """Map kept failures again with the mapping's current version and store their events, each once; says per
     failure: stored, duplicate (its event was there already) or failed again (exit 1 if any did not go)."""
-    from worker.consumers import intake, operations
-    from worker.store import consumers as store
 
     if replay_all == bool(failure_ids):
         raise click.UsageError("say which: FAILURE_ID... or --all")
@@ -748,9 +715,8 @@ def consumers_replay(obj: Context, name: str, failure_ids: tuple[int, ...], repl
         sys.exit(1)
 
 
-def _all_open(conn: Any, schema: str, consumer: Consumer) -> list[Failure]:
+def _all_open(conn: psycopg.Connection[Any], schema: str, consumer: Consumer) -> list[Failure]:
     """Every open failure, oldest first (keyset pages of the store's newest-first order)."""
-    from worker.store import consumers as store
 
     found: list[Failure] = []
     before = None
