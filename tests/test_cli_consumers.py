@@ -442,6 +442,25 @@ def test_update_changes_only_what_is_given_and_keeps_secrets(run_cli: Any, mappi
     assert run_cli("consumers", "update", "gh", "--no-mapping", "--mapping", "psp", env=ENV).returncode == 2
 
 
+def test_update_with_a_verification_file_or_json_keeps_secrets_left_out(
+    run_cli: Any, mapping: str, database_url: str
+) -> None:
+    _ok(_add_hmac(run_cli))
+    config = {"method": "hmac", "header": "X-Shop-Signature", "encoding": "base64"}  # no secrets: kept
+    _ok(run_cli("consumers", "update", "GitHub", "--verification", "-", input=json.dumps(config), env=ENV))
+    changed = _consumer(database_url, "GitHub")
+    assert changed.verification_clear["header"] == "X-Shop-Signature" and changed.secret_count() == 1
+    assert changed.verification_clear["prefix"] == ""  # a whole config: what it leaves out is the default
+    body = json.dumps(PAYMENT).encode()
+    signature = base64.b64encode(hmac.new(HMAC_SECRET.encode(), body, hashlib.sha256).digest()).decode()
+    verifier_for(changed.verification(BOX)).verify(Inbound.of(body, {"X-Shop-Signature": signature}))
+    change = {"maxBodyBytes": 512, "isEnabled": False}
+    _ok(run_cli("consumers", "update", "GitHub", "--from-json", "-", "--max-body-bytes", "1024",
+                input=json.dumps(change), env=ENV))  # fmt: skip
+    after = _consumer(database_url, "GitHub")
+    assert (after.max_body_bytes, after.is_enabled, after.secret_count()) == (1024, False, 1)
+
+
 def test_update_refusals_change_nothing(run_cli: Any, mapping: str, database_url: str) -> None:
     _ok(_add_hmac(run_cli))
     _ok(_add_hmac(run_cli, "Shop", "shop"))
