@@ -170,7 +170,6 @@ def mappings_add(
     description: str | None,
 ) -> None:  # fmt: skip
     """Add a mapping (version 1), compiled first: an expression that does not compile is refused."""
-
     text = _expression(expression, expression_file)
     if text is None:
         raise click.UsageError("give the expression: --expression TEXT or --expression-file FILE")
@@ -189,7 +188,6 @@ def mappings_update(
 ) -> None:  # fmt: skip
     """Add a version of a mapping: what is not given stays as the current version has it (--header replaces
     the headers); consumers use the new version from their next request."""
-
     text = _expression(expression, expression_file)
     if text is None and not headers and description is None:
         raise click.UsageError("nothing to change: give --expression, --expression-file, --header or --description")
@@ -207,7 +205,6 @@ def mappings_update(
 @click.pass_obj
 def mappings_list(obj: Context, as_json: bool) -> None:
     """Every mapping at its current version, with the consumers that use it."""
-
     with obj.connect() as conn:
         found = store.list_mappings(conn, obj.schema)
     if as_json:
@@ -232,7 +229,6 @@ def mappings_list(obj: Context, as_json: bool) -> None:
 @click.pass_obj
 def mappings_show(obj: Context, mapping_id: str, version: int | None, history: bool, as_json: bool) -> None:
     """One mapping: its expression, headers and users."""
-
     if history and version is not None:
         raise click.UsageError("say which: --version N or --history, not both")
     with _refusals(), obj.connect() as conn:
@@ -255,7 +251,6 @@ def mappings_show(obj: Context, mapping_id: str, version: int | None, history: b
 @click.pass_obj
 def mappings_remove(obj: Context, mapping_id: str) -> None:
     """Remove a mapping with all its versions; refused while a consumer uses it."""
-
     with _refusals(), obj.connect() as conn:
         store.remove_mapping(conn, obj.schema, mapping_id)
     click.echo(f"removed mapping {mapping_id}")
@@ -273,7 +268,6 @@ def mappings_try(
 ) -> None:
     """The CloudEvent the mapping makes of a payload, or why it cannot (exit 1); stores nothing. The consumer's
     target is not applied: `outbox consumers try` also checks the event type and its schema."""
-
     pairs = _headers(headers)
     body = _read_bytes(payload, "--payload")
     with _refusals(), obj.connect() as conn:
@@ -427,7 +421,6 @@ def consumers_add(
     disabled: bool, as_json: bool, **options: Any,
 ) -> None:  # fmt: skip
     """Add a consumer NAME; the definition is checked whole (the mapping and the target must exist)."""
-
     _one_stdin(verification=verification, from_json=from_json)
     box = secret_box()
     document = _json_object(from_json, "--from-json", "consumer") if from_json is not None else {}
@@ -470,7 +463,6 @@ def consumers_update(
     keep_old_secrets: bool, **options: Any,
 ) -> None:  # fmt: skip
     """Change a consumer: only what is given changes; its secrets are kept unless new ones are given."""
-
     _one_stdin(verification=verification, from_json=from_json)
     if no_mapping and options.get("mapping") is not None:
         raise click.UsageError("say which: --mapping ID or --no-mapping, not both")
@@ -520,7 +512,6 @@ def consumers_update(
 @click.pass_obj
 def consumers_list(obj: Context, as_json: bool) -> None:
     """Every consumer: its endpoint, method, target, whether enabled, its open failures."""
-
     with obj.connect() as conn:
         found = store.list_all(conn, obj.schema)
     if as_json:
@@ -543,7 +534,6 @@ def consumers_list(obj: Context, as_json: bool) -> None:
 @click.pass_obj
 def consumers_show(obj: Context, name: str, as_json: bool) -> None:
     """One consumer (by name, id or endpoint), without its secrets."""
-
     with _refusals(), obj.connect() as conn:
         found = store.get(conn, obj.schema, name)
     if as_json:
@@ -564,7 +554,6 @@ def _key_change(obj: Context, name: str, action: Callable[..., Consumer], *args:
 @click.pass_obj
 def consumers_remove(obj: Context, name: str) -> None:
     """Remove a consumer with its receipts and kept failures; its endpoint answers 404 from then on."""
-
     removed = _key_change(obj, name, store.remove)
     click.echo(f"removed consumer {removed.name} (/hooks/{removed.endpoint})")
 
@@ -574,7 +563,6 @@ def consumers_remove(obj: Context, name: str) -> None:
 @click.pass_obj
 def consumers_enable(obj: Context, name: str) -> None:
     """Take requests at its endpoint again."""
-
     changed = _key_change(obj, name, store.set_enabled, True)
     click.echo(f"enabled consumer {changed.name} (/hooks/{changed.endpoint})")
 
@@ -584,7 +572,6 @@ def consumers_enable(obj: Context, name: str) -> None:
 @click.pass_obj
 def consumers_disable(obj: Context, name: str) -> None:
     """Answer 404 at its endpoint; nothing is taken in until it is enabled."""
-
     changed = _key_change(obj, name, store.set_enabled, False)
     click.echo(f"disabled consumer {changed.name} (/hooks/{changed.endpoint})")
 
@@ -598,7 +585,6 @@ def consumers_disable(obj: Context, name: str) -> None:
 def consumers_try(obj: Context, name: str, payload: str, headers: tuple[str, ...], as_json: bool) -> None:
     """The CloudEvent the consumer would make of a payload (its mapping, its target's type and schema), or why
     not (exit 1). Stores nothing; the request is not verified."""
-
     pairs = _headers(headers)
     body = _read_bytes(payload, "--payload")
     with _refusals(), obj.connect() as conn:
@@ -649,7 +635,6 @@ def consumers_failures(
 ) -> None:  # fmt: skip
     """The requests a consumer kept because they failed the mapping, the schema or the target, newest first:
     those not replayed yet unless --all."""
-
     with _refusals(), obj.connect() as conn:
         found = store.get(conn, obj.schema, name)
         if show_id is not None:
@@ -684,7 +669,6 @@ def consumers_failures(
 def consumers_replay(obj: Context, name: str, failure_ids: tuple[int, ...], replay_all: bool) -> None:
     """Map kept failures again with the mapping's current version and store their events, each once; says per
     failure: stored, duplicate (its event was there already) or failed again (exit 1 if any did not go)."""
-
     if replay_all == bool(failure_ids):
         raise click.UsageError("say which: FAILURE_ID... or --all")
     bad = 0
@@ -717,7 +701,6 @@ def consumers_replay(obj: Context, name: str, failure_ids: tuple[int, ...], repl
 
 def _all_open(conn: psycopg.Connection[Any], schema: str, consumer: Consumer) -> list[Failure]:
     """Every open failure, oldest first (keyset pages of the store's newest-first order)."""
-
     found: list[Failure] = []
     before = None
     while page := store.failures(conn, schema, consumer, before=before, limit=500, open_only=True):
