@@ -1665,3 +1665,14 @@ SELECT id, name, secrets, secrets_encrypted FROM {schema}.consumers WHERE secret
 
 -- name: reseal_consumer_secrets
 UPDATE {schema}.consumers SET secrets = %s, secrets_encrypted = %s WHERE id = %s;
+
+-- name: purge_consumer_receipts_batch
+-- `outbox serve`, every minute: a batch of the webhook ids recorded before the cutoff (as purge_consumer_receipts).
+DELETE FROM {schema}.consumer_receipts
+ WHERE (consumer_id, webhook_id) IN (SELECT consumer_id, webhook_id FROM {schema}.consumer_receipts
+                                      WHERE received_at < %s LIMIT %s);
+
+-- name: purge_replayed_consumer_failures
+-- `outbox purge`: kept requests replayed before the cutoff (their event is in the outbox); open ones stay
+-- until an operator replays or removes them.
+DELETE FROM {schema}.consumer_failures WHERE replayed_at < %s;

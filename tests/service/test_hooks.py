@@ -451,3 +451,47 @@ def test_verification_secrets_are_sealed_at_rest_and_survive_a_key_rotation(
     service = start_service(secret_key=new_key)
     body = json.dumps(payment()).encode()
     assert service.anonymous.post("/hooks/psp", content=body, headers=signed(body)).status_code == 202
+
+
+def test_serve_sweeps_old_webhook_ids_and_purge_removes_replayed_failures(
+    catalogue: None, start_service: StartService, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from worker.daemon import maintenance
+    from worker.service import hooks
+
+    consumer = add_consumer(database_url, "psp", {"method": "standard-webhooks", "secrets": [WHSEC]})
+    with connect(database_url) as conn:
+        for webhook_id, age in (("old", "3 hours"), ("recent", "10 minutes")):
+            conn.execute(
+                "INSERT INTO outbox.consumer_receipts (consumer_id, webhook_id, received_at, event_source, event_id)"
+                " VALUES (%s, %s, now() - %s::interval, 'urn:x', %s)",
+                (consumer.id, webhook_id, age, webhook_id),
+            )
+    monkeypatch.setattr(hooks, "RECEIPT_SWEEP_SECONDS", 0.1)
+    service = start_service()
+
+    def receipts() -> list[str]:
+        with connect(database_url) as conn:
+            return [r[0] for r in conn.execute("SELECT webhook_id FROM outbox.consumer_receipts ORDER BY 1")]
+
+    wait_until(lambda: receipts() == ["recent"], message="the old webhook id swept")
+    headers = {**signed(b"{", "msg_bad"), "content-type": "application/json"}
+    assert service.anonymous.post("/hooks/psp", content=b"{", headers=headers).status_code == 422
+    body = json.dumps(payment(5)).encode()
+    with connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO outbox.consumer_failures (consumer_id, code, problems, body) VALUES (%s, 'x', '[]', %s)",
+            (consumer.id, body),
+        )
+        replayable = conn.execute("SELECT max(id) FROM outbox.consumer_failures").fetchone()
+        assert replayable is not None
+        operations.replay(conn, SCHEMA, consumer, replayable[0])
+        later = datetime.now(UTC) + timedelta(days=400)
+        report = maintenance.purge(
+            conn, SCHEMA, older_than=timedelta(days=1), failed_older_than=timedelta(days=7), now=later
+        )
+        left = conn.execute("SELECT code, replayed_at IS NULL FROM outbox.consumer_failures").fetchall()
+    assert report.replayed == 1
+    assert left == [("malformed_json", True)]  # the open one stays for the operator

@@ -55,6 +55,7 @@ class PurgeReport:
     intake_ids: int = 0
     events_kept: int = 0  # events of dropped leaves still needed: moved to events_default
     receipts: int = 0  # consumers' webhook ids older than RECEIPT_RETENTION
+    replayed: int = 0  # consumers' kept requests replayed before the failed deliveries' cutoff
 
     def lines(self) -> list[str]:
         out = [f"dropped {name}" for name in self.dropped]
@@ -68,6 +69,8 @@ class PurgeReport:
         if self.receipts:
             hours = RECEIPT_RETENTION.total_seconds() / 3600
             out.append(f"deleted {self.receipts} consumer receipts (webhook ids older than {hours:g} h)")
+        if self.replayed:
+            out.append(f"deleted {self.replayed} replayed consumer failures")
         return out
 
 
@@ -81,10 +84,10 @@ def purge(
 ) -> PurgeReport:
     """Remove delivered deliveries and events older than `older_than`, failed deliveries older than
     `failed_older_than` (default FAILED_RETENTION_FACTOR × `older_than`), attempts older than the
-    longer of the two, the intake keys of events gone, and consumers' webhook ids older than
-    RECEIPT_RETENTION. A blocked, pending or delivering delivery
-    is never removed, nor the event it (or any kept delivery) needs. Every step is its own transaction
-    (`conn` must not be inside one). Ages count back from `now` (default: the clock now), in UTC."""
+    longer of the two, the intake keys of events gone, consumers' webhook ids older than
+    RECEIPT_RETENTION and their kept requests replayed before the failed cutoff. A blocked, pending or
+    delivering delivery is never removed, nor the event it (or any kept delivery) needs. Every step is its
+    own transaction (`conn` must not be inside one). Ages count back from `now` (default: the clock now), in UTC."""
     if failed_older_than is None:
         failed_older_than = older_than * FAILED_RETENTION_FACTOR
     now = utcnow() if now is None else as_utc(now)
@@ -106,9 +109,12 @@ def purge(
         _ddl(conn, schema, report, leaf, "retire_events_partition")
     report.events = _batches(conn, schema, "purge_event_leftovers", delivered_cutoff, batch_size)
     report.intake_ids = _batches(conn, schema, "purge_intake_ids", delivered_cutoff, batch_size)
-    # 4. Consumer receipts: a fixed age, not the operator's; `outbox serve` deletes them too, so few are left.
+    # 4. Consumer receipts: a fixed age, not the operator's; `outbox serve` deletes them every minute too.
     with conn.transaction():
         report.receipts = conn.execute(query("purge_consumer_receipts", schema), (now - RECEIPT_RETENTION,)).rowcount
+    # 5. Consumers' kept requests that were replayed, at the failed deliveries' retention.
+    with conn.transaction():
+        report.replayed = conn.execute(query("purge_replayed_consumer_failures", schema), (failed_cutoff,)).rowcount
     return report
 
 

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import orjson
@@ -35,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from outbox._sql import query
 from worker.consumers import intake, model
-from worker.consumers.verification import Inbound, VerificationFailed, Verifier, verifier_for
+from worker.consumers.verification import MAX_TOLERANCE, Inbound, VerificationFailed, Verifier, verifier_for
 from worker.runtime import tracing
 from worker.runtime.logs import log
 from worker.service.limits import read_limited
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 
 PREFIX: Final = "/hooks/"
 _WRITE_MAX: Final = 500  # requests one writer stores in one statement
+RECEIPT_SWEEP_SECONDS: Final = 60.0
+_SWEEP_BATCH: Final = 5000
 _UNKNOWN_KEPT: Final = 1024  # endpoints remembered as unknown (a scan must not grow this without bound)
 _CHALLENGES: Final = {"bearer": 'Bearer realm="outbox"', "basic": 'Basic realm="outbox", charset="UTF-8"'}
 
@@ -249,9 +252,32 @@ class Hooks:
         self.cache = HookCache(service.pool, service.schema, service.box, settings.consumer_cache_ttl)
         self.writer = ConsumerWriter(service.pool, service.schema, writers=max(1, settings.pool_size // 4))
         self._rate_sql = query("take_consumer_request", service.schema)
+        self._sweeper = asyncio.create_task(self._sweep_receipts(), name="hooks-receipts")
 
     async def aclose(self) -> None:
+        self._sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sweeper
         await self.writer.aclose()
+
+    async def _sweep_receipts(self) -> None:
+        """Every minute, the webhook ids past twice the longest tolerance (beyond it a replay's timestamp is
+        refused anyway), in small batches: a table that grows by one row per request stays small between
+        `outbox purge` runs. Every serve process does it; deleting the same rows twice is harmless."""
+        sql = query("purge_consumer_receipts_batch", self.service.schema)
+        while True:
+            await asyncio.sleep(RECEIPT_SWEEP_SECONDS)
+            try:
+                cutoff = datetime.now(UTC) - timedelta(seconds=2 * MAX_TOLERANCE)
+                while True:
+                    async with self.service.pool.connection() as conn:
+                        deleted = (await conn.execute(sql, (cutoff, _SWEEP_BATCH))).rowcount
+                    if deleted < _SWEEP_BATCH:
+                        break
+            except DATABASE_DOWN:
+                continue  # the next minute
+            except psycopg.Error as exc:  # e.g. a schema not migrated yet: said, and tried again later
+                log(logging.WARNING, "consumer receipts not swept", reason=str(exc).splitlines()[0])
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Answers the request (a POST under PREFIX); returns the status sent."""

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Depends, Request
@@ -21,7 +21,7 @@ from starlette.datastructures import FormData
 from worker.consumers import intake
 from worker.consumers.operations import AlreadyReplayed, replay_async
 from worker.service.console import audit
-from worker.service.console.pages import ENVIRONMENT, PREFIX, ConsoleError, redirect, render
+from worker.service.console.pages import PREFIX, ConsoleError, redirect, render
 from worker.service.console.security import acting, service_of, signed_in
 from worker.service.console.sessions import Session
 from worker.store import consumers as store
@@ -36,8 +36,6 @@ MAX_PAGE = 200
 # Failures in one replay (selected, or the oldest open ones): each maps a body on the event loop (≤ 50 ms).
 MAX_REPLAY = 200
 BODY_SHOWN = 65_536  # bytes of a failure's body on its page; the rest is said, not shown
-# The section is in the navigation once its pages exist (base.html lists every section, in order).
-ENVIRONMENT.globals["available_sections"] = {*cast(set[str], ENVIRONMENT.globals["available_sections"]), "/consumers"}
 
 
 def _consumer_id(text: str) -> uuid.UUID:

@@ -57,7 +57,9 @@ ENVIRONMENT.filters["age"] = _age
 ENVIRONMENT.globals["query"] = _query
 ENVIRONMENT.globals["prefix"] = PREFIX
 # The sections of the navigation that have their pages (base.html lists them all, in order).
-ENVIRONMENT.globals["available_sections"] = {"/", "/subscriptions", "/deliveries", "/failed", "/events", "/event-types"}
+ENVIRONMENT.globals["available_sections"] = {
+    "/", "/subscriptions", "/deliveries", "/failed", "/events", "/event-types", "/consumers",
+}  # fmt: skip
 
 
 def render(
