@@ -468,6 +468,7 @@ def _patched_verification(current: store.Consumer, change: dict[str, Any]) -> di
 
 async def _change(request: Request, current: store.Consumer, change: dict[str, Any]) -> store.Consumer:
     service = request.app.state.service
+    request.app.state.hooks.cache.forget()  # this process at once; the others within OUTBOX_CONSUMER_CACHE_TTL
     try:
         async with service.pool.connection() as conn:
             if set(change) == {"isEnabled"}:  # only enable/disable: valid even while the target is gone
@@ -588,6 +589,7 @@ async def delete_consumer(request: Request, id: _ID, client: Admin) -> Response:
             await store.remove_async(conn, service.schema, str(current.id))
     except store.ConsumerNotFound:
         raise not_found("consumer") from None
+    request.app.state.hooks.cache.forget(current.endpoint)
     return Response(status_code=204)
 
 

@@ -79,8 +79,8 @@ PAGES: dict[str, Page] = {
                             "Nothing was stored; the connection is closed. Send the request again."),
     "conflict": Page(409, "Conflict.", "The request conflicts with what is stored: a unique field another "
                      "resource has, an event `id` already taken in from the same `source` with other "
-                     "content, or a change someone else made meanwhile. `invalidParams` names the field. "
-                     "Nothing was stored."),
+                     "content, a change someone else made meanwhile, a mapping that consumers still use, or a kept "
+                     "request replayed already. `invalidParams` names the field. Nothing was stored."),
     "built-in": Page(409, "Conflict.", "The event type is one of the outbox's built-in operational types "
                      "(nl.overheid.outbox.…): only its isEnabled may change, and it cannot be removed. Nothing "
                      "was stored."),

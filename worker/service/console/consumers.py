@@ -165,6 +165,7 @@ async def _set_enabled(request: Request, consumer_id: str, session: Session, ena
             await store.set_enabled_async(conn, service.schema, str(consumer.id), enabled)
             action = "enable" if enabled else "disable"
             await audit.record(conn, service.schema, session.name, action, "consumer", str(consumer.id))
+    request.app.state.hooks.cache.forget(consumer.endpoint)  # this process at once, the others within the TTL
     return redirect(f"{PREFIX}/consumers/{consumer.id}", notice="enabled" if enabled else "disabled")
 
 
