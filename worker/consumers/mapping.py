@@ -265,15 +265,22 @@ def _event(
         raise MappingFailed(NOT_AN_OBJECT, [Problem("result", f"must be a JSON object, the expression gave {what}")])
     document = {"specversion": "1.0", **(defaults or {}), **result}
     problems = [Problem(name, "is required") for name in required if document.get(name) is None]
+    if not problems:
+        try:  # the usual case; event_problems (every fault named) only for an answer that needs them
+            return CloudEvent.from_dict(document)
+        except (InvalidEventError, TypeError):
+            pass
     missing = {problem.field for problem in problems}
     problems += [
         Problem(fault.attribute, fault.rule) for fault in event_problems(document) if fault.attribute not in missing
     ]
-    if not problems:
+    if not problems:  # event_problems found nothing from_dict refused: say what from_dict said
         try:
-            return CloudEvent.from_dict(document)
-        except InvalidEventError as exc:  # event_problems should have found it; never build half an answer
+            CloudEvent.from_dict(document)
+        except InvalidEventError as exc:
             problems = [Problem(exc.attribute, exc.rule)]
+        except TypeError as exc:
+            problems = [Problem("result", str(exc))]
     raise MappingFailed(INVALID_EVENT, problems)
 
 
