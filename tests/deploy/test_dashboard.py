@@ -4,8 +4,8 @@ The dashboard's structure is checked as Grafana needs it (unique panel ids, a gr
 columns, a data source and queries on every panel, the template variables). Then a real `outbox run
 --metrics-port` delivers to a receiver that takes the events and one that answers 503 (so the labelled
 series exist: outcomes, durations, concurrency limits and cuts), and every metric name in the dashboard's
-queries and in the alert rules (deploy/prometheus/outbox-alerts.yaml) must be on its /metrics, with HELP and
-TYPE, and every label they match on must be one of its labels.
+queries and in the alert rules (deploy/prometheus/outbox-alerts.yaml) must be on its /metrics (the consumers'
+alerts: on a real `outbox serve`'s), with HELP and TYPE, and every label they match on must be one of its labels.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import math
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +125,7 @@ def test_the_metric_names_of_the_queries_are_found() -> None:
 
 
 @pytest.fixture
-def exposed(start_worker: WorkerFactory, database_url: str) -> Iterator[str]:
+def exposed(start_worker: WorkerFactory, database_url: str) -> str:
     """/metrics of a worker that delivered to one receiver and was refused with 503 by another."""
     with Receiver().running() as fine, Receiver(answer=lambda n, r: (503, {}, 0.0)).running() as failing:
         good = subscribe(database_url, fine.url)
@@ -150,7 +149,35 @@ def exposed(start_worker: WorkerFactory, database_url: str) -> Iterator[str]:
             counted = all(any(line.startswith(w) and not line.endswith(" 0.0") for line in lines) for w in wanted[:2])
             return text if counted and all(any(line.startswith(w) for line in lines) for w in wanted) else None
 
-        yield wait_until(body, timeout=60, message="the labelled series on /metrics")
+        worker_metrics: str = wait_until(body, timeout=60, message="the labelled series on /metrics")
+    return worker_metrics + _serve_metrics(database_url)
+
+
+def _serve_metrics(database_url: str) -> str:
+    """/metrics of an `outbox serve` (OUTBOX_SERVE_METRICS_PORT) whose consumer took one request in and
+    refused one: the outbox-consumers alerts read these."""
+    import psycopg
+
+    from outbox._catalogue import EventType
+    from tests.service.live import running
+    from worker.store import catalogue as catalogue_store
+    from worker.store import consumers as consumer_store
+    from worker.store.secret_box import SecretBox
+
+    token = "dashboard-test-token-0123456789"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        catalogue_store.add(conn, "outbox", EventType(slug="x", type="nl.example.x", name="x"))
+        definition = {"name": "psp", "endpoint": "psp", "targetType": "event-type", "targetId": "x",
+                      "verification": {"method": "bearer", "tokens": [token]}}  # fmt: skip
+        consumer_store.add(conn, "outbox", definition, SecretBox())
+    port = free_port()
+    with running(database_url, serve_metrics_port=port) as service:
+        event = {"specversion": "1.0", "id": "1", "source": "urn:x", "type": "nl.example.x"}
+        for given in (token, "not-the-token"):
+            service.anonymous.post("/hooks/psp", json=event, headers={"Authorization": f"Bearer {given}"})
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'outcome="accepted"' in text and 'outcome="unauthorized"' in text
+    return text
 
 
 def test_every_metric_the_dashboard_and_the_alerts_use_is_exported(exposed: str) -> None:

@@ -61,6 +61,7 @@ def test_outbox_migrate_first_then_manage_py_migrate_only_records_it(empty_datab
         "0011_operational_events",
         "0012_console",
         "0013_delivery_search",
+        "0014_consumers",
     ]
     # and a second manage.py migrate has nothing left to do
     assert "No migrations to apply" in manage("migrate", url=empty_database_url).stdout
