@@ -40,10 +40,10 @@ class Replayed:
 
 
 def _with_mapping(conn: psycopg.Connection[Any], schema: str, consumer: Consumer) -> Consumer:
-    row = conn.execute(query("hook_consumer", schema), {"endpoint": consumer.endpoint}).fetchone()
-    if row is None:
+    found = store.hook_consumer(conn, schema, consumer.endpoint)
+    if found is None:
         raise ConsumerNotFound(consumer.name)
-    return store._consumer_from_row(row)
+    return found
 
 
 async def _with_mapping_async(conn: psycopg.AsyncConnection[Any], schema: str, consumer: Consumer) -> Consumer:

@@ -39,7 +39,7 @@ from worker.consumers import intake, model
 from worker.consumers.verification import MAX_TOLERANCE, Inbound, VerificationFailed, Verifier, verifier_for
 from worker.runtime import tracing
 from worker.runtime.logs import log
-from worker.service.limits import read_limited
+from worker.service.limits import read_limited, retry_after
 from worker.service.metrics import ServeMetrics
 from worker.service.problems import DATABASE_DOWN, ApiProblem, InvalidParam, responses, unavailable
 from worker.store import consumers as store
@@ -375,10 +375,12 @@ class Hooks:
         assert row is not None
         taken, tokens = row
         if not taken:
-            raise _throttled(consumer, max(1, int((1 - float(tokens)) / consumer.rate_limit + 0.999)))
+            raise _throttled(consumer, retry_after(float(tokens), consumer.rate_limit))
 
     async def _body(self, scope: Scope, receive: Receive, consumer: Consumer) -> bytes:
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        # Only Content-Length is read here; Inbound.from_scope decodes the headers once for the rest.
+        declared = next((v.decode("latin-1") for n, v in scope["headers"] if n.lower() == b"content-length"), None)
+        headers = {} if declared is None else {"content-length": declared}
         return await read_limited(receive, headers, consumer.max_body_bytes, "maxBodyBytes", self.service.settings)
 
     async def _keep(

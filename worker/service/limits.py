@@ -176,6 +176,11 @@ class BodyLimit:
                 await refused.problem.response(self.base)(scope, receive, send)
 
 
+def retry_after(tokens: float, rate: float) -> int:
+    """Whole seconds (at least 1) until a token bucket at `tokens` refilling at `rate` per second holds one."""
+    return max(1, int((1 - tokens) / rate + 0.999))
+
+
 class ClientRate:
     """Each client's request rate over every `outbox serve` process: a token bucket per client in
     PostgreSQL (`client_rates`, unlogged), one UPSERT per request (`take_client_request`). A count
@@ -198,7 +203,7 @@ class ClientRate:
         taken, tokens = row
         if taken:
             return
-        wait = max(1, int((1 - float(tokens)) / self.rate + 0.999))
+        wait = retry_after(float(tokens), self.rate)
         raise ApiProblem(
             429,
             "throttled",

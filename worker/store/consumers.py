@@ -25,7 +25,6 @@ from worker.consumers.mapping import InvalidMapping, Mapping, parse_mapping
 from worker.consumers.mapping import Problem as MappingProblem
 from worker.consumers.verification import (
     SECRET_FIELDS,
-    InvalidVerificationConfig,
     VerificationConfig,
     parse_config,
     split_secrets,
@@ -438,16 +437,9 @@ def _key_params(key: str) -> dict[str, Any]:
     return {"key": key, "id": as_id}
 
 
-def _definition(document: AbcMapping[str, Any]) -> model.ConsumerDefinition:
-    try:
-        return model.parse_consumer(document)
-    except InvalidVerificationConfig as exc:  # pragma: no cover - parse_consumer folds these in
-        raise model.InvalidConsumer([model.Problem("verification", str(exc))]) from None
-
-
 def add(conn: psycopg.Connection[Any], schema: str, document: AbcMapping[str, Any], box: SecretBox) -> Consumer:
     """A new consumer from its JSON definition, refused whole (`InvalidConsumer`) when any field is wrong."""
-    definition = _definition(document)
+    definition = model.parse_consumer(document)
     _check_refs(conn, schema, definition, None)
     row = conn.execute(query("insert_consumer", schema), _row(definition, box)).fetchone()
     if row is None:  # taken by a concurrent add after the check
@@ -472,7 +464,7 @@ def update(
 ) -> Consumer:
     """Changes the given fields (JSON names); the rest, and write-only secrets, are kept."""
     current = get(conn, schema, key)
-    definition = _definition(merged(current, change, box))
+    definition = model.parse_consumer(merged(current, change, box))
     _check_refs(conn, schema, definition, current.id)
     conn.execute(query("update_consumer", schema), {**_row(definition, box), "id": current.id})
     return get(conn, schema, str(current.id))
@@ -493,7 +485,7 @@ def remove(conn: psycopg.Connection[Any], schema: str, key: str) -> Consumer:
 async def add_async(
     conn: psycopg.AsyncConnection[Any], schema: str, document: AbcMapping[str, Any], box: SecretBox
 ) -> Consumer:
-    definition = _definition(document)
+    definition = model.parse_consumer(document)
     await _check_refs_async(conn, schema, definition, None)
     row = await (await conn.execute(query("insert_consumer", schema), _row(definition, box))).fetchone()
     if row is None:
@@ -516,7 +508,7 @@ async def update_async(
     conn: psycopg.AsyncConnection[Any], schema: str, key: str, change: AbcMapping[str, Any], box: SecretBox
 ) -> Consumer:
     current = await get_async(conn, schema, key)
-    definition = _definition(merged(current, change, box))
+    definition = model.parse_consumer(merged(current, change, box))
     await _check_refs_async(conn, schema, definition, current.id)
     await conn.execute(query("update_consumer", schema), {**_row(definition, box), "id": current.id})
     return await get_async(conn, schema, str(current.id))
@@ -532,6 +524,12 @@ async def remove_async(conn: psycopg.AsyncConnection[Any], schema: str, key: str
     current = await get_async(conn, schema, key)
     await conn.execute(query("delete_consumer", schema), {"id": current.id})
     return current
+
+
+def hook_consumer(conn: psycopg.Connection[Any], schema: str, endpoint: str) -> Consumer | None:
+    """The consumer served at /hooks/{endpoint}, with its mapping's current version; None when none."""
+    row = conn.execute(query("hook_consumer", schema), {"endpoint": endpoint}).fetchone()
+    return None if row is None else _consumer_from_row(row)
 
 
 async def hook_consumer_async(conn: psycopg.AsyncConnection[Any], schema: str, endpoint: str) -> Consumer | None:
